@@ -1,0 +1,106 @@
+"""Parsing and formatting of the value syntax in policy files: durations, sizes, percents.
+
+Parsers raise ValueError with a message fit for the operator; the config loader adds
+file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+DURATION_EXAMPLES = "examples: 7d, 12h, 30m"
+
+_BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+_DECIMAL = {"k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgtp])(ib|b|i)?|b)?", re.IGNORECASE)
+SIZE_EXAMPLES = "examples: 512, 100K, 20MB, 1.5GiB"
+
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+PERCENT_EXAMPLES = "examples: 80%, 92.5%"
+
+
+def parse_duration(value: object) -> float:
+    """'1d12h' -> 129600.0 seconds. A bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a duration: it is negative")
+        return float(value)
+    text = str(value).strip().lower()
+    if text.isdigit():
+        return float(text)
+    pos = 0
+    total = 0.0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos and text[pos : m.start()].strip():
+            break
+        total += float(m.group(1)) * DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos == 0 or text[pos:].strip():
+        raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
+    return total
+
+
+def parse_size(value: object) -> int:
+    """'1.5G' -> 1610612736 bytes. K/M/G/T and KiB/MiB/... are binary, KB/MB/... decimal."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size ({SIZE_EXAMPLES})")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a size: it is negative")
+        return value
+    if isinstance(value, float):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a size: it is negative")
+        return int(value)
+    text = str(value).strip()
+    m = _SIZE_RE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{value!r} is not a size ({SIZE_EXAMPLES})")
+    number = float(m.group(1))
+    prefix = (m.group(2) or "").lower()
+    suffix = (m.group(3) or "").lower()
+    if not prefix:
+        factor = 1
+    elif suffix == "b":
+        factor = _DECIMAL[prefix]
+    else:  # "", "i", "ib": binary, as logrotate and most operators read 100K
+        factor = _BINARY[prefix]
+    return int(number * factor)
+
+
+def parse_percent(value: object) -> float:
+    """'80%' -> 80.0. The % sign is required so a size is never mistaken for a share."""
+    text = str(value).strip()
+    m = _PERCENT_RE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{value!r} is not a percent ({PERCENT_EXAMPLES})")
+    pct = float(m.group(1))
+    if pct > 100:
+        raise ValueError(f"{value!r} is not a percent: it is above 100%")
+    return pct
+
+
+def format_duration(seconds: float) -> str:
+    """Compact human form: 90061 -> '1d1h'. Used in tables where humanize is too wordy."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    parts = []
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return "".join(parts)
+
+
+def format_size(num_bytes: int) -> str:
+    """Binary units, as `ls -lh` and `du -h` show them."""
+    import humanize  # lazy: only rendering needs it
+
+    return str(humanize.naturalsize(num_bytes, binary=True, format="%.1f"))
