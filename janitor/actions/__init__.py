@@ -1,0 +1,19 @@
+"""Registry of actions by the name used in policy files."""
+
+from __future__ import annotations
+
+from .base import Action
+from .delete import DeleteAction
+from .softdelete import SoftDeleteAction
+
+ACTIONS: dict[str, type[Action]] = {
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction)
+}
+
+
+def action_names() -> list[str]:
+    return list(ACTIONS)
+
+
+def get_action(name: str) -> Action:
+    return ACTIONS[name]()

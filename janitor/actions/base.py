@@ -1,0 +1,79 @@
+"""The action interface: what every action (delete, soft-delete, archive, truncate, quota) provides.
+
+An action declares the policy keys it accepts and validates them, chooses among the
+eligible files when planning (most take them all), and applies itself to one file whose
+parent directory is already open, so every change is made relative to a verified
+directory descriptor. The executor does the rest: re-checks, journal, batching, events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..catalog import JournalEntry
+    from ..config import Config, Policy
+    from ..execute import ExecContext
+    from ..plan import PlannedAction
+    from ..planner import PlanContext
+    from ..scan import FileFact
+
+# Keys that only some actions accept; each action lists those it takes in `options`.
+ACTION_SPECIFIC_KEYS = frozenset(
+    {
+        "trash_dir", "retain", "target", "then",
+        "rotate", "compress", "delay_compress", "keep_tail", "olddir", "mode", "reopen",
+        "postrotate", "allow_non_append_writers",
+        "max_size", "max_files", "evict", "low_watermark",
+    }
+)  # fmt: skip
+
+
+class Action:
+    name: ClassVar[str]
+    options: ClassVar[frozenset[str]] = frozenset()
+    # Files still being written are never acted on; truncate is the exception by design.
+    skips_busy: ClassVar[bool] = True
+    # the event emitted for each file done (docs/events.md)
+    done_event: ClassVar[str] = "file_processed"
+
+    @classmethod
+    def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
+        """(key, message) for each problem with the policy's action-specific keys."""
+        problems = []
+        for key in sorted((policy.model_fields_set & ACTION_SPECIFIC_KEYS) - cls.options):
+            owners = [a.name for a in _registry().values() if key in a.options]
+            problems.append((key, f"is not an option of action {cls.name!r} (it belongs to {', '.join(owners)})"))
+        return problems
+
+    def select(
+        self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
+    ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None]]:
+        """Choose files to act on: (fact, reason, detail). Default: every eligible file."""
+        for fact in eligible:
+            yield fact, ctx.reason_for(policy, fact), None
+
+    def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
+        """Extra journal columns known before acting (e.g. the trash location)."""
+        return {}
+
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+        """Do it. Return extra journal columns for the outcome; raise to fail this file."""
+        raise NotImplementedError
+
+    def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
+        """Housekeeping before a policy's items run (e.g. purging expired trash)."""
+
+
+def _registry() -> dict[str, type[Action]]:
+    from . import ACTIONS
+
+    return ACTIONS
+
+    @classmethod
+    def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
+        """Settle a journal row a killed run left `planned`: (state, note)."""
+        from ..runner import reconcile_by_presence
+
+        return reconcile_by_presence(entry)

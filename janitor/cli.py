@@ -1,0 +1,331 @@
+"""The command line: thin commands over the library, one error boundary in `main()`.
+
+Each command parses options, calls one library function and renders the result.
+Heavy modules are imported inside commands so that `janitor guard` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, JanitorError, UsageError
+
+app = typer.Typer(
+    name="janitor",
+    help="Storage-lifecycle janitor: clean, archive, truncate and cap what services leave on disk.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+trash_app = typer.Typer(help="Inspect and purge the trash.", no_args_is_help=True)
+app.add_typer(trash_app, name="trash")
+
+
+@dataclass
+class GlobalOptions:
+    debug: bool = False
+    log_format: str | None = None
+    log_file: str | None = None
+    verbose: bool = False
+
+
+OPTS = GlobalOptions()
+
+ConfigOpt = Annotated[
+    Optional[str],
+    typer.Option("--config", "-c", help="Policy file or directory of *.yaml files. Default: $JANITOR_CONFIG, else /etc/janitor/.",
+                 show_default=False),
+]
+PolicyOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--policy", "-p", help="Only this policy (repeatable).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    log_format: Annotated[
+        Optional[str],
+        typer.Option("--log-format", help="Event log on stderr: text (default) or json. Also $JANITOR_LOG_FORMAT.",
+                     show_default=False),
+    ] = None,
+    log_file: Annotated[
+        Optional[str], typer.Option("--log-file", help="Append JSON event lines to this file.", show_default=False)
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file event in text mode.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Storage-lifecycle janitor: clean, archive, truncate and cap what services leave on disk."""
+    if version:
+        from . import __version__
+
+        print(f"janitor {__version__}")
+        raise typer.Exit(0)
+    OPTS.debug = OPTS.debug or debug
+    OPTS.log_format = OPTS.log_format or log_format
+    OPTS.log_file = OPTS.log_file or log_file
+    OPTS.verbose = OPTS.verbose or verbose
+
+
+def _load(config_path: str | None):  # type: ignore[no-untyped-def]
+    from .config import load_config
+
+    return load_config(config_path)
+
+
+def _events(config=None):  # type: ignore[no-untyped-def]
+    from .events import EventLog
+
+    fmt = OPTS.log_format or os.environ.get("JANITOR_LOG_FORMAT") or (
+        config.settings.log_format if config is not None else None
+    ) or "text"
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--log-format must be text or json, not {fmt!r}")
+    log_file = OPTS.log_file or (config.settings.log_file if config is not None else None)
+    return EventLog(fmt, log_file=log_file, verbose=OPTS.verbose)
+
+
+@app.command()
+def validate(config: ConfigOpt = None, json_out: JsonOpt = False) -> int:
+    """Check policy files. Errors name file, line and field; exit 2 when any is found."""
+    from .render import console, print_json, render_config
+
+    cfg = _load(config)
+    if json_out:
+        print_json({"valid": True, "policies": [p.name for p in cfg.policies], "targets": list(cfg.targets),
+                    "files": list(cfg.sources)})
+    else:
+        render_config(cfg, console())
+    return EXIT_OK
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    json_out: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="Rows shown per policy in tables (0: all).")] = 0,
+) -> int:
+    """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
+    from .planner import build_plan
+    from .render import console, print_json, render_plan
+
+    cfg = _load(config)
+    the_plan = build_plan(cfg, cfg.select(policy))
+    if json_out:
+        print_json(the_plan.to_dict())
+    else:
+        render_plan(the_plan, console(), limit=limit or None)
+    return EXIT_OK
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show the plan (same as `janitor plan`).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
+    json_out: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="With --dry-run: rows shown per policy (0: all).")] = 0,
+) -> int:
+    """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
+    if dry_run:
+        return plan(config=config, policy=policy, json_out=json_out, limit=limit)
+    from .render import console, print_json, render_run, run_to_dict
+    from .runner import run_policies
+
+    cfg = _load(config)
+    events = _events(cfg)
+    try:
+        report = run_policies(cfg, cfg.select(policy), events, force=force)
+    finally:
+        events.close()
+    if json_out:
+        print_json(run_to_dict(report))
+    else:
+        render_run(report, console())
+    return report.result.exit_code
+
+
+@app.command()
+def restore(
+    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/*.mp4').",
+                                                             show_default=False)] = None,
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Put soft-deleted files back at their original path with their mtime and mode."""
+    from .render import console, entry_to_dict, print_json, render_trash_op
+    from .runner import locked_state
+    from .trashops import require_filter, restore_entries, select_trash
+
+    require_filter(patterns, policy, run_id, all_)
+    cfg = _load(config)
+    events = _events(cfg)
+    with locked_state(cfg) as catalog:
+        entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
+        result = restore_entries(catalog, entries, events, force=force)
+    if json_out:
+        print_json({"restored": [entry_to_dict(e) for e in result.done],
+                    "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
+    else:
+        if not entries:
+            console().print("nothing in the trash matches")
+        render_trash_op("restored", result, console())
+    return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+@trash_app.command("list")
+def trash_list(
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List files in the trash: when, by which policy and run, from where."""
+    from .catalog import open_catalog
+    from .render import console, entry_to_dict, print_json, render_trash
+    from .trashops import select_trash
+
+    cfg = _load(config)
+    if not os.path.exists(os.path.join(cfg.settings.state_dir, "catalog.db")):
+        entries = []
+    else:
+        catalog = open_catalog(cfg.settings.state_dir)
+        try:
+            entries = select_trash(catalog, policies=policy, run_id=run_id)
+        finally:
+            catalog.close()
+    if json_out:
+        print_json([entry_to_dict(e) for e in entries])
+    else:
+        render_trash(entries, console())
+    return EXIT_OK
+
+
+@trash_app.command("purge")
+def trash_purge(
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    older_than: Annotated[Optional[str], typer.Option(help="Only files trashed longer ago than this (e.g. 14d).",
+                                                      show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Delete trashed files for good."""
+    from .render import console, entry_to_dict, print_json, render_trash_op
+    from .runner import locked_state
+    from .trashops import purge_entries, require_filter, select_trash
+    from .units import parse_duration
+
+    require_filter(None, policy, run_id, all_ or older_than is not None)
+    try:
+        age = None if older_than is None else parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    cfg = _load(config)
+    events = _events(cfg)
+    with locked_state(cfg) as catalog:
+        entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
+        result = purge_entries(catalog, entries, events)
+    if json_out:
+        print_json({"purged": [entry_to_dict(e) for e in result.done]})
+    else:
+        render_trash_op("purged", result, console())
+    return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+@app.command()
+def demo(
+    directory: Annotated[Optional[str], typer.Option("--dir", help="Build the sandbox here instead of a temp dir.",
+                                                     show_default=False)] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox in place afterwards.")] = False,
+) -> int:
+    """A guided tour on a realistic sandbox: no server, no root needed."""
+    from .demo import run_demo
+
+    return run_demo(directory, keep=keep)
+
+
+_GLOBAL_FLAGS = {"--debug": "debug", "--verbose": "verbose", "-v": "verbose"}
+_GLOBAL_VALUES = {"--log-format": "log_format", "--log-file": "log_file"}
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Accept global options after the command too (`janitor run --log-format json`)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            setattr(OPTS, _GLOBAL_FLAGS[arg], True)
+        elif arg in _GLOBAL_VALUES and i + 1 < len(argv):
+            setattr(OPTS, _GLOBAL_VALUES[arg], argv[i + 1])
+            i += 1
+        elif "=" in arg and arg.split("=", 1)[0] in _GLOBAL_VALUES:
+            key, value = arg.split("=", 1)
+            setattr(OPTS, _GLOBAL_VALUES[key], value)
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the one place exceptions become messages and exit codes."""
+    try:  # typer >= 0.25 carries its own copy of click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as click_exc  # type: ignore[no-redef]
+
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        code = app(args=args, prog_name="janitor", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except click_exc.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE if isinstance(exc, click_exc.UsageError) else exc.exit_code
+    except typer.Abort:
+        print("janitor: aborted", file=sys.stderr)
+        code = 130
+    except JanitorError as exc:
+        if OPTS.debug:
+            raise
+        from .errors import ConfigError
+
+        if isinstance(exc, ConfigError):
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            n = len(exc.problems)
+            print(f"janitor: {n} problem{'s' if n != 1 else ''} in the policy files", file=sys.stderr)
+        else:
+            print(f"janitor: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("janitor: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # a bug: say so plainly, details with --debug
+        if OPTS.debug:
+            raise
+        print(f"janitor: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        code = EXIT_PARTIAL
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,550 @@
+"""Policy files -> typed, frozen objects, at one boundary.
+
+Every problem found is collected and reported at once, each as
+`FILE:LINE: FIELD: MESSAGE`, e.g.
+`policies/app.yaml:14: policies[2].older_than: '7 dayz' is not a duration (examples: 7d, 12h, 30m)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from .errors import ConfigError
+from .globs import compile_globs, prunable_dir_regex
+from .units import parse_duration, parse_percent, parse_size
+from .yamlsource import LineDict, YamlProblems, line_of, load_yaml_with_lines
+
+DEFAULT_CONFIG = "/etc/janitor/"
+SUPPORTED_VERSIONS = (1,)
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+# Refused as policy paths unless `allow_system_path: true`: pointing a janitor at these is
+# almost always a typo (an empty variable, a missing prefix), and the damage is total.
+SYSTEM_PATHS = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/var/lib")
+SYSTEM_PATH_PREFIXES = ("/lib",)  # /lib, /lib64, /libx32 ...
+
+
+def _duration(v: object) -> float:
+    return parse_duration(v)
+
+
+def _size(v: object) -> int:
+    return parse_size(v)
+
+
+def _percent(v: object) -> float:
+    return parse_percent(v)
+
+
+def _str_list(v: object) -> object:
+    # `match: "*.log"` is as natural as a one-item list
+    return [v] if isinstance(v, str) else v
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+Percent = Annotated[float, BeforeValidator(_percent)]
+StrList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Settings(_Model):
+    state_dir: str = "/var/lib/janitor"
+    settle: Duration = 60.0
+    one_filesystem: bool = True
+    trash_dir: str | None = None
+    max_actions: int = Field(10_000, ge=1)
+    guard_max_used: Percent | None = None
+    log_format: Literal["text", "json"] | None = None
+    log_file: str | None = None
+    metrics_file: str | None = None
+    archive_workers: int = Field(8, ge=1, le=256)
+
+    @field_validator("state_dir", "trash_dir", "log_file", "metrics_file")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return None if v is None else _expand_absolute(v)
+
+
+class TargetConfig(_Model):
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str | None = None
+    sse: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] | None = None
+    profile: str | None = None
+    max_attempts: int = Field(5, ge=1, le=20)
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("s3://") and len(v) > 5) and not v.startswith("file:///"):
+            raise ValueError(f"{v!r} is not a target url (examples: s3://bucket/prefix, file:///mnt/nas)")
+        return v
+
+
+class Reopen(_Model):
+    signal: str = "HUP"
+    pidfile: str
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, v: str) -> str:
+        import signal
+
+        name = v.upper().removeprefix("SIG")
+        if not hasattr(signal, "SIG" + name):
+            raise ValueError(f"{v!r} is not a signal name (examples: HUP, USR1)")
+        return name
+
+
+@dataclass(frozen=True)
+class KeepTail:
+    lines: int | None = None
+    bytes: int | None = None
+
+
+_LINES_RE = re.compile(r"(\d+)\s*lines?", re.IGNORECASE)
+
+
+def _keep_tail(v: object) -> KeepTail:
+    if isinstance(v, KeepTail):
+        return v
+    if isinstance(v, str) and (m := _LINES_RE.fullmatch(v.strip())):
+        return KeepTail(lines=int(m.group(1)))
+    try:
+        return KeepTail(bytes=parse_size(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not a keep_tail (examples: 1000 lines, 1MiB)") from None
+
+
+class Policy(_Model):
+    """One policy as written; action-specific keys are checked by the action itself."""
+
+    name: str
+    path: str
+    description: str | None = None
+    enabled: bool = True
+    action: str
+    match: StrList = ("**/*",)
+    exclude: StrList = ()
+    older_than: Duration | None = None
+    age_by: Literal["mtime", "atime", "ctime"] = "mtime"
+    larger_than: Size | None = None
+    smaller_than: Size | None = None
+    keep_newest: int | None = Field(None, ge=0)
+    when_disk_above: Percent | None = None
+    settle: Duration | None = None
+    one_filesystem: bool | None = None
+    max_actions: int | None = Field(None, ge=1)
+    max_percent: Percent | None = None
+    allow_system_path: bool = False
+    # soft-delete (also `then: soft-delete` of archive and quota)
+    trash_dir: str | None = None
+    retain: Duration | None = None
+    # archive (also quota's `then: archive`)
+    target: str | None = None
+    then: Literal["delete", "soft-delete", "keep", "archive"] | None = None
+    # truncate
+    rotate: int | None = Field(None, ge=0, le=1000)
+    compress: Literal["none", "gzip", "zstd"] | None = None
+    delay_compress: bool | None = None
+    keep_tail: Annotated[KeepTail, BeforeValidator(_keep_tail)] | None = None
+    olddir: str | None = None
+    mode: Literal["copytruncate", "rename"] | None = None
+    reopen: Reopen | None = None
+    postrotate: tuple[str, ...] | None = None
+    allow_non_append_writers: bool | None = None
+    # quota
+    max_size: Size | None = None
+    max_files: int | None = Field(None, ge=0)
+    evict: Literal["oldest", "largest"] | None = None
+    low_watermark: Percent | None = None
+
+    _match_re: Any = PrivateAttr(default=None)
+    _exclude_re: Any = PrivateAttr(default=None)
+    _prune_re: Any = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a policy name (letters, digits, '.', '_', '-')")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _expand_absolute(v)
+
+    @field_validator("trash_dir", "olddir")
+    @classmethod
+    def _abs_or_none(cls, v: str | None) -> str | None:
+        return None if v is None else _expand_absolute(v)
+
+    @field_validator("match", "exclude")
+    @classmethod
+    def _globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            compile_globs([pattern])  # raises ValueError with the pattern named
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        self._match_re = compile_globs(self.match)
+        self._exclude_re = compile_globs(self.exclude)
+        self._prune_re = prunable_dir_regex(self.exclude)
+
+    def selects(self, relpath: str) -> bool:
+        """Whether the globs (match, then exclude) select this relative path."""
+        if self._match_re is None or not self._match_re.match(relpath):
+            return False
+        return not (self._exclude_re is not None and self._exclude_re.match(relpath))
+
+    def prunes_dir(self, reldir: str) -> bool:
+        """Whether an exclude removes this whole directory, so the walk can skip it."""
+        return self._prune_re is not None and bool(self._prune_re.match(reldir))
+
+
+class _FileModel(_Model):
+    version: int
+    settings: Settings | None = None
+    targets: dict[str, TargetConfig] = {}
+    # validated one by one (below) so that one bad policy does not hide the others' problems
+    policies: list[dict[str, Any]] = []
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v not in SUPPORTED_VERSIONS:
+            raise ValueError(f"version {v} is not supported (supported: 1)")
+        return v
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything janitor needs from the policy files, merged and validated."""
+
+    settings: Settings
+    targets: dict[str, TargetConfig]
+    policies: tuple[Policy, ...]
+    sources: tuple[str, ...] = ()
+    policy_source: dict[str, str] = field(default_factory=dict)
+
+    def policy(self, name: str) -> Policy:
+        for p in self.policies:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def effective_settle(self, policy: Policy) -> float:
+        return self.settings.settle if policy.settle is None else policy.settle
+
+    def effective_one_filesystem(self, policy: Policy) -> bool:
+        return self.settings.one_filesystem if policy.one_filesystem is None else policy.one_filesystem
+
+    def effective_max_actions(self, policy: Policy) -> int:
+        return self.settings.max_actions if policy.max_actions is None else policy.max_actions
+
+    def trash_dir(self, policy: Policy | None = None) -> str:
+        if policy is not None and policy.trash_dir:
+            return policy.trash_dir
+        return self.settings.trash_dir or os.path.join(self.settings.state_dir, "trash")
+
+    def select(self, names: Iterable[str] | None) -> tuple[Policy, ...]:
+        """The enabled policies, or the named ones (named disabled ones too)."""
+        wanted = list(names or [])
+        if not wanted:
+            return tuple(p for p in self.policies if p.enabled)
+        known = {p.name for p in self.policies}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            from .errors import UsageError
+
+            hint = _did_you_mean(unknown[0], known)
+            raise UsageError(f"no policy named {unknown[0]!r}{hint}; known: {', '.join(sorted(known))}")
+        return tuple(p for p in self.policies if p.name in wanted)
+
+
+def _expand_absolute(v: str) -> str:
+    expanded = os.path.expandvars(os.path.expanduser(v))
+    if "$" in expanded:
+        raise ValueError(f"{v!r}: an environment variable in it is not set")
+    if not os.path.isabs(expanded):
+        raise ValueError(f"{v!r} is not an absolute path")
+    return os.path.normpath(expanded)
+
+
+def is_system_path(path: str) -> bool:
+    path = os.path.normpath(path)
+    if path == "/":
+        return True
+    for sys_path in SYSTEM_PATHS:
+        if path == sys_path or path.startswith(sys_path + "/"):
+            return True
+    first = "/" + path.split("/")[1]
+    return any(first.startswith(p) for p in SYSTEM_PATH_PREFIXES)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+_FRIENDLY = {
+    "int_parsing": "expected a whole number",
+    "int_type": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected text",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "float_parsing": "expected a number",
+}
+
+
+def _pydantic_problems(
+    exc: ValidationError, data: Any, fname: str, prefix: tuple[str | int, ...] = ()
+) -> list[tuple[int, str]]:
+    problems: list[tuple[int, str]] = []
+    for err in exc.errors():
+        if err["loc"] and err["loc"][0] == "policies" and not prefix:
+            continue  # policies are validated one by one
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        etype = err["type"]
+        line = line_of(data, loc)
+        where = _format_loc(loc)
+        if etype == "extra_forbidden":
+            known = _known_fields(loc[:-1])
+            msg = f"unknown key{_did_you_mean(str(loc[-1]), known)}"
+        elif etype == "missing":
+            msg = "is required"
+        elif etype == "value_error":
+            msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        elif etype in _FRIENDLY:
+            msg = f"{_FRIENDLY[etype]}, got {err['input']!r}"
+        elif etype == "literal_error":
+            msg = f"{err['input']!r} is not one of {err['ctx']['expected']}"
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f", got {err['input']!r}"
+        problems.append((line, f"{where}: {msg}" if where else msg))
+    return problems
+
+
+def _known_fields(parent_loc: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = _FileModel
+    for part in parent_loc:
+        if isinstance(part, int):
+            continue
+        if model is _FileModel and part == "targets":
+            return list(TargetConfig.model_fields)
+        fld = model.model_fields.get(part)
+        if fld is None:
+            break
+        ann = fld.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if part == "policies":
+            model = Policy
+        elif inner:
+            model = inner[0]
+    return list(model.model_fields)
+
+
+def _problem_order(problem: str) -> tuple[str, int]:
+    fname, _, rest = problem.partition(":")
+    line = rest.split(":", 1)[0]
+    return fname, int(line) if line.isdigit() else 0
+
+
+def _policy_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise ConfigError([f"{path}: no *.yaml or *.yml policy files in this directory"])
+        return files
+    if path.exists():
+        return [path]
+    raise ConfigError([f"{path}: no such file or directory"])
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load one file or a directory of files; raise ConfigError listing every problem."""
+    if path is None:
+        path = os.environ.get("JANITOR_CONFIG") or DEFAULT_CONFIG
+    files = _policy_files(Path(path))
+    problems: list[str] = []
+    parsed: list[_Parsed] = []
+    for f in files:
+        fname = str(f)
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{fname}: cannot read: {exc}")
+            continue
+        try:
+            data, yaml_problems = load_yaml_with_lines(text)
+        except YamlProblems as exc:
+            problems.extend(f"{fname}:{p.line}: {p.message}" for p in exc.problems)
+            continue
+        problems.extend(f"{fname}:{p.line}: {p.message}" for p in yaml_problems)
+        if not isinstance(data, LineDict):
+            problems.append(f"{fname}:1: expected a mapping with version, settings, targets, policies")
+            continue
+        try:
+            model = _FileModel.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(f"{fname}:{line}: {msg}" for line, msg in _pydantic_problems(exc, data, fname))
+            model = None
+        policies, partial, policy_problems = _validate_policies(data, fname)
+        problems.extend(policy_problems)
+        parsed.append((fname, data, model or _FileModel(version=1), policies, partial))
+    return _merge_and_check(parsed, problems)
+
+
+def _validate_policies(
+    data: LineDict, fname: str
+) -> tuple[list[tuple[int, Policy]], list[tuple[int, Policy]], list[str]]:
+    """Each policy on its own, so every bad one is reported.
+
+    Returns (index, policy) for the good ones, the same for bad ones that validate without
+    their bad keys (checked further, never used), and the problems.
+    """
+    raw = data.get("policies")
+    if not isinstance(raw, list):
+        return [], [], []  # the file model reports a wrong type
+    good: list[tuple[int, Policy]] = []
+    problems: list[str] = []
+    partial: list[tuple[int, Policy]] = []
+    for i, item in enumerate(raw):
+        try:
+            good.append((i, Policy.model_validate(item)))
+        except ValidationError as exc:
+            for line, msg in _pydantic_problems(exc, data, fname, prefix=("policies", i)):
+                problems.append(f"{fname}:{line}: {msg}")
+            # Without the bad keys the rest may still validate: check it too, so an
+            # operator sees every problem of the policy in one go.
+            bad_keys = {e["loc"][0] for e in exc.errors() if e["loc"]}
+            if isinstance(item, dict):
+                try:
+                    partial.append((i, Policy.model_validate({k: v for k, v in item.items() if k not in bad_keys})))
+                except ValidationError:
+                    pass
+    return good, partial, problems
+
+
+_Parsed = tuple[str, Any, _FileModel, list[tuple[int, Policy]], list[tuple[int, Policy]]]
+
+
+def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
+    """Merge the files' settings, targets and policies, check across them, raise all problems."""
+    settings_values: dict[str, tuple[Any, str]] = {}
+    targets: dict[str, TargetConfig] = {}
+    target_where: dict[str, str] = {}
+    policies: list[Policy] = []
+    policy_where: dict[str, str] = {}
+
+    for fname, data, model, file_policies, _ in parsed:
+        if model.settings is not None:
+            for key in model.settings.model_fields_set:
+                value = getattr(model.settings, key)
+                where = f"{fname}:{line_of(data, ('settings', key))}"
+                if key in settings_values and settings_values[key][0] != value:
+                    problems.append(
+                        f"{where}: settings.{key}: {value!r} conflicts with "
+                        f"{settings_values[key][0]!r} at {settings_values[key][1]}"
+                    )
+                settings_values.setdefault(key, (value, where))
+        for tname, tcfg in model.targets.items():
+            where = f"{fname}:{line_of(data, ('targets', tname))}"
+            if tname in targets and targets[tname] != tcfg:
+                problems.append(
+                    f"{where}: targets.{tname}: defined differently at {target_where[tname]}"
+                )
+            targets.setdefault(tname, tcfg)
+            target_where.setdefault(tname, where)
+        for i, pol in file_policies:
+            where = f"{fname}:{line_of(data, ('policies', i))}"
+            if pol.name in policy_where:
+                problems.append(
+                    f"{where}: policies[{i}].name: duplicate policy name {pol.name!r} "
+                    f"(first at {policy_where[pol.name]})"
+                )
+                continue
+            policy_where[pol.name] = where
+            policies.append(pol)
+
+    settings = Settings(**{k: v for k, (v, _) in settings_values.items()})
+
+    from .actions import ACTIONS, action_names
+
+    for fname, data, _, file_policies, partial in parsed:
+        for i, pol in sorted(file_policies + partial, key=lambda ip: ip[0]):
+            def report(key: str, message: str, i: int = i, data: Any = data, fname: str = fname) -> None:
+                line = line_of(data, ("policies", i, key))
+                problems.append(f"{fname}:{line}: policies[{i}].{key}: {message}")
+
+            if is_system_path(pol.path) and not pol.allow_system_path:
+                report(
+                    "path",
+                    f"{pol.path!r} is a system directory; refusing it unless the policy "
+                    "says allow_system_path: true",
+                )
+            action_cls = ACTIONS.get(pol.action)
+            if action_cls is None:
+                report(
+                    "action",
+                    f"unknown action {pol.action!r}{_did_you_mean(pol.action, action_names())}; "
+                    f"valid: {', '.join(action_names())}",
+                )
+                continue
+            for key, message in action_cls.check_policy(pol, set(targets)):
+                report(key, message)
+            if pol.larger_than is not None and pol.smaller_than is not None and pol.larger_than >= pol.smaller_than:
+                report("smaller_than", "must be greater than larger_than, or nothing can match")
+
+    if problems:
+        raise ConfigError(sorted(problems, key=_problem_order))
+    return Config(
+        settings=settings,
+        targets=targets,
+        policies=tuple(policies),
+        sources=tuple(p[0] for p in parsed),
+        policy_source=policy_where,
+    )

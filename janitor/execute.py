@@ -1,0 +1,323 @@
+"""Execute a Plan: re-check each file just before acting, act relative to an open
+directory descriptor, and journal the intent before and the outcome after.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .disk import disk_usage
+from .errors import EXIT_OK, EXIT_PARTIAL, FileChanged, JanitorError
+from .events import EventLog
+from .plan import Plan, PlannedAction, PolicyPlan
+from .procfs import OpenFiles, scan_open_files
+from .scan import O_DIR
+from .trash import TrashBin, TrashSlot
+from .units import format_duration
+
+if TYPE_CHECKING:
+    from .actions.base import Action
+    from .catalog import Catalog
+    from .config import Config, Policy
+
+BATCH = 512
+
+
+@dataclass
+class PolicyOutcome:
+    name: str
+    action: str
+    status: str = "done"  # done | blocked | inactive | error | stopped
+    files: int = 0
+    bytes: int = 0
+    failed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    policies: list[PolicyOutcome] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return sum(p.files for p in self.policies)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.policies)
+
+    @property
+    def failed(self) -> int:
+        return sum(p.failed for p in self.policies) + sum(
+            1 for p in self.policies if p.status in ("error", "blocked")
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.failed else EXIT_OK
+
+
+class DirCache:
+    """Open directories below a policy root by descriptor, never following symlinks."""
+
+    def __init__(self, root_fd: int, root_dev: int, one_filesystem: bool, size: int = 64) -> None:
+        self.root_fd = root_fd
+        self.root_dev = root_dev
+        self.one_filesystem = one_filesystem
+        self.size = size
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def parent_of(self, relpath: str) -> tuple[int, str]:
+        reldir, _, name = relpath.rpartition("/")
+        if not reldir:
+            return self.root_fd, name
+        fd = self._fds.get(reldir)
+        if fd is not None:
+            self._fds.move_to_end(reldir)
+            return fd, name
+        fd = self._open_chain(reldir)
+        self._fds[reldir] = fd
+        if len(self._fds) > self.size:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd, name
+
+    def _open_chain(self, reldir: str) -> int:
+        fd = self.root_fd
+        for part in reldir.split("/"):
+            if part in ("", ".", ".."):
+                raise JanitorError(f"refusing path component {part!r} in {reldir!r}", code="E_UNSAFE")
+            child = os.open(part, O_DIR, dir_fd=fd)  # O_NOFOLLOW: a symlinked directory fails here
+            if fd != self.root_fd:
+                os.close(fd)
+            if self.one_filesystem and os.fstat(child).st_dev != self.root_dev:
+                os.close(child)
+                raise JanitorError(f"{reldir} is on another filesystem now", code="E_UNSAFE")
+            fd = child
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+@dataclass
+class ExecContext:
+    """What an action may use while applying itself to one policy's files."""
+
+    config: Config
+    policy: Policy
+    catalog: Catalog
+    events: EventLog
+    run_id: str
+    trash: TrashBin
+    open_files: OpenFiles
+    now: float = field(default_factory=time.time)
+
+    def trash_slot(self, item: PlannedAction) -> TrashSlot:
+        return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, JanitorError):
+        return exc.code
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "E_PERMISSION"
+        if exc.errno == errno.ENOSPC:
+            return "E_DISK_FULL"
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return "E_UNSAFE"
+        return "E_IO"
+    return "E_INTERNAL"
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def recheck(
+    item: PlannedAction, dir_fd: int, name: str, ctx: ExecContext, action: Action
+) -> tuple[str, str] | None:
+    """(code, reason) when the file must be left alone after all; None to go ahead."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return "vanished", "no longer exists"
+    fact = item.fact
+    if not stat.S_ISREG(st.st_mode):
+        return "changed", "no longer a regular file"
+    if (st.st_dev, st.st_ino) != (fact.dev, fact.ino):
+        return "changed", "replaced by another file since the plan"
+    if not action.skips_busy:
+        return None
+    if st.st_size != fact.size or st.st_mtime != fact.mtime:
+        return "changed", "modified since the plan"
+    busy = ctx.open_files.busy_reason(st.st_dev, st.st_ino)
+    if busy is not None:
+        return busy
+    settle = ctx.config.effective_settle(ctx.policy)
+    if time.time() - st.st_mtime < settle:
+        return "settle", f"modified within settle {format_duration(settle)}"
+    return None
+
+
+def execute_plan(
+    plan: Plan,
+    config: Config,
+    catalog: Catalog,
+    run_id: str,
+    events: EventLog,
+    *,
+    force: bool = False,
+) -> RunResult:
+    """Apply the plan. Every policy runs even if another failed; failures are counted."""
+    result = RunResult(run_id)
+    trash = TrashBin(run_id)
+    for pp in plan.policies:
+        policy = config.policy(pp.name)
+        outcome = PolicyOutcome(pp.name, pp.action)
+        result.policies.append(outcome)
+        try:
+            _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
+        except JanitorError as exc:
+            outcome.status = "error"
+            outcome.messages.append(str(exc))
+            events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
+    return result
+
+
+def _execute_policy(
+    pp: PolicyPlan,
+    policy: Policy,
+    config: Config,
+    catalog: Catalog,
+    run_id: str,
+    events: EventLog,
+    trash: TrashBin,
+    outcome: PolicyOutcome,
+    force: bool,
+) -> None:
+    from .actions import get_action
+
+    action = get_action(pp.action)
+    ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())
+    if pp.error:
+        outcome.status = "error"
+        outcome.messages.append(pp.error)
+        events.emit("policy_failed", "error", policy=pp.name, code="E_PATH", message=pp.error)
+        return
+    action.before_run(policy, config, ctx)
+    if pp.inactive:
+        outcome.status = "inactive"
+        outcome.messages.append(pp.inactive)
+        return
+    if pp.blocked and not force:
+        outcome.status = "blocked"
+        outcome.messages.append(pp.blocked)
+        events.emit("policy_blocked", "warning", policy=pp.name, message=pp.blocked)
+        return
+    if not pp.actions:
+        return
+
+    root_fd = os.open(pp.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(root_fd)
+        if (st.st_dev, st.st_ino) != (pp.root_dev, pp.root_ino):
+            raise JanitorError(f"{pp.root} was replaced since the plan; not touching it", code="E_CHANGED")
+        if action.skips_busy:
+            # fresh: a writer may have opened a file since the plan was made
+            ctx.open_files = scan_open_files({pp.root_dev} if config.effective_one_filesystem(policy) else None)
+        dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
+        try:
+            for start in range(0, len(pp.actions), BATCH):
+                if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, dirs, outcome):
+                    outcome.status = "stopped"
+                    break
+        finally:
+            dirs.close()
+    finally:
+        os.close(root_fd)
+
+
+def _journal_row(item: PlannedAction, run_id: str, root: str, fields: dict[str, Any]) -> dict[str, Any]:
+    f = item.fact
+    row = {
+        "run_id": run_id, "ts": time.time(), "policy": item.policy, "action": item.action,
+        "root": root, "path": item.path, "size": f.size, "mtime": f.mtime, "atime": f.atime,
+        "mode": f.mode, "uid": f.uid, "gid": f.gid, "dev": f.dev, "ino": f.ino, "state": "planned",
+    }  # fmt: skip
+    row.update(fields)
+    return row
+
+
+def _execute_batch(
+    items: list[PlannedAction],
+    pp: PolicyPlan,
+    action: Action,
+    ctx: ExecContext,
+    dirs: DirCache,
+    outcome: PolicyOutcome,
+) -> bool:
+    """Journal, apply and record one batch. False once the disk threshold says stop."""
+    fields_list = [action.journal_fields(item, ctx) for item in items]
+    ids = ctx.catalog.add_planned(
+        [_journal_row(item, ctx.run_id, pp.root, fields) for item, fields in zip(items, fields_list, strict=True)]
+    )
+    results: list[tuple[int, str, str | None, dict[str, Any]]] = []
+    keep_going = True
+    events = ctx.events
+    try:
+        for item, row_id, fields in zip(items, ids, fields_list, strict=True):
+            if not keep_going or (pp.stop_at_pct is not None and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
+                keep_going = False
+                results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
+                outcome.skipped["under_threshold"] += 1
+                continue
+            try:
+                dir_fd, name = dirs.parent_of(item.fact.relpath)
+                skip = recheck(item, dir_fd, name, ctx, action)
+                if skip is not None:
+                    code, reason = skip
+                    results.append((row_id, "skipped", reason, {}))
+                    outcome.skipped[code] += 1
+                    events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
+                                bytes=item.fact.size, reason=reason, code=code)
+                    continue
+                extra = action.apply(item, dir_fd, name, fields, ctx)
+            except FileChanged as exc:
+                results.append((row_id, "skipped", str(exc), {}))
+                outcome.skipped["changed"] += 1
+                events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
+                            bytes=item.fact.size, reason=str(exc), code="changed")
+                continue
+            except (OSError, JanitorError) as exc:
+                code = error_code(exc)
+                message = describe_error(exc)
+                results.append((row_id, "failed", f"{code}: {message}", {}))
+                outcome.failed += 1
+                if len(outcome.messages) < 20:
+                    outcome.messages.append(f"{item.path}: {message}")
+                events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
+                            bytes=item.fact.size, code=code, message=message)
+                continue
+            results.append((row_id, "done", None, extra))
+            outcome.files += 1
+            outcome.bytes += item.fact.size
+            events.emit(action.done_event, policy=item.policy, action=item.action, path=item.path,
+                        bytes=item.fact.size, **{k: v for k, v in {**fields, **extra}.items() if isinstance(v, str | int | float)})
+    finally:
+        # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
+        ctx.catalog.set_outcomes(results)
+    return keep_going

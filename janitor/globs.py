@@ -1,0 +1,75 @@
+"""Glob patterns as the policy format defines them, compiled to one regex per policy.
+
+Patterns match the path relative to the policy's `path`, `/` separated:
+`*` and `?` never cross `/`, `[...]` is a character class, `**/` is zero or more
+directories, a trailing `/**` is everything below, and `**` alone is everything.
+`*` does match names that start with a dot: a janitor must see hidden files too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate one glob into a regex source (without anchors)."""
+    if pattern.startswith("/"):
+        raise ValueError(f"{pattern!r}: globs are relative to the policy path; drop the leading '/'")
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                at_segment_start = i == 0 or pattern[i - 1] == "/"
+                rest = pattern[i + 2 :]
+                if at_segment_start and rest.startswith("/"):
+                    out.append("(?:[^/]*/)*")  # zero or more whole directories
+                    i += 3
+                    continue
+                if at_segment_start and rest == "":
+                    out.append(".*")  # trailing ** : everything below
+                    i += 2
+                    continue
+                out.append("[^/]*")  # 'a**b' is just a star
+                i += 2
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                body = body.replace("\\", "\\\\")
+                # a class must not match '/', or it would cross directories
+                out.append(f"(?!/)[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def compile_globs(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One alternation for all patterns; None when there are none."""
+    sources = [glob_to_regex(p) for p in patterns]
+    if not sources:
+        return None
+    return re.compile("(?:" + "|".join(sources) + r")\Z", re.DOTALL)
+
+
+def prunable_dir_regex(excludes: Iterable[str]) -> re.Pattern[str] | None:
+    """Directories that an exclude like `keep/**` removes whole, so the walk need not enter them.
+
+    Matched against a directory's relative path. Only patterns ending in `/**` qualify.
+    """
+    sources = [glob_to_regex(p[:-3]) for p in excludes if p.endswith("/**") and len(p) > 3]
+    if not sources:
+        return None
+    return re.compile("(?:" + "|".join(sources) + r")\Z", re.DOTALL)

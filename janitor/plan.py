@@ -1,0 +1,138 @@
+"""The plan: pure data saying what a run would do to which file and why.
+
+`janitor plan` renders it; `janitor run` executes this same object, so the dry run and
+the run cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .disk import DiskUsage
+from .scan import FileFact
+
+
+@dataclass(slots=True)
+class PlannedAction:
+    policy: str
+    action: str
+    path: str  # absolute
+    fact: FileFact
+    reason: str
+    detail: dict[str, Any] | None = None
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "policy": self.policy,
+            "action": self.action,
+            "path": _json_path(self.path),
+            "bytes": self.fact.size,
+            "age_seconds": round(now - self.fact.mtime, 3),
+            "mtime": self.fact.mtime,
+            "reason": self.reason,
+        }
+        if self.detail:
+            out.update(self.detail)
+        return out
+
+
+@dataclass(slots=True)
+class Skip:
+    policy: str
+    path: str
+    bytes: int
+    code: str  # stable: open_for_write, locked, settle, keep_newest, symlink, changed, ...
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "path": _json_path(self.path),
+            "bytes": self.bytes,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class PolicyPlan:
+    name: str
+    action: str
+    root: str
+    root_dev: int = 0
+    root_ino: int = 0
+    matched: int = 0
+    matched_bytes: int = 0
+    actions: list[PlannedAction] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    blocked: str | None = None  # circuit breaker: not executed without --force
+    inactive: str | None = None  # e.g. disk not above when_disk_above
+    error: str | None = None  # e.g. path missing or unreadable
+    disk: DiskUsage | None = None
+    stop_at_pct: float | None = None  # executor stops once the filesystem is at or below this
+
+    @property
+    def bytes(self) -> int:
+        return sum(a.fact.size for a in self.actions)
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "action": self.action,
+            "path": self.root,
+            "matched": self.matched,
+            "matched_bytes": self.matched_bytes,
+            "files": len(self.actions),
+            "bytes": self.bytes,
+            "blocked": self.blocked,
+            "inactive": self.inactive,
+            "error": self.error,
+            "notes": self.notes,
+            "disk": None
+            if self.disk is None
+            else {
+                "total": self.disk.total,
+                "used": self.disk.used,
+                "free": self.disk.free,
+                "used_pct": round(self.disk.used_pct, 2),
+            },
+            "actions": [a.to_dict(now) for a in self.actions],
+            "skips": [s.to_dict() for s in self.skips],
+        }
+
+
+@dataclass
+class Plan:
+    policies: list[PolicyPlan]
+    created: float = field(default_factory=time.time)
+    procfs_complete: bool = True
+
+    @property
+    def total_files(self) -> int:
+        return sum(len(p.actions) for p in self.policies)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.bytes for p in self.policies)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "files": self.total_files,
+            "bytes": self.total_bytes,
+            "open_files_fully_checked": self.procfs_complete,
+            "policies": [p.to_dict(self.created) for p in self.policies],
+        }
+
+
+def _json_path(path: str) -> str:
+    """Paths are str with surrogate escapes for undecodable bytes; JSON gets them escaped."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")

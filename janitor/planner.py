@@ -1,0 +1,239 @@
+"""Policies + the filesystem -> a Plan. Reads, never writes.
+
+For each policy: walk its path (never following symlinks, staying on one filesystem),
+keep the files its globs select, apply the age and size filters, protect the newest,
+set aside files still being written (with the reason), let the action choose, trim to
+what the disk threshold needs, and apply the circuit breaker.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .disk import disk_usage
+from .plan import Plan, PlannedAction, PolicyPlan, Skip
+from .procfs import OpenFiles, scan_open_files
+from .scan import FileFact, WalkNote, fact_from_stat, walk_files
+from .trash import MOUNT_TRASH_NAME, mount_point
+from .units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from .config import Config, Policy
+
+
+@dataclass
+class PlanContext:
+    config: Config
+    now: float
+    open_files: OpenFiles
+    skip_inodes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+
+    def reason_for(self, policy: Policy, fact: FileFact) -> str:
+        parts = []
+        if policy.older_than is not None:
+            age = self.now - fact.age_ts(policy.age_by)
+            parts.append(f"{policy.age_by} age {format_duration(age)} > {format_duration(policy.older_than)}")
+        if policy.larger_than is not None:
+            parts.append(f"size {format_size(fact.size)} > {format_size(policy.larger_than)}")
+        if policy.smaller_than is not None:
+            parts.append(f"size {format_size(fact.size)} < {format_size(policy.smaller_than)}")
+        return ", ".join(parts) or f"matches {', '.join(policy.match)}"
+
+
+def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
+    """(dev, ino) of janitor's own state and trash directories: walks never enter them."""
+    candidates = {config.settings.state_dir, config.trash_dir()}
+    for policy in config.policies:
+        candidates.add(config.trash_dir(policy))
+        try:
+            candidates.add(os.path.join(mount_point(policy.path), MOUNT_TRASH_NAME))
+        except OSError:
+            pass
+    found = set()
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
+def build_plan(
+    config: Config,
+    policies: tuple[Policy, ...] | list[Policy],
+    *,
+    now: float | None = None,
+    open_files: OpenFiles | None = None,
+) -> Plan:
+    """The plan for the given policies. Pure with respect to the filesystem: it only reads."""
+    now = time.time() if now is None else now
+    if open_files is None:
+        open_files = scan_open_files(_devices(policies, config))
+    ctx = PlanContext(config, now, open_files, janitor_dirs(config))
+    plans = [plan_policy(policy, ctx) for policy in policies]
+    return Plan(plans, created=now, procfs_complete=open_files.complete)
+
+
+def _devices(policies: tuple[Policy, ...] | list[Policy], config: Config) -> set[int] | None:
+    devices = set()
+    for p in policies:
+        if not config.effective_one_filesystem(p):
+            return None  # files may be on any filesystem below the path
+        try:
+            devices.add(os.stat(p.path).st_dev)
+        except OSError:
+            pass
+    return devices
+
+
+def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
+    from .actions import get_action
+
+    config = ctx.config
+    pp = PolicyPlan(policy.name, policy.action, policy.path)
+    try:
+        st = os.stat(policy.path)
+    except FileNotFoundError:
+        pp.inactive = "path does not exist; nothing to do"
+        return pp
+    except OSError as exc:
+        pp.error = f"cannot read {policy.path}: {exc.strerror}"
+        return pp
+    if not stat.S_ISDIR(st.st_mode):
+        pp.error = f"{policy.path} is not a directory"
+        return pp
+    pp.root_dev, pp.root_ino = st.st_dev, st.st_ino
+
+    if policy.when_disk_above is not None:
+        pp.disk = disk_usage(policy.path)
+        if pp.disk.used_pct <= policy.when_disk_above:
+            pp.inactive = (
+                f"filesystem at {pp.disk.used_pct:.1f}% used, not above when_disk_above "
+                f"{policy.when_disk_above:g}%"
+            )
+            return pp
+
+    action = get_action(policy.action)
+    matched: list[FileFact] = []
+
+    def note(n: WalkNote) -> None:
+        pp.notes.append(f"{n.relpath}: {n.reason}")
+
+    try:
+        for rel, kind, st_entry in walk_files(
+            policy.path,
+            one_filesystem=config.effective_one_filesystem(policy),
+            prune_dir=policy.prunes_dir,
+            skip_inodes=ctx.skip_inodes,
+            on_note=note,
+        ):
+            if not policy.selects(rel):
+                continue
+            if st_entry is None:  # a symlink the globs select: say why it is left alone
+                pp.skips.append(Skip(policy.name, os.path.join(policy.path, rel), 0, "symlink",
+                                     "symlink: never followed"))
+                continue
+            matched.append(fact_from_stat(rel, st_entry))
+    except OSError as exc:
+        pp.error = f"cannot walk {policy.path}: {exc.strerror}"
+        return pp
+
+    pp.matched = len(matched)
+    pp.matched_bytes = sum(f.size for f in matched)
+    eligible = _eligible(policy, matched, ctx, pp)
+    chosen = list(action.select(policy, matched, eligible, ctx))
+
+    if policy.when_disk_above is not None and pp.disk is not None and action.skips_busy:
+        chosen = _enough_to_get_under(policy, chosen, pp)
+
+    root = policy.path
+    pp.actions = [
+        PlannedAction(policy.name, policy.action, os.path.join(root, fact.relpath), fact, reason, detail)
+        for fact, reason, detail in chosen
+    ]
+    _circuit_breaker(policy, pp, config)
+    return pp
+
+
+def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
+    from .actions import ACTIONS
+
+    skips_busy = ACTIONS[policy.action].skips_busy
+    now = ctx.now
+    settle = ctx.config.effective_settle(policy)
+    keep: set[tuple[int, int]] = set()
+    if policy.keep_newest:
+        newest = sorted(matched, key=lambda f: f.age_ts(policy.age_by), reverse=True)
+        keep = {(f.dev, f.ino) for f in newest[: policy.keep_newest]}
+    older_than, larger, smaller, age_by = policy.older_than, policy.larger_than, policy.smaller_than, policy.age_by
+    eligible = []
+    for fact in matched:
+        if older_than is not None and now - fact.age_ts(age_by) < older_than:
+            continue
+        if larger is not None and fact.size <= larger:
+            continue
+        if smaller is not None and fact.size >= smaller:
+            continue
+        path = os.path.join(policy.path, fact.relpath)
+        if (fact.dev, fact.ino) in keep:
+            pp.skips.append(Skip(policy.name, path, fact.size, "keep_newest",
+                                 f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
+            continue
+        if skips_busy:
+            busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
+            if busy is not None:
+                pp.skips.append(Skip(policy.name, path, fact.size, busy[0], busy[1]))
+                continue
+            if now - fact.mtime < settle:
+                pp.skips.append(Skip(policy.name, path, fact.size, "settle",
+                                     f"modified {format_duration(now - fact.mtime)} ago, within settle "
+                                     f"{format_duration(settle)}"))
+                continue
+        eligible.append(fact)
+    return eligible
+
+
+def _enough_to_get_under(
+    policy: Policy, chosen: list[tuple[FileFact, str, dict | None]], pp: PolicyPlan
+) -> list[tuple[FileFact, str, dict | None]]:
+    """Oldest first, only as much as brings the filesystem to when_disk_above.
+
+    The executor re-measures as it goes and stops as soon as the filesystem is under.
+    """
+    assert pp.disk is not None and policy.when_disk_above is not None
+    need = pp.disk.bytes_to_free_for(policy.when_disk_above)
+    chosen = sorted(chosen, key=lambda c: c[0].age_ts(policy.age_by))
+    out, freed = [], 0
+    for fact, reason, detail in chosen:
+        if freed >= need:
+            break
+        out.append((fact, reason, detail))
+        # only the last link frees the blocks
+        freed += fact.size
+    pp.stop_at_pct = policy.when_disk_above
+    pp.notes.append(
+        f"filesystem at {pp.disk.used_pct:.1f}% used, above {policy.when_disk_above:g}%: "
+        f"{format_size(need)} to free, oldest first"
+    )
+    return out
+
+
+def _circuit_breaker(policy: Policy, pp: PolicyPlan, config: Config) -> None:
+    count = len(pp.actions)
+    limit = config.effective_max_actions(policy)
+    if count > limit:
+        pp.blocked = (
+            f"selects {count} files, more than max_actions {limit}; review the plan and re-run "
+            "with --force if it is right"
+        )
+    elif policy.max_percent is not None and pp.matched and 100.0 * count / pp.matched > policy.max_percent:
+        pp.blocked = (
+            f"selects {count} of {pp.matched} matching files ({100.0 * count / pp.matched:.0f}%), "
+            f"more than max_percent {policy.max_percent:g}%; review the plan and re-run with --force "
+            "if it is right"
+        )

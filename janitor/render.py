@@ -1,0 +1,172 @@
+"""Results computed elsewhere, rendered here: rich tables for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .catalog import JournalEntry
+    from .config import Config
+    from .plan import Plan
+    from .runner import RunReport
+    from .trashops import TrashOpResult
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _display_path(path: str) -> str:
+    # undecodable bytes and control characters (a newline in a file name) shown escaped
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+
+
+def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: str = "Plan") -> None:
+    from rich.table import Table
+
+    now = plan.created
+    for pp in plan.policies:
+        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(pp.root)}"
+        out.print(header)
+        if pp.error:
+            out.print(f"  [red]error:[/] {_esc(pp.error)}")
+            continue
+        if pp.inactive:
+            out.print(f"  [dim]inactive: {_esc(pp.inactive)}[/]")
+        for note in pp.notes:
+            out.print(f"  [dim]note: {_esc(_display_path(note))}[/]")
+        if pp.actions:
+            table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+            for col, justify in (("action", "left"), ("file", "left"), ("size", "right"), ("age", "right"), ("reason", "left")):
+                table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+            shown = pp.actions if limit is None else pp.actions[:limit]
+            for a in shown:
+                detail = ""
+                if a.detail:
+                    detail = " [" + ", ".join(f"{k}={v}" for k, v in a.detail.items()) + "]"
+                table.add_row(a.action, _esc(_display_path(a.path)), format_size(a.fact.size),
+                              format_duration(now - a.fact.mtime), _esc(a.reason + detail))
+            out.print(table)
+            if limit is not None and len(pp.actions) > limit:
+                out.print(f"  ... and {len(pp.actions) - limit} more (--limit 0 shows all, --json lists all)")
+        if pp.skips:
+            out.print(f"  [yellow]skipped {len(pp.skips)}:[/]")
+            shown_skips = pp.skips if limit is None else pp.skips[:limit]
+            for s in shown_skips:
+                out.print(f"    {_esc(_display_path(s.path))}: {_esc(s.reason)}")
+            if limit is not None and len(pp.skips) > limit:
+                out.print(f"    ... and {len(pp.skips) - limit} more")
+        total = f"  total: {len(pp.actions)} files, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
+        out.print(total)
+        if pp.blocked:
+            out.print(f"  [bold red]circuit breaker:[/] {_esc(pp.blocked)}")
+        out.print()
+    out.print(f"[bold]{title}: {plan.total_files} files, {format_size(plan.total_bytes)} in {len(plan.policies)} policies[/]")
+    if not plan.procfs_complete:
+        out.print("[yellow]warning:[/] some processes could not be inspected (not root?): "
+                  "files they keep open for writing may not be detected")
+
+
+def render_run(report: RunReport, out: Console) -> None:
+    from rich.table import Table
+
+    result = report.result
+    if report.reconciled:
+        out.print(f"settled {report.reconciled} journal entries left by an interrupted run")
+    table = Table(title=f"run {result.run_id}", show_edge=False, box=None, header_style="bold")
+    for col in ("policy", "action", "status", "files", "bytes", "skipped", "failed"):
+        table.add_column(col, justify="right" if col in ("files", "bytes", "skipped", "failed") else "left")
+    for p in result.policies:
+        status = {"done": "[green]done[/]", "blocked": "[red]blocked[/]", "error": "[red]error[/]",
+                  "stopped": "[green]stopped[/]", "inactive": "[dim]inactive[/]"}.get(p.status, p.status)
+        table.add_row(_esc(p.name), p.action, status, str(p.files), format_size(p.bytes),
+                      str(sum(p.skipped.values())), str(p.failed))
+    out.print(table)
+    for p in result.policies:
+        for message in p.messages[:20]:
+            out.print(f"  {_esc(p.name)}: {_esc(_display_path(message))}")
+        if p.skipped:
+            reasons = ", ".join(f"{n} {code}" for code, n in p.skipped.most_common())
+            out.print(f"  {_esc(p.name)}: skipped at run time: {reasons}")
+    out.print(f"[bold]{result.files} files, {format_size(result.bytes)}; {result.failed} failures[/]")
+
+
+def run_to_dict(report: RunReport) -> dict[str, Any]:
+    r = report.result
+    return {
+        "run_id": r.run_id,
+        "files": r.files,
+        "bytes": r.bytes,
+        "failed": r.failed,
+        "exit_code": r.exit_code,
+        "reconciled": report.reconciled,
+        "policies": [
+            {"policy": p.name, "action": p.action, "status": p.status, "files": p.files, "bytes": p.bytes,
+             "failed": p.failed, "skipped": dict(p.skipped), "messages": p.messages}
+            for p in r.policies
+        ],
+    }
+
+
+def entry_to_dict(e: JournalEntry) -> dict[str, Any]:
+    return {
+        "id": e.id, "run_id": e.run_id, "policy": e.policy, "action": e.action,
+        "path": _display_path(e.path), "bytes": e.size, "mtime": e.mtime, "state": e.state,
+        "at": e.done_at or e.ts, "trash_path": _display_path(e.trash_path) if e.trash_path else None,
+        "target": e.target, "object_key": e.object_key, "error": e.error,
+        "restored_at": e.restored_at, "purged_at": e.purged_at,
+    }  # fmt: skip
+
+
+def render_trash(entries: list[JournalEntry], out: Console) -> None:
+    from rich.table import Table
+
+    if not entries:
+        out.print("the trash is empty")
+        return
+    table = Table(show_edge=False, box=None, header_style="bold")
+    for col in ("trashed", "policy", "run", "file", "size"):
+        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+    now = time.time()
+    for e in entries:
+        table.add_row(format_duration(now - (e.done_at or e.ts)) + " ago", _esc(e.policy), e.run_id,
+                      _esc(_display_path(e.path)), format_size(e.size))
+    out.print(table)
+    out.print(f"{len(entries)} files, {format_size(sum(e.size for e in entries))}")
+
+
+def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
+    for e in result.done:
+        out.print(f"{verb} {_esc(_display_path(e.path))}")
+    for e, reason in result.failed:
+        out.print(f"[red]not {verb}[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
+    out.print(f"{len(result.done)} {verb}, {len(result.failed)} failed")
+
+
+def render_config(config: Config, out: Console) -> None:
+    out.print(f"[green]valid:[/] {len(config.policies)} policies, {len(config.targets)} targets "
+              f"from {len(config.sources)} files")
+    for p in config.policies:
+        flag = "" if p.enabled else " [dim](disabled)[/]"
+        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(p.path)}{flag}")

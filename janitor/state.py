@@ -1,0 +1,73 @@
+"""The state directory (catalog, lock, default trash) and the one-run-at-a-time lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+
+from .errors import JanitorError, LockHeld
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create `path` 0700 if missing; refuse a symlink or a directory others can write to.
+
+    janitor runs as root over directories other users can write; a state or trash directory
+    that someone else controls would let them steer what janitor moves where.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise JanitorError(f"cannot create {path}: {exc.strerror}", code="E_PERMISSION") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise JanitorError(f"{path} is a symlink; refusing to use it as a janitor directory", code="E_UNSAFE")
+    if not stat.S_ISDIR(st.st_mode):
+        raise JanitorError(f"{path} is not a directory", code="E_UNSAFE")
+    if st.st_mode & 0o022:
+        raise JanitorError(
+            f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "refusing to use it as a janitor directory",
+            code="E_UNSAFE",
+        )
+    if st.st_uid != os.geteuid():
+        raise JanitorError(f"{path} belongs to uid {st.st_uid}, not to us", code="E_UNSAFE")
+
+
+class RunLock:
+    """An flock on `state_dir/lock`. The holder writes its pid so a second run can name it."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeld(f"another janitor run holds {self.path} (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,132 @@
+"""Safe YAML loading that remembers where every key and item came from.
+
+Only `yaml.SafeLoader` semantics: no python tags. On top of it: duplicate keys are errors
+(a duplicated key once made another tool delete everything, because the last one silently
+won), aliases are capped (an alias bomb must not hang us), and each mapping and sequence
+carries the line of each of its keys and items so validation errors can name a line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+MAX_ALIASES = 100
+
+
+class LineDict(dict[str, Any]):
+    """A mapping that knows its own line and the line of each key (1-based)."""
+
+    line: int
+    key_lines: dict[str, int]
+
+
+class LineList(list[Any]):
+    """A sequence that knows its own line and the line of each item (1-based)."""
+
+    line: int
+    item_lines: list[int]
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    line: int
+    message: str
+
+
+class YamlProblems(Exception):
+    def __init__(self, problems: list[YamlProblem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+class _LineLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.problems: list[YamlProblem] = []
+        self.alias_count = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count += 1
+            if self.alias_count > MAX_ALIASES:
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} YAML aliases (an alias bomb?)", event.start_mark
+                )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+        self.flatten_mapping(node)  # resolves `<<:` merge keys
+        result = LineDict()
+        result.line = node.start_mark.line + 1
+        result.key_lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            line = key_node.start_mark.line + 1
+            if key in result:
+                self.problems.append(
+                    YamlProblem(
+                        line,
+                        f"duplicate key {key!r} (first at line {result.key_lines[key]}); "
+                        "a duplicated key silently replaces the first one, so it is refused",
+                    )
+                )
+                continue
+            result[key] = self.construct_object(value_node, deep=True)
+            result.key_lines[key] = line
+        return result
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:  # type: ignore[override]
+        result = LineList(self.construct_object(child, deep=True) for child in node.value)
+        result.line = node.start_mark.line + 1
+        result.item_lines = [child.start_mark.line + 1 for child in node.value]
+        return result
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_sequence)
+
+
+def load_yaml_with_lines(text: str) -> tuple[Any, list[YamlProblem]]:
+    """Parse one YAML document: (data, problems that did not stop parsing).
+
+    Duplicate keys are reported but parsing goes on (the first value is kept) so that
+    validation can report everything else at once. Raises YamlProblems when the text
+    cannot be parsed at all.
+    """
+    loader = _LineLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = str(exc.problem or exc)
+        if "could not determine a constructor" in problem:
+            problem = f"tag {problem.split('tag ', 1)[-1].split(chr(10))[0]} is not allowed (only plain YAML)"
+        raise YamlProblems([YamlProblem(line, f"invalid YAML: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblems([YamlProblem(1, f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    return data, loader.problems
+
+
+def line_of(data: Any, loc: tuple[str | int, ...]) -> int:
+    """The line of the deepest element of `loc` that the source knows about."""
+    line = getattr(data, "line", 1)
+    node = data
+    for part in loc:
+        if isinstance(node, LineDict) and isinstance(part, str) and part in node:
+            line = node.key_lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, LineList) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+    return line
