@@ -239,11 +239,16 @@ def test_s3_upload_detects_source_changed(mocked_s3: None, tmp_path) -> None:
         target.upload(src, "k", **args)
 
 
-def test_s3_falls_back_when_checksums_rejected(mocked_s3: None, tmp_path) -> None:
+@pytest.mark.parametrize("size", [5000, 11 * MiB], ids=["single-part", "multipart"])
+def test_s3_falls_back_when_checksums_rejected(mocked_s3: None, tmp_path, size: int) -> None:
     from botocore.awsrequest import AWSResponse
 
     _make_bucket(None)
-    target = make_target(s3_spec())
+    # Small parts so the multipart case stays quick.
+    target = S3Target(
+        s3_spec(),
+        transfer_overrides={"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB},
+    )
     rejected: list[str] = []
 
     class Raw:
@@ -269,10 +274,10 @@ def test_s3_falls_back_when_checksums_rejected(mocked_s3: None, tmp_path) -> Non
         return None
 
     target.client.meta.events.register_first("before-send.s3", reject_checksums)
-    src, sha = write_file(tmp_path / "a", 5000)
+    src, sha = write_file(tmp_path / "a", size)
     stored = target.upload(src, "k", **upload_args(src, sha))
     assert rejected, "the hook never saw a checksum header"
-    assert is_verified(stored, 5000, sha)
+    assert is_verified(stored, size, sha)
     assert target._checksums_supported is False
     dest = tmp_path / "back"
     target.download("k", str(dest))
@@ -303,6 +308,20 @@ def test_s3_client_error_mapping(code: str, status: int, expected: str) -> None:
     assert isinstance(err, UploadFailed)
     assert "\n" not in str(err)
     assert expected in str(err)
+
+
+def test_s3_transport_error_mapping() -> None:
+    from botocore.exceptions import EndpointConnectionError, FlexibleChecksumError
+
+    target = S3Target(s3_spec(endpoint_url="http://minio.example:9000"))
+    dns = EndpointConnectionError(
+        endpoint_url="http://minio.example:9000", error=socket.gaierror(-2, "Name not known")
+    )
+    assert str(target._error(dns, action="check")) == (
+        "target minio: cannot reach http://minio.example:9000 (host name not resolved)"
+    )
+    bad = target._error(FlexibleChecksumError(error_msg="x"), action="download", key="k")
+    assert isinstance(bad, VerifyFailed)
 
 
 def test_s3_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,6 +491,7 @@ def test_e2e_lifecycle_merge(moto_server: MotoServer, server_bucket: str) -> Non
     assert rules["janitor-logs"]["Expiration"] == {"Days": 120}
     assert not rules["janitor-logs"].get("Transitions")
     assert rules["janitor-logs"]["Filter"] == {"Prefix": "arch/logs/"}
+    assert rules["janitor-logs"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     assert rules["janitor-dumps"]["Expiration"] == {"Days": 365}
     with pytest.raises(ValueError, match="less than expire"):
         target.set_lifecycle("x", "p/", 10, 20, "GLACIER")

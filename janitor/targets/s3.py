@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -285,6 +286,10 @@ class S3Target:
                 )
             detail = f"{code}: {msg}" if msg else code
             return cls(self._fail(f"{action} failed ({detail})"))
+        if isinstance(exc, bx.FlexibleChecksumError):
+            # botocore checked the response body against the server's checksum and it differs.
+            where = f"'{key}'" if key else "response"
+            return VerifyFailed(self._fail(f"{where} failed its checksum during {action}"))
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return cls(
                 self._fail(
@@ -312,10 +317,10 @@ class S3Target:
             )
         if isinstance(exc, bx.EndpointConnectionError):
             os_err = _os_error_in(exc)
-            if os_err is not None and os_err.errno is not None:
-                reason = os.strerror(os_err.errno).lower()
-            elif "Name or service not known" in repr(exc) or "gaierror" in repr(exc):
+            if isinstance(os_err, socket.gaierror) or "gaierror" in repr(exc):
                 reason = "host name not resolved"
+            elif os_err is not None and os_err.errno is not None:
+                reason = os.strerror(os_err.errno).lower()
             else:
                 reason = "connection failed"
             return cls(self._fail(f"cannot reach {endpoint} ({reason})"))
@@ -625,10 +630,14 @@ class S3Target:
         expire_after_days: int,
         transition_after_days: int | None,
         storage_class: str | None,
+        *,
+        abort_incomplete_after_days: int | None = 7,
     ) -> None:
         """Install/replace the rule with this ID, keeping every other rule on the bucket.
 
-        Read-modify-write: two janitors editing the same bucket at once can lose a rule.
+        The rule also aborts multipart uploads left incomplete (an endpoint that died
+        mid-upload leaves billable parts behind). Read-modify-write: two janitors editing
+        the same bucket at once can lose a rule.
         """
         validate_lifecycle_args(
             prefix_rule_id, expire_after_days, transition_after_days, storage_class
@@ -639,6 +648,10 @@ class S3Target:
             "Status": "Enabled",
             "Expiration": {"Days": expire_after_days},
         }
+        if abort_incomplete_after_days is not None:
+            rule["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": abort_incomplete_after_days
+            }
         if transition_after_days is not None:
             rule["Transitions"] = [{"Days": transition_after_days, "StorageClass": storage_class}]
         rules = [r for r in self.get_lifecycle() if r.get("ID") != prefix_rule_id]
