@@ -17,7 +17,14 @@ import pytest
 from s3server import MotoServer, start_moto_server
 
 from janitor.errors import FileChanged, TargetError, UploadFailed, VerifyFailed
-from janitor.targets import StoredObject, TargetSpec, file_sha256, is_verified, make_target
+from janitor.targets import (
+    ArchiveTarget,
+    StoredObject,
+    TargetSpec,
+    file_sha256,
+    is_verified,
+    make_target,
+)
 from janitor.targets.base import join_key
 from janitor.targets.filesystem import SIDECAR_SUFFIX, FileTarget
 from janitor.targets.s3 import S3Target
@@ -129,8 +136,12 @@ def test_importing_targets_does_not_import_boto3() -> None:
 
 
 def test_make_target_by_scheme(tmp_path) -> None:
-    assert isinstance(make_target(s3_spec()), S3Target)
-    assert isinstance(make_target(TargetSpec("nas", f"file://{tmp_path}")), FileTarget)
+    s3 = make_target(s3_spec())
+    nas = make_target(TargetSpec("nas", f"file://{tmp_path}"))
+    assert isinstance(s3, S3Target) and isinstance(nas, FileTarget)
+    assert isinstance(s3, ArchiveTarget) and isinstance(nas, ArchiveTarget)
+    assert nas.describe() == f"file://{tmp_path}"
+    assert s3.describe() == f"s3://{BUCKET} (endpoint AWS default)"
     with pytest.raises(ValueError, match=r"unsupported URL scheme 'gs'.*valid schemes: file, s3"):
         make_target(TargetSpec("x", "gs://bucket/p"))
     with pytest.raises(ValueError, match="valid schemes"):
