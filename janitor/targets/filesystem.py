@@ -1,0 +1,324 @@
+"""file:// archive target: a directory, typically a mounted NAS share.
+
+Each object is a plain file plus a sidecar "KEY.janitor.json" holding {sha256, size, mtime,
+mode}. Crash-safety invariant: a sidecar only ever describes the data file currently in place.
+Upload therefore removes an old sidecar first and writes the new one only after the data has
+been renamed into place, so a crash at any point leaves either no sidecar (not verified, the
+next run uploads again) or a sidecar that matches the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
+
+from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
+from janitor.targets.base import (
+    Progress,
+    StoredObject,
+    TargetSpec,
+    clean_key_parts,
+    join_key,
+    join_prefix,
+)
+
+SIDECAR_SUFFIX = ".janitor.json"
+_TMP_SUFFIX = ".janitor-tmp"
+_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: str) -> None:
+    # Makes a rename/unlink in `path` durable; some filesystems (e.g. some FUSE/NFS) refuse
+    # to open directories for fsync, which we tolerate rather than fail the archive.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _copy_hashing(src: str, dst_fd: int, progress: Progress | None) -> tuple[int, str]:
+    """Copy src into the open fd, returning (bytes, hex sha256) of what was written."""
+    h = hashlib.sha256()
+    total = 0
+    with open(src, "rb") as f, os.fdopen(os.dup(dst_fd), "wb", closefd=True) as out:
+        while block := f.read(_CHUNK):
+            out.write(block)
+            h.update(block)
+            total += len(block)
+            if progress is not None:
+                progress(len(block))
+        out.flush()
+        os.fsync(out.fileno())
+    return total, h.hexdigest()
+
+
+class FileTarget:
+    """Archive into a local or mounted directory given as file:///abs/dir."""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        parts = urlsplit(spec.url)
+        if parts.scheme.lower() != "file":
+            raise ValueError(f"target {spec.name}: {spec.url!r} is not a file:// URL")
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(
+                f"target {spec.name}: file URL {spec.url!r} names host {parts.netloc!r}; "
+                "use file:///absolute/dir (mount remote shares locally first)"
+            )
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ValueError(f"target {spec.name}: file URL {spec.url!r} needs an absolute path")
+        self.spec = spec
+        self.base = os.path.normpath(path)
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def key_for(self, policy: str, relpath: str) -> str:
+        return join_key("", policy, relpath)
+
+    def policy_prefix(self, policy: str) -> str:
+        return join_prefix("", policy)
+
+    def describe(self) -> str:
+        return f"file://{self.base}"
+
+    def _fail(self, message: str) -> str:
+        return f"target {self.spec.name}: {message}"
+
+    def _path(self, key: str) -> str:
+        parts = clean_key_parts(key, what="key")
+        if not parts:
+            raise ValueError("key must not be empty")
+        if parts[-1].endswith(SIDECAR_SUFFIX) or parts[-1].endswith(_TMP_SUFFIX):
+            raise ValueError(f"key {key!r} collides with janitor's own file names")
+        return os.path.join(self.base, *parts)
+
+    def _ensure_inside(self, path: str) -> None:
+        """Refuse paths that resolve (through symlinks) outside the base directory."""
+        probe = path
+        while not os.path.lexists(probe) and probe != self.base:
+            probe = os.path.dirname(probe)
+        real_base = os.path.realpath(self.base)
+        real = os.path.realpath(probe)
+        if real != real_base and not real.startswith(real_base + os.sep):
+            raise ValueError(f"{path!r} resolves outside the target directory {self.base!r}")
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _read_sidecar(self, path: str) -> dict | None:
+        try:
+            with open(path + SIDECAR_SUFFIX, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # unreadable sidecar = unverified copy; the next run re-uploads
+        return data if isinstance(data, dict) else None
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        self._ensure_inside(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise TargetError(self._fail(f"cannot stat {path}: {e.strerror}")) from None
+        meta = self._read_sidecar(path) or {}
+        sha = meta.get("sha256")
+        mtime = meta.get("mtime")
+        mode = meta.get("mode")
+        return StoredObject(
+            key=key,
+            size=st.st_size,
+            sha256=sha if isinstance(sha, str) else None,
+            mtime=float(mtime) if isinstance(mtime, int | float) else None,
+            mode=mode if isinstance(mode, int) else None,
+        )
+
+    def download(
+        self, key: str, dest_path: str, *, progress: Progress | None = None
+    ) -> StoredObject:
+        obj = self.stat(key)
+        if obj is None:
+            raise TargetError(self._fail(f"object '{key}' does not exist"))
+        if obj.sha256 is None:
+            raise VerifyFailed(
+                self._fail(f"'{key}' has no readable metadata sidecar; cannot verify")
+            )
+        src = self._path(key)
+        try:
+            fd = os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                size, digest = _copy_hashing(src, fd, progress)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            _unlink_quiet(dest_path)
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(f"no space left writing {dest_path}") from None
+            raise TargetError(
+                self._fail(f"cannot copy '{key}' to {dest_path}: {e.strerror}")
+            ) from None
+        if size != obj.size or digest != obj.sha256.lower():
+            _unlink_quiet(dest_path)  # never leave corrupt bytes where a restore might pick them up
+            raise VerifyFailed(
+                self._fail(
+                    f"'{key}' is corrupt: read {size} bytes sha256 {digest[:16]}, "
+                    f"stored {obj.size} bytes sha256 {obj.sha256[:16]}"
+                )
+            )
+        return obj
+
+    def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        if not os.path.isdir(self.base):
+            return
+        for dirpath, dirnames, filenames in os.walk(self.base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(SIDECAR_SUFFIX) or name.endswith(_TMP_SUFFIX):
+                    continue
+                key = os.path.relpath(os.path.join(dirpath, name), self.base).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    obj = self.stat(key)
+                    if obj is not None:
+                        yield obj
+
+    # -- writing --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if not os.path.exists(self.base):
+            raise TargetError(
+                self._fail(f"directory {self.base} does not exist (is the share mounted?)")
+            )
+        if not os.path.isdir(self.base):
+            raise TargetError(self._fail(f"{self.base} is not a directory"))
+        # A real write probe: os.access lies on read-only mounts and with root squash.
+        try:
+            fd, probe = tempfile.mkstemp(
+                dir=self.base, prefix=".janitor-check-", suffix=_TMP_SUFFIX
+            )
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise TargetError(self._fail(f"cannot write to {self.base}: {e.strerror}")) from None
+
+    def upload(
+        self,
+        local_path: str,
+        key: str,
+        *,
+        sha256: str,
+        size: int,
+        mtime: float,
+        mode: int,
+        progress: Progress | None = None,
+    ) -> StoredObject:
+        dest = self._path(key)
+        directory = os.path.dirname(dest)
+        self._ensure_inside(dest)
+        tmp: str | None = None
+        try:
+            if not os.path.isdir(self.base):
+                raise TargetError(
+                    self._fail(f"directory {self.base} does not exist (is the share mounted?)")
+                )
+            os.makedirs(directory, exist_ok=True)
+            self._ensure_inside(dest)  # re-check: a component may have been a symlink
+            # Drop any old sidecar before the data changes (see module docstring).
+            if os.path.lexists(dest + SIDECAR_SUFFIX):
+                os.unlink(dest + SIDECAR_SUFFIX)
+                _fsync_dir(directory)
+            fd, tmp = tempfile.mkstemp(
+                dir=directory, prefix="." + os.path.basename(dest) + ".", suffix=_TMP_SUFFIX
+            )
+            try:
+                copied, digest = _copy_hashing(local_path, fd, progress)
+            finally:
+                os.close(fd)
+            if copied != size or digest != sha256.lower():
+                raise FileChanged(
+                    f"{local_path}: changed while archiving (now {copied} bytes sha256 "
+                    f"{digest[:16]}, planned {size} bytes sha256 {sha256[:16]})"
+                )
+            os.replace(tmp, dest)
+            tmp = None
+            _fsync_dir(directory)
+            self._write_sidecar(dest, sha256=sha256.lower(), size=size, mtime=mtime, mode=mode)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(self._fail(f"no space left on {self.base}")) from None
+            raise UploadFailed(self._fail(f"cannot write '{key}': {e.strerror}")) from None
+        finally:
+            if tmp is not None:
+                _unlink_quiet(tmp)
+        return self._verify_stored(key, dest, size=size, sha256=sha256.lower())
+
+    def _write_sidecar(self, dest: str, *, sha256: str, size: int, mtime: float, mode: int) -> None:
+        directory = os.path.dirname(dest)
+        body = json.dumps(
+            {"sha256": sha256, "size": size, "mtime": mtime, "mode": mode & 0o7777},
+            sort_keys=True,
+        ).encode()
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix="." + os.path.basename(dest) + ".meta.", suffix=_TMP_SUFFIX
+        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest + SIDECAR_SUFFIX)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        _fsync_dir(directory)
+
+    def _verify_stored(self, key: str, dest: str, *, size: int, sha256: str) -> StoredObject:
+        """Re-read the stored copy: catches short writes and lying storage before deletion."""
+        h = hashlib.sha256()
+        got = 0
+        try:
+            with open(dest, "rb") as f:
+                while block := f.read(_CHUNK):
+                    h.update(block)
+                    got += len(block)
+        except OSError as e:
+            raise VerifyFailed(self._fail(f"cannot re-read '{key}': {e.strerror}")) from None
+        obj = self.stat(key)
+        if obj is None or got != size or h.hexdigest() != sha256 or obj.sha256 != sha256:
+            raise VerifyFailed(
+                self._fail(f"'{key}' did not verify after writing ({got} bytes, expected {size})")
+            )
+        return obj
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def set_lifecycle(
+        self,
+        prefix_rule_id: str,
+        prefix: str,
+        expire_after_days: int,
+        transition_after_days: int | None,
+        storage_class: str | None,
+    ) -> None:
+        raise TargetError(self._fail("lifecycle rules are only supported on s3:// targets"))
+
+    def get_lifecycle(self) -> list[dict]:
+        raise TargetError(self._fail("lifecycle rules are only supported on s3:// targets"))
