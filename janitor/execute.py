@@ -279,6 +279,7 @@ def _execute_batch(
     keep_going = True
     events = ctx.events
     try:
+        action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
             if not keep_going or (pp.stop_at_pct is not None and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
                 keep_going = False

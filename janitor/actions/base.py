@@ -58,6 +58,13 @@ class Action:
         """Extra journal columns known before acting (e.g. the trash location)."""
         return {}
 
+    def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
+        """Called once per batch after the intents are journaled and before any `apply`.
+
+        Actions with slow, independent work (archive uploads) do it here concurrently and
+        keep the results for `apply`, which then only verifies and finishes each file.
+        """
+
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
         """Do it. Return extra journal columns for the outcome; raise to fail this file."""
         raise NotImplementedError
