@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 MAX_ALIASES = 100
+# Aliases are shared when constructed, but validation walks them expanded: 9 levels of
+# 9 aliases ("billion laughs") is only 81 aliases yet 387 million values.
+MAX_EXPANDED_NODES = 100_000
 
 
 class LineDict(dict[str, Any]):
@@ -101,7 +104,14 @@ def load_yaml_with_lines(text: str) -> tuple[Any, list[YamlProblem]]:
     """
     loader = _LineLoader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise YamlProblems([YamlProblem(
+                node.start_mark.line + 1,
+                f"the document expands to more than {MAX_EXPANDED_NODES} values through aliases "
+                "(an alias bomb?); refusing it",
+            )])
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -114,6 +124,27 @@ def load_yaml_with_lines(text: str) -> tuple[Any, list[YamlProblem]]:
     finally:
         loader.dispose()
     return data, loader.problems
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Number of values the node stands for once every alias is expanded."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a recursive structure counts once instead of looping
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, memo)
+            if size > MAX_EXPANDED_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, memo) + _expanded_size(value, memo)
+            if size > MAX_EXPANDED_NODES:
+                break
+    memo[id(node)] = size
+    return size
 
 
 def line_of(data: Any, loc: tuple[str | int, ...]) -> int:
