@@ -73,6 +73,7 @@ COMPRESS_SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 MODES = ("copytruncate", "rename")
 _CHUNK = 1 << 20
 _POSTROTATE_TIMEOUT = 60.0
+_SLOW_WINDOW = 0.001  # copy-truncate: warn when fstat->ftruncate took longer than this
 _REOPEN_WAIT = 5.0  # rename mode: how long to wait for the service to let go of NAME.1
 
 
@@ -532,14 +533,14 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
             if collapse:
                 try:
                     _fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, cut)
-                    after = os.fstat(fd).st_size
+                    after, window = os.fstat(fd).st_size, 0.0
                 except OSError as e:
                     if e.errno not in _FALLBACK_ERRNOS:
                         raise
                     method = "copy-truncate"
-                    after = _move_down_and_truncate(fd, cut)
+                    after, window = _move_down_and_truncate(fd, cut)
             else:
-                after = _move_down_and_truncate(fd, cut)
+                after, window = _move_down_and_truncate(fd, cut)
         except BaseException as e:
             # Live file untouched (collapse is all-or-nothing): drop the copy, or those
             # bytes would show up twice.
@@ -554,6 +555,11 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
 
     compressed: list[str] = []
     warnings: list[str] = []
+    if window > _SLOW_WINDOW:
+        # ftruncate waited for the inode lock while the writer kept taking it.
+        warnings.append(
+            f"the truncate of {log} took {window * 1000:.1f} ms; lines written meanwhile are lost"
+        )
     if options.rotate > 0:
         base = os.path.basename(log)
         compressed, warnings = _compress_all(
@@ -578,18 +584,20 @@ def _open_log(log: str, flags: int) -> int:
     return fd
 
 
-def _move_down_and_truncate(fd: int, start: int) -> int:
-    """Move fd[start:EOF) to offset 0 until no new bytes arrive, then cut. Returns new size.
+def _move_down_and_truncate(fd: int, start: int) -> tuple[int, float]:
+    """Move fd[start:EOF) to offset 0 until no new bytes arrive, then cut.
 
-    The only loss window is between the final fstat and the ftruncate: nothing else runs
-    there. Bytes that arrive while we move are moved too, so lines keep their order.
+    Returns the new size and how long the loss window (final fstat to ftruncate done)
+    stayed open. Nothing else runs in that window. Bytes that arrive while we move are
+    moved too, so lines keep their order.
     """
     src, dst = start, 0
     while True:
+        t0 = time.perf_counter()
         size = os.fstat(fd).st_size
         if size == src:
             os.ftruncate(fd, dst)
-            return dst
+            return dst, time.perf_counter() - t0
         if size < src:
             raise FileChanged(f"file shrank below {src} bytes while being cut (another rotator?)")
         while src < size:
