@@ -650,6 +650,7 @@ def _cut_rename(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         settled = not _writers(st.st_dev, st.st_ino)
     if not settled and (options.rotate == 0 or compress_now):
         warnings.append(f"a process still writes to the old {log} after {_REOPEN_WAIT:.0f}s")
+    moved = os.stat(old).st_size  # includes what the service wrote before it reopened
     if options.rotate == 0:
         if settled:
             os.unlink(old)
@@ -666,9 +667,7 @@ def _cut_rename(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         first = rotated + COMPRESS_SUFFIX[options.compress] if rotated else None
         if first in compressed:
             rotated = first
-    return CutResult(
-        log, "rename", st.st_size, st.st_size, 0, rotated, tuple(compressed), tuple(warnings)
-    )
+    return CutResult(log, "rename", moved, moved, 0, rotated, tuple(compressed), tuple(warnings))
 
 
 def _create_like(log: str, st: os.stat_result) -> None:

@@ -536,6 +536,28 @@ def test_enospc_in_olddir_leaves_ext4_log_untouched(
     assert [p.name for p in old.iterdir()] == ["filler"]
 
 
+def test_no_room_to_compress_keeps_plain_copy_and_retries(
+    ext4_dir: Path, mount_tmpfs: Callable[[str], Path]
+) -> None:
+    old = mount_tmpfs("1M")
+    (old / "filler").write_bytes(b"\0" * 700 * 1024)
+    log = ext4_dir / "app.log"
+    data = os.urandom(200 * 1024)  # incompressible: the .gz needs as much room again
+    log.write_bytes(data)
+    options = CutOptions(rotate=3, olddir=str(old), compress="gzip")
+    result = cut_log(log, options)
+    assert result.bytes_cut > 0  # the cut itself happened
+    assert result.compressed == () and result.rotated_to == str(old / "app.log.1")
+    assert any("no space left" in w for w in result.warnings)
+    assert sorted(p.name for p in old.iterdir()) == ["app.log.1", "filler"]
+
+    (old / "filler").unlink()
+    log.write_bytes(log.read_bytes() + b"more\n" * 2000)
+    result = cut_log(log, options)
+    assert result.compressed == (str(old / "app.log.1.gz"), str(old / "app.log.2.gz"))
+    assert whole_stream(log, old).startswith(data)
+
+
 # --------------------------------------------------------------------------- rename mode
 
 
