@@ -562,9 +562,10 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         )
     if options.rotate > 0:
         base = os.path.basename(log)
-        compressed, warnings = _compress_all(
+        compressed, more = _compress_all(
             _pending_compression(dest_dir, base, options), options, log
         )
+        warnings += more
         first = os.path.join(dest_dir, _copy_name(base, 1, COMPRESS_SUFFIX[options.compress]))
         if first in compressed:
             rotated = first
