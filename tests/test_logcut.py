@@ -402,6 +402,16 @@ def test_keep_tail_bytes_fallback_is_exact(tmpfs_dir: Path) -> None:
     assert (tmpfs_dir / "app.log.1").read_bytes() == data[:-5000]
 
 
+def test_slow_truncate_window_is_reported(tmpfs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import janitor.logcut
+
+    monkeypatch.setattr(janitor.logcut, "_SLOW_WINDOW", -1.0)
+    log = tmpfs_dir / "app.log"
+    log.write_bytes(numbered(1, 100))
+    result = cut_log(log, CutOptions(rotate=1, compress="gzip"))
+    assert len(result.warnings) == 1 and "lines written meanwhile are lost" in result.warnings[0]
+
+
 def test_keep_tail_lines_keeps_unterminated_last_line(tmpfs_dir: Path) -> None:
     log = tmpfs_dir / "app.log"
     log.write_bytes(b"a\nb\nc\nd")
