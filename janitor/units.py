@@ -90,7 +90,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds}s"
     parts = []
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             parts.append(f"{seconds // size}{unit}")
             seconds %= size
