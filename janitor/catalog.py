@@ -182,20 +182,25 @@ class Catalog:
         """Journal intents in one transaction; returns their ids in order."""
         if not rows:
             return []
-        ids: list[int] = []
+        blob_columns = {i for i, c in enumerate(JOURNAL_COLUMNS) if c in ("root", "path", "trash_path")}
+        sql = (
+            f"INSERT INTO journal(id, {', '.join(JOURNAL_COLUMNS)}) "
+            f"VALUES (?, {', '.join('?' for _ in JOURNAL_COLUMNS)})"
+        )
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            sql = (
-                f"INSERT INTO journal({', '.join(JOURNAL_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in JOURNAL_COLUMNS)})"
-            )
-            for row in rows:
-                values = [row.get(c) for c in JOURNAL_COLUMNS]
-                for i, c in enumerate(JOURNAL_COLUMNS):
-                    if c in ("root", "path", "trash_path"):
-                        values[i] = _b(values[i])
-                cur = self.db.execute(sql, values)
-                ids.append(int(cur.lastrowid or 0))
+            # We hold the write lock, so the next ids are ours: give them explicitly and
+            # insert the whole batch with one executemany.
+            first = (self.db.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]) + 1
+            ids = list(range(first, first + len(rows)))
+            values = []
+            for row_id, row in zip(ids, rows, strict=True):
+                value = [row.get(c) for c in JOURNAL_COLUMNS]
+                for i in blob_columns:
+                    if value[i] is not None:
+                        value[i] = os.fsencode(value[i])
+                values.append((row_id, *value))
+            self.db.executemany(sql, values)
             self.db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if self.db.in_transaction:
@@ -208,16 +213,18 @@ class Catalog:
         if not outcomes:
             return
         now = time.time()
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for row_id, state, error, extra in outcomes:
+            keys = tuple(sorted(extra))
+            values: list[Any] = [state, error, now]
+            values.extend(_b(extra[k]) if k in ("trash_path", "path") else extra[k] for k in keys)
+            values.append(row_id)
+            by_columns.setdefault(keys, []).append(values)
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            for row_id, state, error, extra in outcomes:
-                sets = ["state=?", "error=?", "done_at=?"]
-                values: list[Any] = [state, error, now]
-                for key, value in extra.items():
-                    sets.append(f"{key}=?")
-                    values.append(_b(value) if key in ("trash_path", "path") else value)
-                values.append(row_id)
-                self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", values)
+            for keys, rows in by_columns.items():
+                sets = ", ".join(["state=?", "error=?", "done_at=?", *(f"{k}=?" for k in keys)])
+                self.db.executemany(f"UPDATE journal SET {sets} WHERE id=?", rows)
             self.db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if self.db.in_transaction:

@@ -183,9 +183,7 @@ class Policy(_Model):
     evict: Literal["oldest", "largest"] | None = None
     low_watermark: Percent | None = None
 
-    _match_re: Any = PrivateAttr(default=None)
-    _exclude_re: Any = PrivateAttr(default=None)
-    _prune_re: Any = PrivateAttr(default=None)
+    _globs: Any = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -212,19 +210,39 @@ class Policy(_Model):
         return v
 
     def model_post_init(self, __context: Any) -> None:
-        self._match_re = compile_globs(self.match)
-        self._exclude_re = compile_globs(self.exclude)
-        self._prune_re = prunable_dir_regex(self.exclude)
+        self._globs = CompiledGlobs.build(self.match, self.exclude)
+
+    @property
+    def globs(self) -> CompiledGlobs:
+        """The compiled globs; hot loops bind its methods once (pydantic attribute access is slow)."""
+        return self._globs  # type: ignore[no-any-return]
+
+    def selects(self, relpath: str) -> bool:
+        return self.globs.selects(relpath)
+
+    def prunes_dir(self, reldir: str) -> bool:
+        return self.globs.prunes_dir(reldir)
+
+
+@dataclass(frozen=True)
+class CompiledGlobs:
+    match_re: re.Pattern[str] | None
+    exclude_re: re.Pattern[str] | None
+    prune_re: re.Pattern[str] | None
+
+    @classmethod
+    def build(cls, match: tuple[str, ...], exclude: tuple[str, ...]) -> CompiledGlobs:
+        return cls(compile_globs(match), compile_globs(exclude), prunable_dir_regex(exclude))
 
     def selects(self, relpath: str) -> bool:
         """Whether the globs (match, then exclude) select this relative path."""
-        if self._match_re is None or not self._match_re.match(relpath):
+        if self.match_re is None or not self.match_re.match(relpath):
             return False
-        return not (self._exclude_re is not None and self._exclude_re.match(relpath))
+        return not (self.exclude_re is not None and self.exclude_re.match(relpath))
 
     def prunes_dir(self, reldir: str) -> bool:
         """Whether an exclude removes this whole directory, so the walk can skip it."""
-        return self._prune_re is not None and bool(self._prune_re.match(reldir))
+        return self.prune_re is not None and bool(self.prune_re.match(reldir))
 
 
 class _FileModel(_Model):

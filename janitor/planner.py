@@ -31,17 +31,24 @@ class PlanContext:
     now: float
     open_files: OpenFiles
     skip_inodes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+    _formatted: dict[float, str] = field(default_factory=dict)
 
     def reason_for(self, policy: Policy, fact: FileFact) -> str:
         parts = []
         if policy.older_than is not None:
             age = self.now - fact.age_ts(policy.age_by)
-            parts.append(f"{policy.age_by} age {format_duration(age)} > {format_duration(policy.older_than)}")
+            parts.append(f"{policy.age_by} age {format_duration(age)} > {self._threshold(policy.older_than)}")
         if policy.larger_than is not None:
             parts.append(f"size {format_size(fact.size)} > {format_size(policy.larger_than)}")
         if policy.smaller_than is not None:
             parts.append(f"size {format_size(fact.size)} < {format_size(policy.smaller_than)}")
         return ", ".join(parts) or f"matches {', '.join(policy.match)}"
+
+    def _threshold(self, seconds: float) -> str:
+        text = self._formatted.get(seconds)
+        if text is None:
+            text = self._formatted[seconds] = format_duration(seconds)
+        return text
 
 
 def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
@@ -124,15 +131,17 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     def note(n: WalkNote) -> None:
         pp.notes.append(f"{n.relpath}: {n.reason}")
 
+    globs = policy.globs
+    selects = globs.selects
     try:
         for rel, kind, st_entry in walk_files(
             policy.path,
             one_filesystem=config.effective_one_filesystem(policy),
-            prune_dir=policy.prunes_dir,
+            prune_dir=globs.prunes_dir if globs.prune_re is not None else None,
             skip_inodes=ctx.skip_inodes,
             on_note=note,
         ):
-            if not policy.selects(rel):
+            if not selects(rel):
                 continue
             if st_entry is None:  # a symlink the globs select: say why it is left alone
                 pp.skips.append(Skip(policy.name, os.path.join(policy.path, rel), 0, "symlink",

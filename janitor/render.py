@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,13 @@ def console(stderr: bool = False) -> Console:
     # Piped into grep or a log: never wrap lines; a terminal gets its own width.
     width = None if stream.isatty() else 4096
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def heading(out: Console, text: str) -> None:
+    """A rule with a title, never wider than a comfortable reading width."""
+    from rich.rule import Rule
+
+    out.print(Rule(text), width=min(out.width, 100))
 
 
 def print_json(data: Any) -> None:
@@ -63,12 +71,13 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
             table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
             for col, justify in (("action", "left"), ("file", "left"), ("size", "right"), ("age", "right"), ("reason", "left")):
                 table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-            shown = pp.actions if limit is None else pp.actions[:limit]
+            ordered = sorted(pp.actions, key=lambda a: a.fact.relpath)
+            shown = ordered if limit is None else ordered[:limit]
             for a in shown:
                 detail = ""
                 if a.detail:
                     detail = " [" + ", ".join(f"{k}={v}" for k, v in a.detail.items()) + "]"
-                table.add_row(a.action, _esc(_display_path(a.path)), format_size(a.fact.size),
+                table.add_row(a.action, _esc(_display_path(a.fact.relpath)), format_size(a.fact.size),
                               format_duration(now - a.fact.mtime), _esc(a.reason + detail))
             out.print(table)
             if limit is not None and len(pp.actions) > limit:
@@ -77,7 +86,7 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
             out.print(f"  [yellow]skipped {len(pp.skips)}:[/]")
             shown_skips = pp.skips if limit is None else pp.skips[:limit]
             for s in shown_skips:
-                out.print(f"    {_esc(_display_path(s.path))}: {_esc(s.reason)}")
+                out.print(f"    {_esc(_display_path(os.path.relpath(s.path, pp.root)))}: {_esc(s.reason)}")
             if limit is not None and len(pp.skips) > limit:
                 out.print(f"    ... and {len(pp.skips) - limit} more")
         total = f"  total: {len(pp.actions)} files, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"

@@ -20,7 +20,7 @@ from janitor.execute import execute_plan
 from janitor.planner import build_plan
 from janitor.runner import locked_state, new_run_id, run_policies
 
-from .conftest import DAY, Tree, snapshot
+from conftest import DAY, Tree, snapshot
 
 SOFT = """\
 version: 1

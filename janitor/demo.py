@@ -1,0 +1,175 @@
+"""`janitor demo`: a guided tour on a realistic sandbox, with no server and no root.
+
+It builds what the tool was born for: an outputs directory of rendered videos of many
+ages, temporary ZIPs left by broken downloads, and a log that a live process is writing;
+writes a policy for it; shows the plan, runs it, shows what changed and how to restore.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from .errors import EXIT_OK
+
+DAY = 86400
+
+POLICY = """\
+version: 1
+settings:
+  state_dir: {root}/state        # catalog, lock and trash live here
+  settle: 60s                    # anything modified in the last minute is left alone
+
+policies:
+  - name: old-renders
+    path: {root}/outputs
+    match: ["**/*.mp4"]
+    exclude: ["keep/**"]         # hand-picked showreels stay forever
+    older_than: 7d
+    keep_newest: 3               # never empty the gallery completely
+    action: soft-delete          # restorable with `janitor restore`
+    retain: 14d                  # purged from the trash after two weeks
+
+  - name: broken-downloads
+    path: {root}/tmp
+    match: ["videos_*.zip"]
+    older_than: 1h
+    age_by: atime                # nobody has read it for an hour
+    action: delete
+
+  - name: old-logs
+    path: {root}/logs
+    match: ["*.log"]
+    older_than: 7d
+    action: delete
+"""
+
+# A quiet service: it keeps its log open for writing but has not written for a while.
+WRITER = """
+import sys
+f = open(sys.argv[1], "a", buffering=1)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def build_sandbox(root: Path, now: float) -> None:
+    rng = random.Random(42)
+    outputs = root / "outputs"
+    for i in range(24):
+        age = i * 1.3 * DAY + rng.uniform(0, 3600)
+        day = time.strftime("%Y-%m-%d", time.localtime(now - age))
+        path = outputs / day / f"render_{1000 + i}.mp4"
+        _write(path, rng.randint(40, 400) * 1024, now - age, rng)
+    _write(outputs / "keep" / "showreel.mp4", 300 * 1024, now - 60 * DAY, rng)
+    (outputs / "latest.mp4").symlink_to("/etc/hostname")  # a link out of the tree: never followed
+    tmp = root / "tmp"
+    for name, hours in (("videos_a1.zip", 0.2), ("videos_b2.zip", 2), ("videos_c3.zip", 5), ("videos_d4.zip", 30)):
+        _write(tmp / name, rng.randint(100, 900) * 1024, now - hours * 3600, rng)
+    logs = root / "logs"
+    _write(logs / "debug-2026-10-01.log", 512 * 1024, now - 50 * DAY, rng, text=True)
+    _write(logs / "debug-2026-11-01.log", 256 * 1024, now - 20 * DAY, rng, text=True)
+    _write(logs / "app.log", 64 * 1024, now - 30 * DAY, rng, text=True)
+
+
+def _write(path: Path, size: int, mtime: float, rng: random.Random, text: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (b"INFO something happened\n" * (size // 24 + 1))[:size] if text else rng.randbytes(size)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+
+
+def _summary(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for sub in ("outputs", "tmp", "logs"):
+        files = [p for p in (root / sub).rglob("*") if p.is_file() and not p.is_symlink()]
+        out[sub] = (len(files), sum(p.stat().st_size for p in files))
+    return out
+
+
+def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
+    from rich.syntax import Syntax
+
+    from .config import load_config
+    from .events import EventLog
+    from .planner import build_plan
+    from .render import console, heading, render_plan, render_run, render_trash
+    from .runner import locked_state, run_policies
+    from .trashops import restore_entries, select_trash
+    from .units import format_size
+
+    out = console()
+    root = Path(directory or tempfile.mkdtemp(prefix="janitor-demo-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    build_sandbox(root, now)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root / "logs" / "app.log")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        writer.stdout.readline()  # it has the log open before we look
+        os.utime(root / "logs" / "app.log", (now - 30 * DAY, now - 30 * DAY))
+        config_path = root / "janitor.yaml"
+        config_path.write_text(POLICY.format(root=root))
+
+        heading(out, "1. A service's disk after a few weeks")
+        out.print(f"sandbox: {root}")
+        before = _summary(root)
+        for sub, (n, size) in before.items():
+            out.print(f"  {sub + '/':10} {n:3d} files  {format_size(size):>10}")
+        out.print(f"  logs/app.log is old but still open for writing by a running service (pid {writer.pid})")
+
+        heading(out, "2. The policy")
+        out.print(Syntax(config_path.read_text(), "yaml", theme="ansi_dark", background_color="default"))
+
+        heading(out, f"3. janitor plan -c {config_path}")
+        config = load_config(config_path)
+        render_plan(build_plan(config, config.policies), out)
+
+        heading(out, f"4. janitor run -c {config_path}")
+        report = run_policies(config, config.policies, EventLog())
+        render_run(report, out)
+
+        heading(out, "5. What changed")
+        after = _summary(root)
+        for sub in before:
+            (n0, s0), (n1, s1) = before[sub], after[sub]
+            out.print(f"  {sub + '/':10} {n0:3d} -> {n1:3d} files  {format_size(s0):>10} -> {format_size(s1):>10}")
+        out.print("  logs/app.log was skipped: a process has it open for writing")
+
+        heading(out, f"6. janitor trash list -c {config_path}")
+        with locked_state(config) as catalog:
+            trashed = select_trash(catalog)
+            render_trash(trashed, out)
+            if trashed:
+                victim = max(trashed, key=lambda e: e.mtime)
+                heading(out, f"7. janitor restore -c {config_path} '{victim.path}'")
+                restored = restore_entries(catalog, [victim], EventLog())
+                for e in restored.done:
+                    mtime = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.stat(e.path).st_mtime))
+                    out.print(f"  back in place: {e.path} (mtime {mtime}, as before)")
+
+        heading(out, "Try it yourself")
+        out.print(textwrap.dedent(f"""\
+            janitor plan -c {config_path}
+            janitor run -c {config_path} --json
+            janitor trash list -c {config_path}
+            janitor restore -c {config_path} --all
+            janitor validate -c policies/            # the ready policies in this repository
+        """))
+        if keep:
+            out.print(f"the sandbox stays in {root}")
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()
+        writer.wait(timeout=10)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return EXIT_OK
