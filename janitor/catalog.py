@@ -247,6 +247,13 @@ class Catalog:
     def unfinished(self, current_run: str) -> list[JournalEntry]:
         return list(self.entries("state='planned' AND run_id != ?", [current_run]))
 
+    def trash_totals(self) -> tuple[int, int]:
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM journal WHERE state='done' AND trash_path IS NOT NULL "
+            "AND restored_at IS NULL AND purged_at IS NULL"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def in_trash(self) -> Iterator[JournalEntry]:
         return self.entries(
             "state='done' AND trash_path IS NOT NULL AND restored_at IS NULL AND purged_at IS NULL"

@@ -38,6 +38,7 @@ class PolicyOutcome:
     bytes: int = 0
     failed: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # by error code
     messages: list[str] = field(default_factory=list)
 
 
@@ -193,6 +194,7 @@ def execute_plan(
             _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
         except JanitorError as exc:
             outcome.status = "error"
+            outcome.errors[exc.code] += 1
             outcome.messages.append(str(exc))
             events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
     return result
@@ -213,8 +215,13 @@ def _execute_policy(
 
     action = get_action(pp.action)
     ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())
+    for skip in pp.skips:  # decided while planning; counted and logged with the run
+        outcome.skipped[skip.code] += 1
+        events.emit("file_skipped", policy=pp.name, action=pp.action, path=skip.path, bytes=skip.bytes,
+                    reason=skip.reason, code=skip.code)
     if pp.error:
         outcome.status = "error"
+        outcome.errors["E_PATH"] += 1
         outcome.messages.append(pp.error)
         events.emit("policy_failed", "error", policy=pp.name, code="E_PATH", message=pp.error)
         return
@@ -308,6 +315,7 @@ def _execute_batch(
                 message = describe_error(exc)
                 results.append((row_id, "failed", f"{code}: {message}", {}))
                 outcome.failed += 1
+                outcome.errors[code] += 1
                 if len(outcome.messages) < 20:
                     outcome.messages.append(f"{item.path}: {message}")
                 events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,

@@ -120,7 +120,7 @@ def render_run(report: RunReport, out: Console) -> None:
             out.print(f"  {_esc(p.name)}: {_esc(_display_path(message))}")
         if p.skipped:
             reasons = ", ".join(f"{n} {code}" for code, n in p.skipped.most_common())
-            out.print(f"  {_esc(p.name)}: skipped at run time: {reasons}")
+            out.print(f"  {_esc(p.name)}: skipped: {reasons}")
     out.print(f"[bold]{result.files} files, {format_size(result.bytes)}; {result.failed} failures[/]")
 
 

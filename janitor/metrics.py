@@ -1,0 +1,75 @@
+"""Prometheus textfile-collector output, written atomically after every run.
+
+Point node_exporter's `--collector.textfile.directory` at the directory of
+`settings.metrics_file` (or `--metrics-file`). Metric names are documented in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .config import Config
+    from .execute import RunResult
+
+
+def write_run_metrics(path: str, config: Config, result: RunResult, catalog: Catalog,
+                      started: float, finished: float) -> None:
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    from .disk import disk_usage
+
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, registry=registry)
+
+    gauge("janitor_last_run_timestamp_seconds", "When the last run finished (unix time).").set(finished)
+    last_ok = finished if result.exit_code == 0 else _last_success(catalog)
+    if last_ok is not None:
+        gauge("janitor_last_success_timestamp_seconds", "When the last fully successful run finished.").set(last_ok)
+    gauge("janitor_last_run_duration_seconds", "Wall time of the last run.").set(finished - started)
+    gauge("janitor_last_run_exit_code", "Exit code of the last run (0 ok, 1 partial).").set(result.exit_code)
+
+    files = gauge("janitor_files", "Files acted on in the last run.", ("policy", "action"))
+    nbytes = gauge("janitor_bytes", "Bytes acted on in the last run.", ("policy", "action"))
+    skipped = gauge("janitor_skipped_files", "Files skipped in the last run, by reason.", ("policy", "reason"))
+    errors = gauge("janitor_errors", "Errors in the last run, by error code.", ("policy", "code"))
+    status = gauge("janitor_policy_status", "1 for the status each policy ended the last run in.",
+                   ("policy", "status"))
+    for p in result.policies:
+        files.labels(p.name, p.action).set(p.files)
+        nbytes.labels(p.name, p.action).set(p.bytes)
+        for reason, count in p.skipped.items():
+            skipped.labels(p.name, reason).set(count)
+        for code, count in p.errors.items():
+            errors.labels(p.name, code).set(count)
+        status.labels(p.name, p.status).set(1)
+
+    used = gauge("janitor_filesystem_used_ratio", "Used share (0..1) of the filesystem holding each policy path.",
+                 ("policy", "path"))
+    for policy in config.policies:
+        try:
+            usage = disk_usage(policy.path)
+        except OSError:
+            continue
+        used.labels(policy.name, policy.path).set(round(usage.used_pct / 100.0, 6))
+
+    trash_files, trash_bytes = catalog.trash_totals()
+    gauge("janitor_trash_files", "Files in the trash (restorable).").set(trash_files)
+    gauge("janitor_trash_bytes", "Bytes in the trash (restorable).").set(trash_bytes)
+
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    write_to_textfile(path, registry)  # writes a temp file and renames it: readers never see half
+
+
+def _last_success(catalog: Catalog) -> float | None:
+    row = catalog.db.execute("SELECT MAX(finished) FROM runs WHERE status='ok'").fetchone()
+    return row[0] if row and row[0] else None
+
+
