@@ -322,9 +322,10 @@ def _execute_batch(
             results.append((row_id, "done", None, columns))
             outcome.files += 1
             outcome.bytes += done_bytes
+            event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()
+                                            if k != "detail" and isinstance(v, str | int | float)}
             events.emit(action.done_event, policy=item.policy, action=item.action, path=item.path,
-                        bytes=done_bytes, **{k: v for k, v in {**fields, **extra}.items()
-                                             if k != "detail" and isinstance(v, str | int | float)})
+                        bytes=done_bytes, **event_fields)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
         ctx.catalog.set_outcomes(results)
