@@ -520,3 +520,52 @@ def test_check_policy_names_the_key(cli: CLI, tmp_path: Path, state_dir: Path, e
     done = cli("validate", "-c", config)
     assert done.returncode == 2
     assert "policies[0].reopen: reopen and postrotate need mode rename" in done.stderr
+
+
+def test_non_ascii_log_name(cli: CLI, tmp_path: Path, state_dir: Path, ext4_root: Path) -> None:
+    log = ext4_root / "运行实时日志.log"
+    data = b"".join(b"%09d\n" % i for i in range(50_000))
+    log.write_bytes(data)
+    config = write_policy(tmp_path, state_dir, ext4_root, "rotate: 2\ncompress: gzip")
+    assert [a["path"] for a in plan_json(cli, config)["actions"]] == [str(log)]
+    done = cli("run", "-c", config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p.name for p in copies(log)] == ["运行实时日志.log.1.gz"]
+    assert whole_stream(log) == data
+
+
+def test_non_append_writer_appearing_after_the_plan_is_a_skip(
+    tmp_path: Path, state_dir: Path, ext4_root: Path, non_append_holder: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    from janitor.catalog import open_catalog
+    from janitor.config import load_config
+    from janitor.events import EventLog
+    from janitor.execute import execute_plan
+    from janitor.planner import build_plan
+    from janitor.state import ensure_private_dir
+
+    log = ext4_root / "app.log"
+    data = b"".join(b"%09d\n" % i for i in range(50_000))
+    log.write_bytes(data)
+    config = load_config(write_policy(tmp_path, state_dir, ext4_root, "rotate: 2"))
+    plan = build_plan(config, config.policies)
+    assert len(plan.policies[0].actions) == 1
+    non_append_holder(log)
+    ensure_private_dir(str(state_dir))
+    catalog = open_catalog(str(state_dir))
+    try:
+        result = execute_plan(plan, config, catalog, "test-run", EventLog("text"))
+    finally:
+        catalog.close()
+    assert result.exit_code == 0
+    assert dict(result.policies[0].skipped) == {"non_append_writer": 1}
+    assert log.read_bytes() == data
+
+
+def test_interrupted_truncate_is_reconciled_without_claiming_presence_means_nothing_happened() -> None:
+    from janitor.actions import ACTIONS
+
+    # Every action can settle a row a killed run left `planned` (base class method).
+    assert all(callable(getattr(cls, "reconcile", None)) for cls in ACTIONS.values())
+    state, note = ACTIONS["truncate"].reconcile(None)  # type: ignore[arg-type]
+    assert state == "aborted" and note is not None and "nothing is lost" in note
