@@ -8,6 +8,7 @@ the live file are read back and every line is accounted for.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
 
 # Appends "%09d\n" lines; `burst` lines per write loop, then sleeps `pause` seconds.
 # With O_APPEND unless told otherwise; reopens its log on SIGHUP like a daemon.
@@ -71,6 +71,18 @@ policies:
 """
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Mode, mtime_ns and content digest of every file and directory below root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, digest)
+    return out
 
 
 def write_policy(tmp_path: Path, state: Path, root: Path, extra: str = "") -> Path:
