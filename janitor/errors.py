@@ -76,7 +76,23 @@ class DiskFull(JanitorError):
     code = "E_DISK_FULL"
 
 
-class FileChanged(JanitorError):
+class FileSkipped(JanitorError):
+    """Raised by an action to leave one file alone at run time: a skip, not a failure.
+
+    `skip_code` is the stable code shown in the run summary and the `file_skipped` event.
+    """
+
+    code = "E_FILE_SKIPPED"
+    skip_code = "skipped"
+
+    def __init__(self, message: str, *, code: str | None = None, skip_code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        if skip_code is not None:
+            self.skip_code = skip_code
+
+
+class FileChanged(FileSkipped):
     """A file changed between planning (or upload) and acting; it was left alone."""
 
     code = "E_FILE_CHANGED"
+    skip_code = "changed"

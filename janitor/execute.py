@@ -12,8 +12,9 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .catalog import JOURNAL_COLUMNS
 from .disk import disk_usage
-from .errors import EXIT_OK, EXIT_PARTIAL, FileChanged, JanitorError
+from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
@@ -304,11 +305,11 @@ def _execute_batch(
                                 bytes=item.fact.size, reason=reason, code=code)
                     continue
                 extra = action.apply(item, dir_fd, name, fields, ctx)
-            except FileChanged as exc:
+            except FileSkipped as exc:
                 results.append((row_id, "skipped", str(exc), {}))
-                outcome.skipped["changed"] += 1
+                outcome.skipped[exc.skip_code] += 1
                 events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
-                            bytes=item.fact.size, reason=str(exc), code="changed")
+                            bytes=item.fact.size, reason=str(exc), code=exc.skip_code)
                 continue
             except (OSError, JanitorError) as exc:
                 code = error_code(exc)
@@ -321,11 +322,18 @@ def _execute_batch(
                 events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
                             bytes=item.fact.size, code=code, message=message)
                 continue
-            results.append((row_id, "done", None, extra))
+            # Keys that are journal columns are stored; the others only go into the event
+            # (e.g. truncate's method). "bytes" is what the action really processed when
+            # that differs from the file's size (truncate cuts only a prefix).
+            done_bytes = extra.pop("bytes", item.fact.size)
+            columns = {k: v for k, v in extra.items() if k in JOURNAL_COLUMNS}
+            results.append((row_id, "done", None, columns))
             outcome.files += 1
-            outcome.bytes += item.fact.size
+            outcome.bytes += done_bytes
+            event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()
+                                            if k != "detail" and isinstance(v, str | int | float)}
             events.emit(action.done_event, policy=item.policy, action=item.action, path=item.path,
-                        bytes=item.fact.size, **{k: v for k, v in {**fields, **extra}.items() if isinstance(v, str | int | float)})
+                        bytes=done_bytes, **event_fields)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
         ctx.catalog.set_outcomes(results)

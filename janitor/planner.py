@@ -155,7 +155,12 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     pp.matched = len(matched)
     pp.matched_bytes = sum(f.size for f in matched)
     eligible = _eligible(policy, matched, ctx, pp)
-    chosen = list(action.select(policy, matched, eligible, ctx))
+    chosen = []
+    for choice in action.select(policy, matched, eligible, ctx):
+        if isinstance(choice, Skip):
+            pp.skips.append(choice)
+        else:
+            chosen.append(choice)
 
     if policy.when_disk_above is not None and pp.disk is not None and action.skips_busy:
         chosen = _enough_to_get_under(policy, chosen, pp)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from .base import Action
 from .delete import DeleteAction
 from .softdelete import SoftDeleteAction
+from .truncate import TruncateAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction)
 }
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..catalog import JournalEntry
     from ..config import Config, Policy
     from ..execute import ExecContext
-    from ..plan import PlannedAction
+    from ..plan import PlannedAction, Skip
     from ..planner import PlanContext
     from ..scan import FileFact
 
@@ -49,8 +49,12 @@ class Action:
 
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
-    ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None]]:
-        """Choose files to act on: (fact, reason, detail). Default: every eligible file."""
+    ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None] | Skip]:
+        """Choose files to act on: (fact, reason, detail). Default: every eligible file.
+
+        An action may also yield a `Skip` for an eligible file it must leave alone (e.g.
+        truncate and a writer without O_APPEND); the plan lists it with its reason.
+        """
         for fact in eligible:
             yield fact, ctx.reason_for(policy, fact), None
 
@@ -72,15 +76,15 @@ class Action:
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         """Housekeeping before a policy's items run (e.g. purging expired trash)."""
 
-
-def _registry() -> dict[str, type[Action]]:
-    from . import ACTIONS
-
-    return ACTIONS
-
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
         """Settle a journal row a killed run left `planned`: (state, note)."""
         from ..runner import reconcile_by_presence
 
         return reconcile_by_presence(entry)
+
+
+def _registry() -> dict[str, type[Action]]:
+    from . import ACTIONS
+
+    return ACTIONS
