@@ -136,6 +136,9 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
     json_out: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="With --dry-run: rows shown per policy (0: all).")] = 0,
+    metrics_file: Annotated[Optional[str], typer.Option(
+        "--metrics-file", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
+        show_default=False)] = None,
 ) -> int:
     """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
     if dry_run:
@@ -146,7 +149,7 @@ def run(
     cfg = _load(config)
     events = _events(cfg)
     try:
-        report = run_policies(cfg, cfg.select(policy), events, force=force)
+        report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file)
     finally:
         events.close()
     if json_out:
@@ -247,6 +250,75 @@ def trash_purge(
     else:
         render_trash_op("purged", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    html_file: Annotated[Optional[str], typer.Option("--html", help="Also write a self-contained HTML page here.",
+                                                     show_default=False)] = None,
+) -> int:
+    """Storage health per policy path: usage, ages, largest files, what policies would free, trash, last run."""
+    from .render import console, print_json
+    from .report import build_report, render_report, render_report_html
+
+    cfg = _load(config)
+    result = build_report(cfg)
+    if html_file:
+        tmp = html_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(render_report_html(result))
+        os.replace(tmp, html_file)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        render_report(result, console())
+        if html_file:
+            console().print(f"HTML report: {html_file}")
+    return EXIT_OK
+
+
+@app.command()
+def history(
+    config: ConfigOpt = None,
+    policy: PolicyOpt = None,
+    since: Annotated[Optional[str], typer.Option(help="Only what happened within this long (e.g. 7d).",
+                                                 show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Option(help="Only paths matching this glob (e.g. '*/render_1017.mp4').",
+                                                show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Only this run.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(help="At most this many entries, newest first (0: all).")] = 1000,
+    json_out: JsonOpt = False,
+) -> int:
+    """What happened to which file, when, in which run, and where it is now."""
+    from .catalog import open_catalog
+    from .history import query_history
+    from .render import console, print_json, render_history
+    from .units import parse_duration
+
+    try:
+        since_s = None if since is None else parse_duration(since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    cfg = _load(config)
+    if not os.path.exists(os.path.join(cfg.settings.state_dir, "catalog.db")):
+        entries = []
+    else:
+        catalog = open_catalog(cfg.settings.state_dir)
+        try:
+            entries = query_history(catalog, policies=policy, since=since_s, path_glob=path, run_id=run_id,
+                                    limit=limit or None)
+        finally:
+            catalog.close()
+    if json_out:
+        from .history import where_now
+        from .render import entry_to_dict
+
+        print_json([{**entry_to_dict(e), "where_now": where_now(e)} for e in entries])
+    else:
+        render_history(entries, console())
+    return EXIT_OK
 
 
 @app.command()

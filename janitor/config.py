@@ -493,6 +493,7 @@ _Parsed = tuple[str, Any, _FileModel, list[tuple[int, Policy]], list[tuple[int, 
 def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
     """Merge the files' settings, targets and policies, check across them, raise all problems."""
     settings_values: dict[str, tuple[Any, str]] = {}
+    settings_raw: dict[str, Any] = {}  # as written: the merged Settings is validated from these
     targets: dict[str, TargetConfig] = {}
     target_where: dict[str, str] = {}
     policies: list[Policy] = []
@@ -509,6 +510,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
                         f"{settings_values[key][0]!r} at {settings_values[key][1]}"
                     )
                 settings_values.setdefault(key, (value, where))
+                settings_raw.setdefault(key, data["settings"][key])
         for tname, tcfg in model.targets.items():
             where = f"{fname}:{line_of(data, ('targets', tname))}"
             if tname in targets and targets[tname] != tcfg:
@@ -528,7 +530,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
             policy_where[pol.name] = where
             policies.append(pol)
 
-    settings = Settings(**{k: v for k, (v, _) in settings_values.items()})
+    settings = Settings.model_validate(settings_raw)
 
     from .actions import ACTIONS, action_names
 

@@ -7,7 +7,6 @@ Point node_exporter's `--collector.textfile.directory` at the directory of
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

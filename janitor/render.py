@@ -182,3 +182,22 @@ def render_config(config: Config, out: Console) -> None:
     for p in config.policies:
         flag = "" if p.enabled else " [dim](disabled)[/]"
         out.print(f"  {_esc(p.name)}: {p.action} on {_esc(p.path)}{flag}")
+
+
+def render_history(entries: list[JournalEntry], out: Console) -> None:
+    from rich.table import Table
+
+    from .history import where_now
+
+    if not entries:
+        out.print("no history matches")
+        return
+    table = Table(show_edge=False, box=None, header_style="bold")
+    for col in ("when", "run", "policy", "action", "file", "size", "where now"):
+        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.done_at or e.ts))
+        table.add_row(when, e.run_id, _esc(e.policy), e.action, _esc(_display_path(e.path)),
+                      format_size(e.size or 0), _esc(_display_path(where_now(e))))
+    out.print(table)
+    out.print(f"{len(entries)} entries")

@@ -51,9 +51,11 @@ def run_policies(
     *,
     force: bool = False,
     command: str = "run",
+    metrics_file: str | None = None,
 ) -> RunReport:
-    """The whole `janitor run`: lock, reconcile, plan, execute, record the run."""
+    """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics)."""
     run_id = new_run_id()
+    wall_started = time.time()
     events.bind(run_id)
     with locked_state(config) as catalog:
         catalog.start_run(run_id, command)
@@ -75,6 +77,15 @@ def run_policies(
         catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
         events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
                     errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
+        metrics_path = metrics_file or config.settings.metrics_file
+        if metrics_path:
+            from .metrics import write_run_metrics
+
+            try:
+                write_run_metrics(metrics_path, config, result, catalog, wall_started, time.time())
+            except OSError as exc:
+                events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
+                            message=f"cannot write metrics: {exc.strerror}")
     return RunReport(plan, result, reconciled)
 
 

@@ -85,9 +85,8 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
-        full_env.pop("JANITOR_CONFIG", None)
-        full_env.pop("JANITOR_LOG_FORMAT", None)
+        inherited = {k: v for k, v in os.environ.items() if k not in ("JANITOR_CONFIG", "JANITOR_LOG_FORMAT")}
+        full_env = {**inherited, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
         return subprocess.run(janitor_cmd(*args), capture_output=True, text=True, env=full_env,
                               timeout=timeout, cwd=ROOT)
 

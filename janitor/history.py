@@ -1,0 +1,76 @@
+"""`janitor history`: what happened to which file, when, in which run, and where it is now."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from typing import Any
+
+from .catalog import Catalog, JournalEntry
+
+
+def query_history(
+    catalog: Catalog,
+    *,
+    policies: list[str] | None = None,
+    since: float | None = None,
+    path_glob: str | None = None,
+    run_id: str | None = None,
+    limit: int | None = None,
+) -> list[JournalEntry]:
+    """Journal entries, newest first, matching every given filter."""
+    where, params = ["1"], []
+    if policies:
+        where.append(f"policy IN ({', '.join('?' for _ in policies)})")
+        params.extend(policies)
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(time.time() - since)
+    if run_id:
+        where.append("run_id = ?")
+        params.append(run_id)
+    out = []
+    for entry in catalog.entries(" AND ".join(where), params, order="id DESC"):
+        if path_glob and not fnmatch.fnmatchcase(entry.path, path_glob):
+            continue
+        out.append(entry)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def where_now(entry: JournalEntry) -> str:
+    """One phrase: where the file is now, as far as janitor knows."""
+    if entry.state == "planned":
+        return "in progress (or interrupted: settled by the next run)"
+    if entry.state in ("skipped", "aborted", "failed"):
+        return f"left in place ({entry.state}: {entry.error or 'no reason recorded'})"
+    if entry.restored_at:
+        return f"restored to its original path {time.strftime('%Y-%m-%d %H:%M', time.localtime(entry.restored_at))}"
+    parts = []
+    if entry.object_key:
+        parts.append(f"archived to {entry.target}:{entry.object_key}"
+                     + (f" (version {entry.version_id})" if entry.version_id else ""))
+    if entry.trash_path:
+        if entry.purged_at:
+            parts.append("purged from the trash " + time.strftime("%Y-%m-%d", time.localtime(entry.purged_at)))
+        else:
+            parts.append(f"in the trash at {entry.trash_path}")
+    if entry.action == "truncate":
+        detail = _detail(entry)
+        rotated = detail.get("rotated_to")
+        parts.append(f"log cut ({detail.get('method', '?')})" + (f", old lines in {rotated}" if rotated else ""))
+    if not parts:
+        parts.append("deleted")
+    return "; ".join(parts)
+
+
+def _detail(entry: JournalEntry) -> dict[str, Any]:
+    if not entry.detail:
+        return {}
+    try:
+        value = json.loads(entry.detail)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
