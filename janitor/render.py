@@ -37,8 +37,24 @@ def heading(out: Console, text: str) -> None:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    json.dump(_json_clean(data), sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def _json_clean(value: Any) -> Any:
+    """File names may hold bytes that are not UTF-8 (kept as surrogate escapes): JSON gets them
+    as visible `\\xNN` text instead of invalid output."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_json_clean(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(v) for v in value]
+    return value
 
 
 def _esc(text: str) -> str:

@@ -6,6 +6,7 @@ file, line and field.
 
 from __future__ import annotations
 
+import math
 import re
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -26,8 +27,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is not a duration: it is negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
         return float(value)
     text = str(value).strip().lower()
     if text.isdigit():
@@ -53,8 +54,8 @@ def parse_size(value: object) -> int:
             raise ValueError(f"{value!r} is not a size: it is negative")
         return value
     if isinstance(value, float):
-        if value < 0:
-            raise ValueError(f"{value!r} is not a size: it is negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a size ({SIZE_EXAMPLES})")
         return int(value)
     text = str(value).strip()
     m = _SIZE_RE.fullmatch(text)

@@ -102,7 +102,10 @@ def load_yaml_with_lines(text: str) -> tuple[Any, list[YamlProblem]]:
     validation can report everything else at once. Raises YamlProblems when the text
     cannot be parsed at all.
     """
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # the reader already rejects unprintable characters here
+    except yaml.YAMLError as exc:
+        raise YamlProblems([YamlProblem(_reader_line(text, exc), f"invalid YAML: {_describe(exc)}")]) from None
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
@@ -120,10 +123,23 @@ def load_yaml_with_lines(text: str) -> tuple[Any, list[YamlProblem]]:
             problem = f"tag {problem.split('tag ', 1)[-1].split(chr(10))[0]} is not allowed (only plain YAML)"
         raise YamlProblems([YamlProblem(line, f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:
-        raise YamlProblems([YamlProblem(1, f"invalid YAML: {exc}")]) from None
+        raise YamlProblems([YamlProblem(_reader_line(text, exc), f"invalid YAML: {_describe(exc)}")]) from None
+    except RecursionError:
+        raise YamlProblems([YamlProblem(1, "invalid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
     return data, loader.problems
+
+
+def _reader_line(text: str, exc: yaml.YAMLError) -> int:
+    position = getattr(exc, "position", None)
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+
+
+def _describe(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character #x{exc.character:04x} is not allowed in YAML" if isinstance(exc.character, int) else str(exc)
+    return str(exc).splitlines()[0]
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
