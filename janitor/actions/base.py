@@ -72,11 +72,15 @@ class Action:
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         """Housekeeping before a policy's items run (e.g. purging expired trash)."""
 
+    def before_actions(self, items: list[PlannedAction], ctx: ExecContext) -> None:
+        """Called once, only when the policy has files to act on, before anything is journaled.
 
-def _registry() -> dict[str, type[Action]]:
-    from . import ACTIONS
+        Raise a JanitorError to fail the whole policy without touching a file (e.g. an
+        archive target that cannot be reached).
+        """
 
-    return ACTIONS
+    def after_actions(self, ctx: ExecContext) -> None:
+        """Called once after the last batch (also when one failed), if before_actions ran."""
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
@@ -84,3 +88,14 @@ def _registry() -> dict[str, type[Action]]:
         from ..runner import reconcile_by_presence
 
         return reconcile_by_presence(entry)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        """`reconcile`, for actions that need the configuration (archive asks its target)."""
+        return cls.reconcile(entry)
+
+
+def _registry() -> dict[str, type[Action]]:
+    from . import ACTIONS
+
+    return ACTIONS
