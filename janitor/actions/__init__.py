@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .archive import ArchiveAction
 from .base import Action
 from .delete import DeleteAction
 from .softdelete import SoftDeleteAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, ArchiveAction)
 }
 
 
