@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import FileChanged, JanitorError, TargetError, TargetUnavailable, VerifyFailed
 from ..trash import move_into_trash
@@ -83,9 +83,12 @@ def archive_open_file(
     *,
     fallback_path: str,
     progress: Callable[[int], None] | None = None,
+    listed_size: int | None | Literal[False] = False,
 ) -> ArchivedFile:
     """Archive one open file under `key` unless a verified copy is already there.
 
+    `listed_size`: what a listing said about the key (None: absent, an int: its size,
+    False: not listed, so ask the target). An absent key or another size needs no HEAD.
     Never raises for the file's own problems: they come back in `error` / `changed`.
     TargetError is raised (the caller decides whether the target is down).
     """
@@ -94,7 +97,10 @@ def archive_open_file(
         return ArchivedFile(changed="replaced by another file since the plan")
     if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
         return ArchivedFile(changed="modified since the plan")
-    existing = target.stat(key)
+    if listed_size is False or listed_size == before.st_size:
+        existing = target.stat(key)
+    else:
+        existing = None  # absent, or a different size: it cannot be a verified copy
     digest = sha256_of_fd(fd)
     from ..targets import is_verified
 
@@ -140,10 +146,37 @@ class ArchiveSession:
 
     def archive_many(self, jobs: list[tuple[str, FileFact, Callable[[], int], str]]) -> list[ArchivedFile]:
         """Archive (key, fact, open_file, fallback_path) jobs concurrently; results in order."""
-        futures = [self.pool.submit(self._archive_one, *job) for job in jobs]
+        listed = self._list_directories([job[0] for job in jobs])
+        futures = [self.pool.submit(self._archive_one, *job, listed.get(job[0], False)) for job in jobs]
         return [f.result() for f in futures]
 
-    def _archive_one(self, key: str, fact: FileFact, open_file: Callable[[], int], fallback_path: str) -> ArchivedFile:
+    def _list_directories(self, keys: list[str]) -> dict[str, int | None]:
+        """What the target lists in the keys' directories: key -> size, None when absent.
+
+        One LIST per directory (concurrently) instead of one HEAD per key: most keys of a
+        first run are absent. Keys in directories too large to list are left out (HEAD).
+        """
+        list_sizes = getattr(self.target, "list_sizes", None)
+        if list_sizes is None or self.unavailable is not None:
+            return {}
+        by_dir: dict[str, list[str]] = {}
+        for key in keys:
+            by_dir.setdefault(key.rpartition("/")[0] + "/", []).append(key)
+        out: dict[str, int | None] = {}
+        futures = {d: self.pool.submit(list_sizes, d) for d in by_dir}
+        for directory, future in futures.items():
+            try:
+                sizes = future.result()
+            except TargetError:
+                continue  # the per-file path reports (and classifies) target problems
+            if sizes is None:
+                continue
+            for key in by_dir[directory]:
+                out[key] = sizes.get(key)
+        return out
+
+    def _archive_one(self, key: str, fact: FileFact, open_file: Callable[[], int], fallback_path: str,
+                     listed_size: int | None | Literal[False] = False) -> ArchivedFile:
         if self.unavailable is not None:
             return ArchivedFile(error=self.unavailable)
         try:
@@ -159,7 +192,8 @@ class ArchiveSession:
                 self.progress.advance(n)
 
         try:
-            result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance)
+            result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance,
+                                       listed_size=listed_size)
         except FileChanged as exc:
             result = ArchivedFile(changed=str(exc))
         except (TargetError, OSError) as exc:
