@@ -180,6 +180,11 @@ class S3Target:
         if self.spec.addressing_style:
             s3_opts["addressing_style"] = self.spec.addressing_style
         extra: dict[str, Any] = {}
+        if not compat:
+            # Every upload request of this client carries a SHA-256 checksum header, which is
+            # signed and which the server checks the body against; signing the payload too
+            # (botocore always does on http:// endpoints) would hash every byte a second time.
+            s3_opts["payload_signing_enabled"] = False
         if compat:
             # Only send checksums the API strictly requires: no x-amz-checksum-* headers
             # and no aws-chunked trailers, which older S3-compatibles reject.
