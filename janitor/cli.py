@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 trash_app = typer.Typer(help="Inspect and purge the trash.", no_args_is_help=True)
 app.add_typer(trash_app, name="trash")
+archive_app = typer.Typer(help="Manage archive targets (retention rules in the store).", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
 
 
 @dataclass
@@ -166,11 +168,14 @@ def restore(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Everything in the trash (or the archive).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
+    from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
+                                                                      "instead of taking them from the trash.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
-    """Put soft-deleted files back at their original path with their mtime and mode."""
+    """Put soft-deleted (or, with --from-archive, archived) files back at their original path
+    with their mtime and mode."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
     from .trashops import require_filter, restore_entries, select_trash
@@ -179,14 +184,20 @@ def restore(
     cfg = _load(config)
     events = _events(cfg)
     with locked_state(cfg) as catalog:
-        entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
-        result = restore_entries(catalog, entries, events, force=force)
+        if from_archive:
+            from .archiveops import restore_from_archive, select_archived
+
+            entries = select_archived(catalog, patterns=patterns, policies=policy, run_id=run_id)
+            result = restore_from_archive(catalog, cfg, entries, events, force=force)
+        else:
+            entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
+            result = restore_entries(catalog, entries, events, force=force)
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
     else:
         if not entries:
-            console().print("nothing in the trash matches")
+            console().print("nothing in the archive matches" if from_archive else "nothing in the trash matches")
         render_trash_op("restored", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
@@ -250,6 +261,57 @@ def trash_purge(
     else:
         render_trash_op("purged", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+@archive_app.command("lifecycle")
+def archive_lifecycle(
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name from the policy files.", show_default=False)],
+    config: ConfigOpt = None,
+    expire_after: Annotated[Optional[str], typer.Option(help="Delete archived objects this long after upload "
+                                                         "(whole days, e.g. 365d).", show_default=False)] = None,
+    transition_after: Annotated[Optional[str], typer.Option(help="Move objects to --storage-class this long after "
+                                                             "upload (e.g. 30d).", show_default=False)] = None,
+    storage_class: Annotated[Optional[str], typer.Option(help="Storage class for --transition-after (e.g. GLACIER).",
+                                                          show_default=False)] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the bucket's current lifecycle rules.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Write a bucket lifecycle rule for the target's prefix (expiry, optional transition), or --show the rules."""
+    from .archiveops import lifecycle_rule_line, set_lifecycle, show_lifecycle
+    from .render import print_json
+    from .units import parse_duration
+
+    if not show and expire_after is None:
+        raise UsageError("give --expire-after (e.g. 365d), or --show to print the current rules")
+
+    def duration(option: str, value: str | None) -> float | None:
+        try:
+            return None if value is None else parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+
+    cfg = _load(config)
+    if show and expire_after is None:
+        result = show_lifecycle(cfg, target)
+    else:
+        expire = duration("--expire-after", expire_after)
+        assert expire is not None
+        result = set_lifecycle(cfg, target, expire_after=expire,
+                               transition_after=duration("--transition-after", transition_after),
+                               storage_class=storage_class)
+    if json_out:
+        print_json({"target": result.target, "where": result.where, "written": result.written, "rules": result.rules})
+        return EXIT_OK
+    # plain lines, never wrapped: operators grep and paste these
+    if result.written is not None:
+        print(f"wrote {lifecycle_rule_line(result.written)}")
+    if show or result.written is None:
+        print(f"lifecycle rules of {result.where}:")
+        for rule in result.rules:
+            print(f"  {lifecycle_rule_line(rule)}")
+        if not result.rules:
+            print("  (none)")
+    return EXIT_OK
 
 
 @app.command()

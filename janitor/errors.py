@@ -18,6 +18,9 @@ class JanitorError(Exception):
 
     exit_code = EXIT_PARTIAL
     code = "E_FAILED"
+    # True when the cause is not this file but something every later file would hit too
+    # (an archive target gone away): the executor then stops the policy with one message.
+    stops_policy = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -60,6 +63,13 @@ class TargetError(JanitorError):
     """An archive target failed (endpoint down, credentials, missing bucket, ...)."""
 
     code = "E_TARGET"
+
+
+class TargetUnavailable(TargetError):
+    """The target itself failed (unreachable, credentials, missing bucket): stop the policy."""
+
+    code = "E_TARGET_UNAVAILABLE"
+    stops_policy = True
 
 
 class UploadFailed(TargetError):

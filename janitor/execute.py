@@ -106,6 +106,19 @@ class DirCache:
             fd = child
         return fd
 
+    def open_file(self, relpath: str) -> int:
+        """Open a regular file below the root for reading, never following a symlink.
+
+        Safe to call from worker threads: it uses only the root descriptor, not the cache.
+        """
+        reldir, _, name = relpath.rpartition("/")
+        dir_fd = self._open_chain(reldir) if reldir else self.root_fd
+        try:
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
+        finally:
+            if dir_fd != self.root_fd:
+                os.close(dir_fd)
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -124,6 +137,8 @@ class ExecContext:
     trash: TrashBin
     open_files: OpenFiles
     now: float = field(default_factory=time.time)
+    # the policy root's open directories, while its batches run (for actions that read files)
+    dirs: DirCache | None = None
 
     def trash_slot(self, item: PlannedAction) -> TrashSlot:
         return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
@@ -248,12 +263,18 @@ def _execute_policy(
             # fresh: a writer may have opened a file since the plan was made
             ctx.open_files = scan_open_files({pp.root_dev} if config.effective_one_filesystem(policy) else None)
         dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
+        ctx.dirs = dirs
         try:
-            for start in range(0, len(pp.actions), BATCH):
-                if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, dirs, outcome):
-                    outcome.status = "stopped"
-                    break
+            action.before_actions(pp.actions, ctx)
+            try:
+                for start in range(0, len(pp.actions), BATCH):
+                    if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, dirs, outcome):
+                        outcome.status = "stopped"
+                        break
+            finally:
+                action.after_actions(ctx)
         finally:
+            ctx.dirs = None
             dirs.close()
     finally:
         os.close(root_fd)
@@ -286,9 +307,14 @@ def _execute_batch(
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     keep_going = True
     events = ctx.events
+    stopped_by: JanitorError | None = None
     try:
         action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
+            if stopped_by is not None:
+                results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
+                outcome.skipped["not_attempted"] += 1
+                continue
             if not keep_going or (pp.stop_at_pct is not None and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
                 keep_going = False
                 results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
@@ -317,6 +343,11 @@ def _execute_batch(
                 results.append((row_id, "failed", f"{code}: {message}", {}))
                 outcome.failed += 1
                 outcome.errors[code] += 1
+                if isinstance(exc, JanitorError) and exc.stops_policy:
+                    # Not this file's fault: every later one would fail the same way. The
+                    # policy fails with this one message (execute_plan reports it).
+                    stopped_by = exc
+                    continue
                 if len(outcome.messages) < 20:
                     outcome.messages.append(f"{item.path}: {message}")
                 events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
@@ -337,4 +368,6 @@ def _execute_batch(
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
         ctx.catalog.set_outcomes(results)
+    if stopped_by is not None:
+        raise stopped_by
     return keep_going

@@ -62,7 +62,7 @@ def run_policies(
         events.emit("run_started", policies=",".join(p.name for p in policies), pid=os.getpid())
         started = time.monotonic()
         try:
-            reconciled = reconcile(catalog, run_id, events)
+            reconciled = reconcile(catalog, run_id, events, config)
             plan = build_plan(config, policies)
             if not plan.procfs_complete:
                 events.emit("open_files_incomplete", "warning",
@@ -93,7 +93,7 @@ def _summary(result: RunResult) -> str:
     return "; ".join(f"{p.name}: {p.status} {p.files} files {p.bytes} bytes" for p in result.policies)
 
 
-def reconcile(catalog: Catalog, run_id: str, events: EventLog) -> int:
+def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | None = None) -> int:
     """Settle journal rows left `planned` by a run that was killed before recording outcomes.
 
     The filesystem says what happened: for each row, where the file is now decides whether
@@ -106,7 +106,7 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog) -> int:
     outcomes = []
     for entry in entries:
         action_cls = ACTIONS.get(entry.action)
-        state, note = (action_cls.reconcile(entry) if action_cls else reconcile_by_presence(entry))
+        state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))
         outcomes.append((entry.id, state, note, {}))
         events.emit("journal_reconciled", policy=entry.policy, action=entry.action, path=entry.path,
                     state=state, reason=note, previous_run=entry.run_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from .archive import ArchiveAction
 from .base import Action
 from .delete import DeleteAction
 from .softdelete import SoftDeleteAction
 from .truncate import TruncateAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction, ArchiveAction)
 }
 
 

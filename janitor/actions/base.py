@@ -76,12 +76,27 @@ class Action:
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         """Housekeeping before a policy's items run (e.g. purging expired trash)."""
 
+    def before_actions(self, items: list[PlannedAction], ctx: ExecContext) -> None:
+        """Called once, only when the policy has files to act on, before anything is journaled.
+
+        Raise a JanitorError to fail the whole policy without touching a file (e.g. an
+        archive target that cannot be reached).
+        """
+
+    def after_actions(self, ctx: ExecContext) -> None:
+        """Called once after the last batch (also when one failed), if before_actions ran."""
+
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
         """Settle a journal row a killed run left `planned`: (state, note)."""
         from ..runner import reconcile_by_presence
 
         return reconcile_by_presence(entry)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        """`reconcile`, for actions that need the configuration (archive asks its target)."""
+        return cls.reconcile(entry)
 
 
 def _registry() -> dict[str, type[Action]]:

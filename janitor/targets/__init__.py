@@ -7,6 +7,7 @@ the S3 target imports them the first time it talks to the endpoint.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from janitor.targets.base import (
@@ -29,6 +30,9 @@ def _make_file(spec: TargetSpec) -> ArchiveTarget:
     from janitor.targets.filesystem import FileTarget
 
     return FileTarget(spec)
+
+if TYPE_CHECKING:
+    from janitor.config import Config, TargetConfig
 
 
 # URL scheme -> factory; the modules are imported on demand to keep startup cheap.
@@ -53,6 +57,37 @@ def make_target(spec: TargetSpec) -> ArchiveTarget:
     return factory(spec)
 
 
+def spec_from_config(name: str, cfg: TargetConfig) -> TargetSpec:
+    """The TargetSpec for one `targets:` entry of the policy files."""
+    return TargetSpec(
+        name=name,
+        url=cfg.url,
+        endpoint_url=cfg.endpoint_url,
+        region=cfg.region,
+        storage_class=cfg.storage_class,
+        sse=cfg.sse,
+        addressing_style=cfg.addressing_style,
+        profile=cfg.profile,
+        max_attempts=cfg.max_attempts,
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+    )
+
+
+def target_for(config: Config, name: str) -> ArchiveTarget:
+    """The target the policy files define under `name`; TargetError when there is none."""
+    from janitor.errors import TargetError
+
+    cfg = config.targets.get(name)
+    if cfg is None:
+        known = ", ".join(sorted(config.targets)) or "none"
+        raise TargetError(f"no target named {name!r} (defined: {known})")
+    try:
+        return make_target(spec_from_config(name, cfg))
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+
+
 __all__ = [
     "VALID_SCHEMES",
     "ArchiveTarget",
@@ -62,4 +97,6 @@ __all__ = [
     "file_sha256",
     "is_verified",
     "make_target",
+    "spec_from_config",
+    "target_for",
 ]

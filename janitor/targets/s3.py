@@ -180,6 +180,11 @@ class S3Target:
         if self.spec.addressing_style:
             s3_opts["addressing_style"] = self.spec.addressing_style
         extra: dict[str, Any] = {}
+        if not compat:
+            # Every upload request of this client carries a SHA-256 checksum header, which is
+            # signed and which the server checks the body against; signing the payload too
+            # (botocore always does on http:// endpoints) would hash every byte a second time.
+            s3_opts["payload_signing_enabled"] = False
         if compat:
             # Only send checksums the API strictly requires: no x-amz-checksum-* headers
             # and no aws-chunked trailers, which older S3-compatibles reject.
@@ -470,6 +475,28 @@ class S3Target:
         except self._sdk_errors() as e:
             raise self._error(e, action="list") from None
 
+    def list_sizes(self, prefix: str, *, max_keys: int = 5000) -> dict[str, int] | None:
+        """Sizes of the objects directly under `prefix` (one "directory"), by key, without a
+        HEAD per object: lets callers skip the HEAD for keys that are plainly absent.
+
+        None when there are more than max_keys (then HEAD each key instead).
+        """
+        out: dict[str, int] = {}
+        try:
+            pages = (
+                self._active_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    out[item["Key"]] = int(item["Size"])
+                if len(out) > max_keys:
+                    return None
+        except self._sdk_errors() as e:
+            raise self._error(e, action="list") from None
+        return out
+
     def check(self) -> None:
         try:
             self._active_client().head_bucket(Bucket=self.bucket)
@@ -532,10 +559,11 @@ class S3Target:
         use_checksum = self._checksums_supported
         try:
             try:
-                self._upload_once(
+                put = self._upload_once(
                     local_path,
                     key,
                     sha256=sha256,
+                    size=size,
                     mtime=mtime,
                     mode=mode,
                     progress=progress,
@@ -548,15 +576,28 @@ class S3Target:
                 # and rely on HEAD + size + stored digest instead.
                 self._checksums_supported = False
                 use_checksum = False
-                self._upload_once(
+                put = self._upload_once(
                     local_path,
                     key,
                     sha256=sha256,
+                    size=size,
                     mtime=mtime,
                     mode=mode,
                     progress=progress,
                     checksum=False,
                 )
+            if put is not None and use_checksum and put.get("ChecksumSHA256"):
+                # A single PUT whose SHA-256 (computed by botocore from the bytes sent, and
+                # checked by S3 against the bytes received) is our digest of the file: that
+                # is the verification, no HEAD needed.
+                if put["ChecksumSHA256"] != _b64_of_hex(sha256):
+                    raise VerifyFailed(
+                        self._fail(
+                            f"'{key}' server checksum differs from our digest "
+                            "(file changed during upload?)"
+                        )
+                    )
+                return StoredObject(key, size, sha256, float(mtime), mode & 0o7777, put.get("VersionId"))
             head = self._head(key)
         except self._sdk_errors() as e:  # before OSError: botocore timeouts subclass it
             raise self._error(e, action="upload", cls=UploadFailed) from None
@@ -574,20 +615,33 @@ class S3Target:
         key: str,
         *,
         sha256: str,
+        size: int,
         mtime: float,
         mode: int,
         progress: Progress | None,
         checksum: bool,
-    ) -> None:
+    ) -> dict | None:
+        """Upload; returns the PutObject response for single-part uploads, else None."""
         client = self.client if checksum else self._compat_client()
+        config = self._transfer_config()
+        if size < config.multipart_threshold:
+            # What the managed transfer does below its threshold (one PutObject), without
+            # building a transfer manager and its thread pool for every small file.
+            extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum)
+            with open(local_path, "rb") as body:
+                resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            if progress is not None:
+                progress(size)
+            return dict(resp)
         client.upload_file(
             local_path,
             self.bucket,
             key,
             ExtraArgs=self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum),
             Callback=progress,
-            Config=self._transfer_config(),
+            Config=config,
         )
+        return None
 
     def _verify_head(self, key: str, head: dict, *, sha256: str, size: int) -> StoredObject:
         obj = self._stored(key, head)

@@ -1,0 +1,386 @@
+"""archive: copy each selected file to a target, verify the stored copy, only then apply `then`.
+
+The order is what makes a killed run safe: the journal row (with target and key) is
+written first, the upload is verified (size and SHA-256, see janitor.targets), and only
+then is the local file deleted, moved to the trash or kept. A file whose upload failed,
+or that changed while it was being uploaded, stays where it is.
+
+Uploads run concurrently for a whole batch in `prepare_batch` (a bounded thread pool of
+`settings.archive_workers`); `apply` then only checks the result and finishes one file.
+The building blocks (`archive_open_file`, `ArchiveSession`) take a target and a file, so
+other actions (quota's `then: archive`) can reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import FileChanged, JanitorError, TargetError, TargetUnavailable, VerifyFailed
+from ..trash import move_into_trash
+from .base import Action
+
+if TYPE_CHECKING:
+    from ..catalog import JournalEntry
+    from ..config import Config, Policy
+    from ..execute import ExecContext
+    from ..plan import PlannedAction
+    from ..progress import TransferProgress
+    from ..scan import FileFact
+    from ..targets import ArchiveTarget, StoredObject
+
+THEN_VALUES = ("delete", "soft-delete", "keep")
+_HASH_CHUNK = 1 << 20
+# After this many target failures in a row with no success between them, the target is
+# treated as down for the rest of the policy (throttling that outlasts the retries, ...).
+_FAILURES_BEFORE_STOP = 5
+
+
+@dataclass
+class ArchivedFile:
+    """What the upload of one file came to; `apply` turns it into an outcome."""
+
+    obj: StoredObject | None = None
+    uploaded: bool = False  # False: an identical verified object was already there
+    error: BaseException | None = None
+    changed: str | None = None  # set when the file changed during the upload: keep it
+
+
+def sha256_of_fd(fd: int) -> str:
+    """SHA-256 of an open file from its start (pread: the fd's offset is left alone)."""
+    h = hashlib.sha256()
+    buf = bytearray(_HASH_CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if n <= 0:
+            break
+        h.update(view[:n])
+        offset += n
+    return h.hexdigest()
+
+
+def _fd_path(fd: int, fallback: str) -> str:
+    # boto3's managed transfer wants a path (it reopens the file once per part); the
+    # /proc/self/fd link names exactly the inode we opened with O_NOFOLLOW, so a file
+    # swapped for a symlink after the open cannot redirect the upload.
+    path = f"/proc/self/fd/{fd}"
+    return path if os.path.exists(path) else fallback
+
+
+def archive_open_file(
+    target: ArchiveTarget,
+    key: str,
+    fd: int,
+    fact: FileFact,
+    *,
+    fallback_path: str,
+    progress: Callable[[int], None] | None = None,
+    listed_size: int | None | Literal[False] = False,
+) -> ArchivedFile:
+    """Archive one open file under `key` unless a verified copy is already there.
+
+    `listed_size`: what a listing said about the key (None: absent, an int: its size,
+    False: not listed, so ask the target). An absent key or another size needs no HEAD.
+    Never raises for the file's own problems: they come back in `error` / `changed`.
+    TargetError is raised (the caller decides whether the target is down).
+    """
+    before = os.fstat(fd)
+    if not stat.S_ISREG(before.st_mode) or (before.st_dev, before.st_ino) != (fact.dev, fact.ino):
+        return ArchivedFile(changed="replaced by another file since the plan")
+    if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
+        return ArchivedFile(changed="modified since the plan")
+    if listed_size is False or listed_size == before.st_size:
+        existing = target.stat(key)
+    else:
+        existing = None  # absent, or a different size: it cannot be a verified copy
+    digest = sha256_of_fd(fd)
+    from ..targets import is_verified
+
+    if existing is not None and is_verified(existing, before.st_size, digest):
+        return ArchivedFile(obj=existing, uploaded=False)
+    obj = target.upload(
+        _fd_path(fd, fallback_path),
+        key,
+        sha256=digest,
+        size=before.st_size,
+        mtime=before.st_mtime,
+        mode=before.st_mode & 0o7777,
+        progress=progress,
+    )
+    after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        return ArchivedFile(obj=obj, uploaded=True, changed="changed while it was being uploaded; kept")
+    return ArchivedFile(obj=obj, uploaded=True)
+
+
+class ArchiveSession:
+    """One policy's uploads to one target: a worker pool, progress, and a circuit breaker.
+
+    The breaker: when an upload fails, one `check()` of the target tells a bad file from
+    a target that is down; when the target is down (or keeps failing), the remaining
+    files are not attempted and the policy fails with that one message.
+    """
+
+    def __init__(self, target: ArchiveTarget, workers: int, progress: TransferProgress | None = None) -> None:
+        self.target = target
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-archive")
+        self.unavailable: TargetUnavailable | None = None
+        self._failures_in_a_row = 0
+        self._lock = threading.Lock()
+
+    def check_target(self) -> None:
+        """Fail fast, before any file is touched, when the target cannot be used."""
+        try:
+            self.target.check()
+        except TargetError as exc:
+            raise TargetUnavailable(str(exc)) from None
+
+    def archive_many(self, jobs: list[tuple[str, FileFact, Callable[[], int], str]]) -> list[ArchivedFile]:
+        """Archive (key, fact, open_file, fallback_path) jobs concurrently; results in order."""
+        listed = self._list_directories([job[0] for job in jobs])
+        futures = [self.pool.submit(self._archive_one, *job, listed.get(job[0], False)) for job in jobs]
+        return [f.result() for f in futures]
+
+    def _list_directories(self, keys: list[str]) -> dict[str, int | None]:
+        """What the target lists in the keys' directories: key -> size, None when absent.
+
+        One LIST per directory (concurrently) instead of one HEAD per key: most keys of a
+        first run are absent. Keys in directories too large to list are left out (HEAD).
+        """
+        list_sizes = getattr(self.target, "list_sizes", None)
+        if list_sizes is None or self.unavailable is not None:
+            return {}
+        by_dir: dict[str, list[str]] = {}
+        for key in keys:
+            by_dir.setdefault(key.rpartition("/")[0] + "/", []).append(key)
+        out: dict[str, int | None] = {}
+        futures = {d: self.pool.submit(list_sizes, d) for d in by_dir}
+        for directory, future in futures.items():
+            try:
+                sizes = future.result()
+            except TargetError:
+                continue  # the per-file path reports (and classifies) target problems
+            if sizes is None:
+                continue
+            for key in by_dir[directory]:
+                out[key] = sizes.get(key)
+        return out
+
+    def _archive_one(self, key: str, fact: FileFact, open_file: Callable[[], int], fallback_path: str,
+                     listed_size: int | None | Literal[False] = False) -> ArchivedFile:
+        if self.unavailable is not None:
+            return ArchivedFile(error=self.unavailable)
+        try:
+            fd = open_file()
+        except OSError as exc:
+            return ArchivedFile(error=exc)  # a local read problem: this file only
+        reported = 0
+
+        def advance(n: int) -> None:
+            nonlocal reported
+            reported += n
+            if self.progress is not None:
+                self.progress.advance(n)
+
+        try:
+            result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance,
+                                       listed_size=listed_size)
+        except FileChanged as exc:
+            result = ArchivedFile(changed=str(exc))
+        except (TargetError, OSError) as exc:
+            result = ArchivedFile(error=self._classify(exc))
+        finally:
+            os.close(fd)
+        if result.error is None:
+            with self._lock:
+                self._failures_in_a_row = 0
+        if self.progress is not None:
+            self.progress.file_done(max(fact.size - reported, 0) if result.error is None else -reported)
+        return result
+
+    def _classify(self, exc: BaseException) -> BaseException:
+        """The file's own error, or TargetUnavailable when the target is the problem."""
+        if not isinstance(exc, TargetError) or isinstance(exc, VerifyFailed):
+            return exc
+        with self._lock:
+            if self.unavailable is not None:
+                return self.unavailable
+            self._failures_in_a_row += 1
+            try:
+                self.target.check()
+            except TargetError as down:
+                self.unavailable = TargetUnavailable(str(down))
+                return self.unavailable
+            if self._failures_in_a_row >= _FAILURES_BEFORE_STOP:
+                self.unavailable = TargetUnavailable(
+                    f"{exc} ({self._failures_in_a_row} uploads failed in a row; stopping this policy)"
+                )
+                return self.unavailable
+        return exc
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.progress is not None:
+            self.progress.close()
+
+
+class ArchiveAction(Action):
+    name = "archive"
+    options = frozenset({"target", "then", "trash_dir", "retain"})
+    done_event = "file_archived"
+
+    def __init__(self) -> None:
+        self.target: ArchiveTarget | None = None
+        self.session: ArchiveSession | None = None
+        self._results: dict[str, ArchivedFile] = {}
+
+    # -- policy checks ------------------------------------------------------------------
+
+    @classmethod
+    def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
+        problems = super().check_policy(policy, target_names)
+        problems.extend(check_archive_keys(policy, target_names))
+        if policy.then in (None, "delete", "keep") and {"trash_dir", "retain"} & policy.model_fields_set:
+            for key in sorted({"trash_dir", "retain"} & policy.model_fields_set):
+                problems.append((key, "only applies with then: soft-delete"))
+        return problems
+
+    @staticmethod
+    def then_of(policy: Policy) -> str:
+        return policy.then or "delete"
+
+    # -- execution ----------------------------------------------------------------------
+
+    def _target(self, ctx: ExecContext) -> ArchiveTarget:
+        if self.target is None:
+            from ..targets import target_for
+
+            assert ctx.policy.target is not None  # check_policy guarantees it
+            self.target = target_for(ctx.config, ctx.policy.target)
+        return self.target
+
+    def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
+        target = self._target(ctx)
+        fields: dict[str, Any] = {
+            "target": target.spec.name,
+            "object_key": target.key_for(item.policy, item.fact.relpath),
+        }
+        if self.then_of(ctx.policy) == "soft-delete":
+            fields["trash_path"] = ctx.trash.destination(ctx.trash_slot(item), item.policy, item.fact.relpath)
+        return fields
+
+    def before_actions(self, items: list[PlannedAction], ctx: ExecContext) -> None:
+        from ..progress import make_progress
+
+        target = self._target(ctx)
+        session = ArchiveSession(target, ctx.config.settings.archive_workers)
+        try:
+            session.check_target()
+        except BaseException:
+            session.close()
+            raise
+        session.progress = make_progress(
+            f"archive {ctx.policy.name} -> {target.spec.name}",
+            len(items), sum(i.fact.size for i in items), ctx.events,
+        )
+        self.session = session
+
+    def after_actions(self, ctx: ExecContext) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
+        assert self.session is not None and ctx.dirs is not None
+        dirs = ctx.dirs
+        jobs = [
+            (f["object_key"], item.fact, (lambda rel=item.fact.relpath: dirs.open_file(rel)), item.path)
+            for item, f in zip(items, fields, strict=True)
+        ]
+        results = self.session.archive_many(jobs)
+        self._results = {item.fact.relpath: r for item, r in zip(items, results, strict=True)}
+
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+        result = self._results.pop(item.fact.relpath, None)
+        if result is None:
+            raise JanitorError(f"{item.path}: no upload result", code="E_INTERNAL")
+        return finish_archived(result, self.then_of(ctx.policy), item, dir_fd, name, fields, ctx)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        return reconcile_archive(entry, config)
+
+
+def check_archive_keys(policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
+    """Problems with `target` and `then` (shared with quota's then: archive)."""
+    problems: list[tuple[str, str]] = []
+    defined = ", ".join(sorted(target_names)) or "none"
+    if policy.target is None:
+        problems.append(("target", f"is required for archive (defined targets: {defined})"))
+    elif policy.target not in target_names:
+        problems.append(("target", f"no target named {policy.target!r} (defined targets: {defined})"))
+    if policy.action == "archive" and policy.then not in (None, *THEN_VALUES):
+        problems.append(("then", f"{policy.then!r} is not one of {', '.join(THEN_VALUES)}"))
+    return problems
+
+
+def finish_archived(
+    result: ArchivedFile, then: str, item: PlannedAction, dir_fd: int, name: str,
+    fields: dict[str, Any], ctx: ExecContext,
+) -> dict[str, Any]:
+    """Apply `then` to a file whose upload verified; raise (file stays) for anything else."""
+    if result.error is not None:
+        raise result.error
+    if result.changed is not None:
+        raise FileChanged(result.changed)
+    obj = result.obj
+    assert obj is not None
+    if then == "delete":
+        os.unlink(name, dir_fd=dir_fd)
+    elif then == "soft-delete":
+        move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), item.fact.size)
+    return {
+        "object_key": obj.key,
+        "sha256": obj.sha256,
+        "version_id": obj.version_id,
+        "detail": "uploaded" if result.uploaded else "already archived",
+    }
+
+
+# one client per target while a run settles many rows (creating a boto3 client is slow)
+_reconcile_targets: dict[tuple[int, str], ArchiveTarget] = {}
+
+
+def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+    """Settle a row a killed archive run left `planned`. A missing local file is only
+    recorded as done when a verified object backs it."""
+    from ..runner import _same_file, reconcile_trash_move
+
+    if entry.trash_path:
+        return reconcile_trash_move(entry)
+    if _same_file(entry.path, entry):
+        return "aborted", "interrupted before the local file was removed; it is still in place"
+    if config is None or not entry.target or not entry.object_key:
+        return "failed", "the file is gone and the archive could not be checked"
+    try:
+        key = (id(config), entry.target)
+        target = _reconcile_targets.get(key)
+        if target is None:
+            from ..targets import target_for
+
+            target = _reconcile_targets[key] = target_for(config, entry.target)
+        obj = target.stat(entry.object_key)
+    except TargetError as exc:
+        return "failed", f"the file is gone and the archive could not be checked: {exc}"
+    if obj is not None and obj.size == entry.size and obj.sha256:
+        return "done", f"interrupted after archiving; object {entry.object_key} verified"
+    return "failed", f"the file is gone and no verified object {entry.object_key} exists"
