@@ -247,6 +247,7 @@ def _execute_policy(
                     break
         finally:
             dirs.close()
+        action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
 
@@ -316,7 +317,7 @@ def _execute_batch(
             results.append((row_id, "done", None, extra))
             outcome.files += 1
             outcome.bytes += item.fact.size
-            events.emit(action.done_event, policy=item.policy, action=item.action, path=item.path,
+            events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
                         bytes=item.fact.size, **{k: v for k, v in {**fields, **extra}.items() if isinstance(v, str | int | float)})
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.

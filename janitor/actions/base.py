@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
     from ..config import Config, Policy
-    from ..execute import ExecContext
-    from ..plan import PlannedAction
+    from ..execute import ExecContext, PolicyOutcome
+    from ..plan import PlannedAction, PolicyPlan
     from ..planner import PlanContext
     from ..scan import FileFact
 
@@ -37,6 +37,9 @@ class Action:
     skips_busy: ClassVar[bool] = True
     # the event emitted for each file done (docs/events.md)
     done_event: ClassVar[str] = "file_processed"
+    # True when `select` returns files in the order they should go (quota's eviction order):
+    # when_disk_above then trims that order instead of re-sorting oldest first.
+    orders_selection: ClassVar[bool] = False
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
@@ -72,11 +75,12 @@ class Action:
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         """Housekeeping before a policy's items run (e.g. purging expired trash)."""
 
+    def after_run(self, pp: PolicyPlan, outcome: PolicyOutcome, ctx: ExecContext) -> None:
+        """Called once after a policy's planned items ran (e.g. to report totals)."""
 
-def _registry() -> dict[str, type[Action]]:
-    from . import ACTIONS
-
-    return ACTIONS
+    def done_event_for(self, item: PlannedAction) -> str:
+        """The event for one file done; actions whose effect differs per file override it."""
+        return self.done_event
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
@@ -84,3 +88,9 @@ def _registry() -> dict[str, type[Action]]:
         from ..runner import reconcile_by_presence
 
         return reconcile_by_presence(entry)
+
+
+def _registry() -> dict[str, type[Action]]:
+    from . import ACTIONS
+
+    return ACTIONS
