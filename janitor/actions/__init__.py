@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .base import Action
 from .delete import DeleteAction
+from .quota import QuotaAction
 from .softdelete import SoftDeleteAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, QuotaAction)
 }
 
 
