@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DAY, MiB, janitor_cmd, make_file, names, write_config
 
 from janitor.config import load_config
 from janitor.errors import ConfigError
 from janitor.events import EventLog
 from janitor.planner import build_plan
 from janitor.runner import run_policies
-
-from conftest import DAY, MiB, janitor_cmd, make_file, names, write_config
 
 KiB = 1024
 

@@ -8,14 +8,14 @@ import os
 import time
 from pathlib import Path
 
+from conftest import DAY, MiB, janitor_cmd, make_file, names, write_config
+
 from janitor.config import load_config
 from janitor.disk import disk_usage
 from janitor.events import EventLog
 from janitor.execute import execute_plan
 from janitor.planner import build_plan
 from janitor.runner import locked_state, new_run_id
-
-from conftest import DAY, MiB, janitor_cmd, make_file, names, write_config
 
 
 def fill(directory: Path, sizes_mib: list[int], suffix: str = ".mp4") -> list[str]:
