@@ -510,7 +510,9 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
             policy_where[pol.name] = where
             policies.append(pol)
 
-    settings = Settings(**{k: v for k, (v, _) in settings_values.items()})
+    # The values were validated (and parsed: '80%' -> 80.0) with their file; validating the
+    # parsed values again would reject them (80.0 is not a percent), so construct directly.
+    settings = Settings.model_construct(**{k: v for k, (v, _) in settings_values.items()})
 
     from .actions import ACTIONS, action_names
 
