@@ -131,15 +131,16 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     def note(n: WalkNote) -> None:
         pp.notes.append(f"{n.relpath}: {n.reason}")
 
+    selects = policy.selector()
     try:
-        for rel, kind, st_entry in walk_files(
+        for rel, _kind, st_entry in walk_files(
             policy.path,
             one_filesystem=config.effective_one_filesystem(policy),
             prune_dir=policy.prunes_dir,
             skip_inodes=ctx.skip_inodes,
             on_note=note,
         ):
-            if not policy.selects(rel):
+            if not selects(rel):
                 continue
             if st_entry is None:  # a symlink the globs select: say why it is left alone
                 pp.skips.append(Skip(policy.name, os.path.join(policy.path, rel), 0, "symlink",
@@ -183,6 +184,10 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
         newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
         keep = {(f.dev, f.ino) for f in newest}
     older_than, larger, smaller, age_by = policy.older_than, policy.larger_than, policy.smaller_than, policy.age_by
+    # This loop runs once per matching file (hundreds of thousands for a quota): look the
+    # busy tables up directly and build a path only for a file that is skipped.
+    writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
+    root = policy.path
     eligible = []
     for fact in matched:
         if older_than is not None and now - fact.age_ts(age_by) < older_than:
@@ -191,18 +196,19 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
             continue
         if smaller is not None and fact.size >= smaller:
             continue
-        path = os.path.join(policy.path, fact.relpath)
-        if (fact.dev, fact.ino) in keep:
-            pp.skips.append(Skip(policy.name, path, fact.size, "keep_newest",
+        key = (fact.dev, fact.ino)
+        if key in keep:
+            pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "keep_newest",
                                  f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
             continue
         if skips_busy:
-            busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
-            if busy is not None:
-                pp.skips.append(Skip(policy.name, path, fact.size, busy[0], busy[1]))
-                continue
+            if key in writers or key in lockers:
+                busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
+                if busy is not None:
+                    pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, *busy))
+                    continue
             if now - fact.mtime < settle:
-                pp.skips.append(Skip(policy.name, path, fact.size, "settle",
+                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "settle",
                                      f"modified {format_duration(now - fact.mtime)} ago, within settle "
                                      f"{format_duration(settle)}"))
                 continue
