@@ -13,8 +13,8 @@ facts of one walk: one sort of the eligible files, then a running total.
 from __future__ import annotations
 
 import dataclasses
-from operator import attrgetter
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..units import format_size
