@@ -1,7 +1,8 @@
 """The command line: thin commands over the library, one error boundary in `main()`.
 
 Each command parses options, calls one library function and renders the result.
-Heavy modules are imported inside commands so that `janitor guard` starts fast.
+Heavy modules are imported inside commands. The console entry point is janitor/entry.py,
+which runs a plain `janitor guard ...` without importing this module (typer) at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, JanitorError, UsageError
+from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, report_error
 
 app = typer.Typer(
     name="janitor",
@@ -85,15 +86,9 @@ def _load(config_path: str | None):  # type: ignore[no-untyped-def]
 
 
 def _events(config=None):  # type: ignore[no-untyped-def]
-    from .events import EventLog
+    from .events import event_log_for
 
-    fmt = OPTS.log_format or os.environ.get("JANITOR_LOG_FORMAT") or (
-        config.settings.log_format if config is not None else None
-    ) or "text"
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--log-format must be text or json, not {fmt!r}")
-    log_file = OPTS.log_file or (config.settings.log_file if config is not None else None)
-    return EventLog(fmt, log_file=log_file, verbose=OPTS.verbose)
+    return event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)
 
 
 @app.command()
@@ -384,6 +379,41 @@ def history(
 
 
 @app.command()
+def guard(
+    path: Annotated[Optional[list[str]], typer.Option(
+        "--path", metavar="DIR", help="A directory whose filesystem to check (repeatable; pair each with --max-used).",
+        show_default=False)] = None,
+    max_used: Annotated[Optional[list[str]], typer.Option(
+        "--max-used", metavar="PCT", help="Highest acceptable use of the --path in the same position, e.g. 80%.",
+        show_default=False)] = None,
+    min_free: Annotated[Optional[str], typer.Option(
+        "--min-free", metavar="SIZE", help="Least acceptable free space (e.g. 5GiB) on every --path, or on every policy path.",
+        show_default=False)] = None,
+    config: ConfigOpt = None,
+    clean: Annotated[bool, typer.Option(
+        "--clean", help="Run the configured policies first, then check.")] = False,
+    lock_timeout: Annotated[float, typer.Option(
+        "--lock-timeout", metavar="SECONDS", help="With --clean: seconds to wait for a janitor run holding the lock (exit 3 after).",
+    )] = 60.0,
+) -> int:
+    """Pre-start disk check for ExecStartPre=: exit 0 if fine, 1 if a filesystem is over its threshold.
+
+    Thresholds: --path DIR --max-used PCT pairs and/or --min-free SIZE; without --path,
+    settings.guard_max_used on every policy path and each policy's when_disk_above.
+    Exit 2 for a bad command line, 3 if --clean could not get the lock in time.
+    """
+    # `janitor guard ...` normally never gets here: janitor/entry.py runs it without typer
+    # for speed. This command gives it help text and click's usage errors.
+    from .guard import GuardRequest, run_guard
+
+    return run_guard(GuardRequest(
+        paths=path, max_used=max_used, min_free=min_free, config=config, clean=clean,
+        lock_timeout=lock_timeout, verbose=OPTS.verbose, debug=OPTS.debug,
+        log_format=OPTS.log_format, log_file=OPTS.log_file,
+    ))
+
+
+@app.command()
 def demo(
     directory: Annotated[Optional[str], typer.Option("--dir", help="Build the sandbox here instead of a temp dir.",
                                                      show_default=False)] = None,
@@ -440,26 +470,6 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("janitor: aborted", file=sys.stderr)
         code = 130
-    except JanitorError as exc:
-        if OPTS.debug:
-            raise
-        from .errors import ConfigError
-
-        if isinstance(exc, ConfigError):
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            n = len(exc.problems)
-            print(f"janitor: {n} problem{'s' if n != 1 else ''} in the policy files", file=sys.stderr)
-        else:
-            print(f"janitor: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        print("janitor: interrupted", file=sys.stderr)
-        code = 130
-    except Exception as exc:  # a bug: say so plainly, details with --debug
-        if OPTS.debug:
-            raise
-        print(f"janitor: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-              file=sys.stderr)
-        code = EXIT_PARTIAL
+    except (Exception, KeyboardInterrupt) as exc:
+        code = report_error(exc, OPTS.debug)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

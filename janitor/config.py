@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -220,6 +220,9 @@ class Policy(_Model):
     def selects(self, relpath: str) -> bool:
         return self.globs.selects(relpath)
 
+    def selector(self) -> Callable[[str], bool]:
+        return self.globs.selector()
+
     def prunes_dir(self, reldir: str) -> bool:
         return self.globs.prunes_dir(reldir)
 
@@ -239,6 +242,17 @@ class CompiledGlobs:
         if self.match_re is None or not self.match_re.match(relpath):
             return False
         return not (self.exclude_re is not None and self.exclude_re.match(relpath))
+
+    def selector(self) -> Callable[[str], bool]:
+        """`selects` as a closure over the compiled globs, for the walk's per-file loop:
+        pydantic's private-attribute lookup costs more than the match itself."""
+        match = self.match_re.match if self.match_re is not None else None
+        exclude = self.exclude_re.match if self.exclude_re is not None else None
+        if match is None:
+            return lambda relpath: False
+        if exclude is None:
+            return lambda relpath: match(relpath) is not None
+        return lambda relpath: match(relpath) is not None and exclude(relpath) is None
 
     def prunes_dir(self, reldir: str) -> bool:
         """Whether an exclude removes this whole directory, so the walk can skip it."""

@@ -106,3 +106,31 @@ class FileChanged(FileSkipped):
 
     code = "E_FILE_CHANGED"
     skip_code = "changed"
+
+
+def report_error(exc: BaseException, debug: bool = False) -> int:
+    """The one place an exception becomes a message on stderr and an exit code.
+
+    Re-raises under --debug (for the traceback), and anything that is not an error
+    (SystemExit). Shared by the typer CLI and guard's fast path so both say the same.
+    """
+    import sys
+
+    if isinstance(exc, KeyboardInterrupt):
+        print("janitor: interrupted", file=sys.stderr)
+        return 130
+    if debug or not isinstance(exc, Exception):
+        raise exc
+    if isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"janitor: {n} problem{'s' if n != 1 else ''} in the policy files", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, JanitorError):
+        print(f"janitor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    # a bug: say so plainly, details with --debug
+    print(f"janitor: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+          file=sys.stderr)
+    return EXIT_PARTIAL

@@ -133,3 +133,17 @@ def _structlog_renderer() -> Callable[[dict[str, Any]], str]:
         return str(renderer(None, "info", stamped))
 
     return render
+
+
+def event_log_for(config: Any = None, *, fmt: str | None = None, log_file: str | None = None,
+                  verbose: bool = False) -> EventLog:
+    """The event log a command uses: options first, then $JANITOR_LOG_FORMAT, then settings."""
+    from .errors import UsageError
+
+    fmt = fmt or os.environ.get("JANITOR_LOG_FORMAT") or (
+        config.settings.log_format if config is not None else None
+    ) or "text"
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--log-format must be text or json, not {fmt!r}")
+    log_file = log_file or (config.settings.log_file if config is not None else None)
+    return EventLog(fmt, log_file=log_file, verbose=verbose)

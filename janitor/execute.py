@@ -67,14 +67,28 @@ class RunResult:
         return EXIT_PARTIAL if self.failed else EXIT_OK
 
 
+def _dir_cache_size() -> int:
+    """A quarter of the soft fd limit, 64..1024.
+
+    A quota evicts oldest first, which hops between directories at random: with 400
+    directories and 64 cached descriptors nearly every file cost two opens and a close.
+    """
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(64, min(1024, soft // 4))
+
+
 class DirCache:
     """Open directories below a policy root by descriptor, never following symlinks."""
 
-    def __init__(self, root_fd: int, root_dev: int, one_filesystem: bool, size: int = 64) -> None:
+    def __init__(self, root_fd: int, root_dev: int, one_filesystem: bool, size: int | None = None) -> None:
         self.root_fd = root_fd
         self.root_dev = root_dev
         self.one_filesystem = one_filesystem
-        self.size = size
+        self.size = _dir_cache_size() if size is None else size
         self._fds: OrderedDict[str, int] = OrderedDict()
 
     def parent_of(self, relpath: str) -> tuple[int, str]:
@@ -276,6 +290,7 @@ def _execute_policy(
         finally:
             ctx.dirs = None
             dirs.close()
+        action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
 
@@ -363,7 +378,7 @@ def _execute_batch(
             outcome.bytes += done_bytes
             event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()
                                             if k != "detail" and isinstance(v, str | int | float)}
-            events.emit(action.done_event, policy=item.policy, action=item.action, path=item.path,
+            events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
                         bytes=done_bytes, **event_fields)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.

@@ -8,6 +8,7 @@ what the disk threshold needs, and apply the circuit breaker.
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
 import time
@@ -32,6 +33,12 @@ class PlanContext:
     open_files: OpenFiles
     skip_inodes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
     _formatted: dict[float, str] = field(default_factory=dict)
+    # what an action says while selecting (e.g. a quota it cannot meet); the planner moves
+    # these into the policy's plan notes
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def reason_for(self, policy: Policy, fact: FileFact) -> str:
         parts = []
@@ -132,9 +139,9 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
         pp.notes.append(f"{n.relpath}: {n.reason}")
 
     globs = policy.globs
-    selects = globs.selects
+    selects = policy.selector()
     try:
-        for rel, kind, st_entry in walk_files(
+        for rel, _kind, st_entry in walk_files(
             policy.path,
             one_filesystem=config.effective_one_filesystem(policy),
             prune_dir=globs.prunes_dir if globs.prune_re is not None else None,
@@ -155,15 +162,19 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     pp.matched = len(matched)
     pp.matched_bytes = sum(f.size for f in matched)
     eligible = _eligible(policy, matched, ctx, pp)
+    ctx.notes.clear()
     chosen = []
     for choice in action.select(policy, matched, eligible, ctx):
         if isinstance(choice, Skip):
             pp.skips.append(choice)
         else:
             chosen.append(choice)
+    pp.notes.extend(ctx.notes)
+    ctx.notes.clear()
+    del eligible
 
     if policy.when_disk_above is not None and pp.disk is not None and action.skips_busy:
-        chosen = _enough_to_get_under(policy, chosen, pp)
+        chosen = _enough_to_get_under(policy, chosen, pp, keep_order=action.orders_selection)
 
     root = policy.path
     pp.actions = [
@@ -182,9 +193,14 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
     settle = ctx.config.effective_settle(policy)
     keep: set[tuple[int, int]] = set()
     if policy.keep_newest:
-        newest = sorted(matched, key=lambda f: f.age_ts(policy.age_by), reverse=True)
-        keep = {(f.dev, f.ino) for f in newest[: policy.keep_newest]}
+        # nlargest: O(n log k) and no second list of every file
+        newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
+        keep = {(f.dev, f.ino) for f in newest}
     older_than, larger, smaller, age_by = policy.older_than, policy.larger_than, policy.smaller_than, policy.age_by
+    # This loop runs once per matching file (hundreds of thousands for a quota): look the
+    # busy tables up directly and build a path only for a file that is skipped.
+    writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
+    root = policy.path
     eligible = []
     for fact in matched:
         if older_than is not None and now - fact.age_ts(age_by) < older_than:
@@ -193,18 +209,19 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
             continue
         if smaller is not None and fact.size >= smaller:
             continue
-        path = os.path.join(policy.path, fact.relpath)
-        if (fact.dev, fact.ino) in keep:
-            pp.skips.append(Skip(policy.name, path, fact.size, "keep_newest",
+        key = (fact.dev, fact.ino)
+        if key in keep:
+            pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "keep_newest",
                                  f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
             continue
         if skips_busy:
-            busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
-            if busy is not None:
-                pp.skips.append(Skip(policy.name, path, fact.size, busy[0], busy[1]))
-                continue
+            if key in writers or key in lockers:
+                busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
+                if busy is not None:
+                    pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, *busy))
+                    continue
             if now - fact.mtime < settle:
-                pp.skips.append(Skip(policy.name, path, fact.size, "settle",
+                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "settle",
                                      f"modified {format_duration(now - fact.mtime)} ago, within settle "
                                      f"{format_duration(settle)}"))
                 continue
@@ -213,15 +230,17 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
 
 
 def _enough_to_get_under(
-    policy: Policy, chosen: list[tuple[FileFact, str, dict | None]], pp: PolicyPlan
+    policy: Policy, chosen: list[tuple[FileFact, str, dict | None]], pp: PolicyPlan, *, keep_order: bool = False
 ) -> list[tuple[FileFact, str, dict | None]]:
-    """Oldest first, only as much as brings the filesystem to when_disk_above.
+    """Oldest first (or in the action's own order), only as much as brings the filesystem
+    to when_disk_above.
 
     The executor re-measures as it goes and stops as soon as the filesystem is under.
     """
     assert pp.disk is not None and policy.when_disk_above is not None
     need = pp.disk.bytes_to_free_for(policy.when_disk_above)
-    chosen = sorted(chosen, key=lambda c: c[0].age_ts(policy.age_by))
+    if not keep_order:
+        chosen = sorted(chosen, key=lambda c: c[0].age_ts(policy.age_by))
     out, freed = [], 0
     for fact, reason, detail in chosen:
         if freed >= need:
@@ -232,7 +251,8 @@ def _enough_to_get_under(
     pp.stop_at_pct = policy.when_disk_above
     pp.notes.append(
         f"filesystem at {pp.disk.used_pct:.1f}% used, above {policy.when_disk_above:g}%: "
-        f"{format_size(need)} to free, oldest first"
+        f"{format_size(need)} to free, {'in eviction order' if keep_order else 'oldest first'}; "
+        "stops as soon as it is under"
     )
     return out
 

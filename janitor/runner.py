@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,11 +25,13 @@ def new_run_id() -> str:
 
 
 @contextmanager
-def locked_state(config: Config) -> Iterator[Catalog]:
-    """Hold the run lock and an open catalog for the duration."""
+def locked_state(
+    config: Config, *, lock_wait: float = 0.0, on_lock_wait: Callable[[str], None] | None = None
+) -> Iterator[Catalog]:
+    """Hold the run lock and an open catalog for the duration (waiting up to lock_wait s)."""
     state_dir = config.settings.state_dir
     ensure_private_dir(state_dir)
-    with RunLock(state_dir):
+    with RunLock(state_dir, lock_wait, on_lock_wait):
         catalog = open_catalog(state_dir)
         try:
             yield catalog
@@ -52,12 +54,14 @@ def run_policies(
     force: bool = False,
     command: str = "run",
     metrics_file: str | None = None,
+    lock_wait: float = 0.0,
+    on_lock_wait: Callable[[str], None] | None = None,
 ) -> RunReport:
     """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics)."""
     run_id = new_run_id()
     wall_started = time.time()
     events.bind(run_id)
-    with locked_state(config) as catalog:
+    with locked_state(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as catalog:
         catalog.start_run(run_id, command)
         events.emit("run_started", policies=",".join(p.name for p in policies), pid=os.getpid())
         started = time.monotonic()

@@ -6,6 +6,8 @@ import errno
 import fcntl
 import os
 import stat
+import time
+from collections.abc import Callable
 
 from .errors import JanitorError, LockHeld
 
@@ -38,23 +40,42 @@ def ensure_private_dir(path: str) -> None:
 
 
 class RunLock:
-    """An flock on `state_dir/lock`. The holder writes its pid so a second run can name it."""
+    """An flock on `state_dir/lock`. The holder writes its pid so a second run can name it.
 
-    def __init__(self, state_dir: str) -> None:
+    `wait`: seconds to wait for a run that holds the lock to finish (`guard --clean` in
+    ExecStartPre waits rather than fails); 0 fails at once. `on_wait(message)` is called
+    once when waiting starts.
+    """
+
+    def __init__(self, state_dir: str, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "lock")
         self.fd: int | None = None
+        self.wait = wait
+        self.on_wait = on_wait
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
-                raise
+        deadline = time.monotonic() + self.wait
+        pause = 0.02
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise LockHeld(f"another janitor run holds {self.path} (pid {holder})") from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.close(fd)
+                waited = f"; gave up after waiting {self.wait:g}s" if self.wait > 0 else ""
+                raise LockHeld(f"another janitor run holds {self.path} (pid {holder}){waited}") from None
+            if pause == 0.02 and self.on_wait is not None:
+                self.on_wait(f"waiting up to {self.wait:g}s for the janitor run holding {self.path} (pid {holder})")
+            # polling keeps this interruptible and bounded; a run takes seconds to minutes
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

@@ -99,11 +99,9 @@ class Writer:
     def __init__(self, path: Path, *, mode: str = "a", lock: bool = False) -> None:
         code = textwrap.dedent(f"""
             import fcntl, sys
-            f = open({str(path)!r}, {mode!r})
+            f = open({str(path)!r}, {mode!r})  # opened, not written: size and mtime stay
             if {lock!r}:
                 fcntl.flock(f, fcntl.LOCK_EX)
-            f.write("started\\n") if {mode!r} != "r" else None
-            f.flush()
             print("ready", flush=True)
             sys.stdin.read()
         """)
@@ -174,3 +172,26 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture
+def fs64(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 64 MiB tmpfs mounted in tmp_path, unmounted afterwards.
+
+    A filesystem of our own makes `df` figures exact and independent of whatever else the
+    machine is doing: what we write is all that is used.
+    """
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64M,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip() or result.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        if os.path.ismount(mnt):  # something still has it open: detach it anyway
+            subprocess.run(["umount", "-l", str(mnt)], check=False)

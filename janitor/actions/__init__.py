@@ -5,11 +5,12 @@ from __future__ import annotations
 from .archive import ArchiveAction
 from .base import Action
 from .delete import DeleteAction
+from .quota import QuotaAction
 from .softdelete import SoftDeleteAction
 from .truncate import TruncateAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction, ArchiveAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction, ArchiveAction, QuotaAction)
 }
 
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
     from ..config import Config, Policy
-    from ..execute import ExecContext
-    from ..plan import PlannedAction, Skip
+    from ..execute import ExecContext, PolicyOutcome
+    from ..plan import PlannedAction, PolicyPlan, Skip
     from ..planner import PlanContext
     from ..scan import FileFact
 
@@ -37,6 +37,9 @@ class Action:
     skips_busy: ClassVar[bool] = True
     # the event emitted for each file done (docs/events.md)
     done_event: ClassVar[str] = "file_processed"
+    # True when `select` returns files in the order they should go (quota's eviction order):
+    # when_disk_above then trims that order instead of re-sorting oldest first.
+    orders_selection: ClassVar[bool] = False
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
@@ -85,6 +88,13 @@ class Action:
 
     def after_actions(self, ctx: ExecContext) -> None:
         """Called once after the last batch (also when one failed), if before_actions ran."""
+
+    def after_run(self, pp: PolicyPlan, outcome: PolicyOutcome, ctx: ExecContext) -> None:
+        """Called once after a policy's planned items ran (e.g. to report totals)."""
+
+    def done_event_for(self, item: PlannedAction) -> str:
+        """The event for one file done; actions whose effect differs per file override it."""
+        return self.done_event
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:

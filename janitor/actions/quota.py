@@ -1,0 +1,219 @@
+"""quota: keep the files a policy matches under a size and/or count cap.
+
+When the matching files are over `max_size` or `max_files`, evict (oldest by `age_by`, or
+largest first) until both totals are at or below `low_watermark` of their cap (default
+90%), applying `then:` (delete, soft-delete or archive) to each evicted file.
+
+Every matching file counts towards the totals, including files still being written and
+files `keep_newest` protects; only eligible files (not busy, not protected, passing the
+policy's age and size filters) are evicted. Selection is arithmetic over the compact
+facts of one walk: one sort of the eligible files, then a running total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..units import format_size
+from .base import Action
+
+if TYPE_CHECKING:
+    from ..catalog import JournalEntry
+    from ..config import Config, Policy
+    from ..execute import ExecContext, PolicyOutcome
+    from ..plan import PlannedAction, PolicyPlan
+    from ..planner import PlanContext
+    from ..scan import FileFact
+
+THEN_CHOICES = ("delete", "soft-delete", "archive")
+DEFAULT_LOW_WATERMARK = 90.0
+
+
+def _then(policy: Policy) -> str:
+    return policy.then or "delete"
+
+
+def _watermark(policy: Policy) -> float:
+    return DEFAULT_LOW_WATERMARK if policy.low_watermark is None else policy.low_watermark
+
+
+class QuotaAction(Action):
+    name = "quota"
+    options = frozenset({"max_size", "max_files", "evict", "low_watermark", "then", "target", "trash_dir", "retain"})
+    done_event = "file_deleted"
+    orders_selection: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._delegate: Action | None = None
+        self._delegate_ctx: tuple[int, ExecContext] | None = None
+
+    # ---- validation -----------------------------------------------------------------
+
+    @classmethod
+    def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
+        from . import ACTIONS
+
+        problems = super().check_policy(policy, target_names)
+        if policy.max_size is None and policy.max_files is None:
+            problems.append(("action", "quota needs max_size, max_files or both"))
+        then = _then(policy)
+        if then not in THEN_CHOICES:
+            problems.append(("then", f"{then!r} is not one of {', '.join(THEN_CHOICES)} for action quota "
+                                     "(an evicted file must leave the directory)"))
+        if then == "archive":
+            if "archive" not in ACTIONS:
+                problems.append(("then", "archive action not available in this janitor"))
+            if policy.target is None:
+                problems.append(("target", "then: archive needs a target"))
+            elif policy.target not in target_names:
+                known = ", ".join(sorted(target_names)) or "none defined"
+                problems.append(("target", f"unknown target {policy.target!r} (targets: {known})"))
+        elif policy.target is not None:
+            problems.append(("target", "is only used with then: archive"))
+        if then != "soft-delete":
+            for key in ("trash_dir", "retain"):
+                if getattr(policy, key) is not None:
+                    problems.append((key, "is only used with then: soft-delete"))
+        return problems
+
+    # ---- planning -------------------------------------------------------------------
+
+    def select(
+        self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
+    ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None]]:
+        files = len(matched)
+        size = 0
+        for fact in matched:
+            size += fact.size
+        max_size, max_files = policy.max_size, policy.max_files
+        over = (max_size is not None and size > max_size) or (max_files is not None and files > max_files)
+        if not over:
+            return []
+        low = _watermark(policy) / 100.0
+        size_goal = None if max_size is None else int(max_size * low)
+        files_goal = None if max_files is None else int(max_files * low)
+        evict = policy.evict or "oldest"
+        # oldest first, ties by path so the plan is stable; attrgetter keys are C-speed
+        order = sorted(eligible, key=attrgetter(policy.age_by, "relpath"))
+        if evict == "largest":
+            # largest first; sort is stable (also reversed), so equal sizes stay oldest first
+            order.sort(key=attrgetter("size"), reverse=True)
+
+        reason = _reason(evict, size, files, max_size, max_files, size_goal, files_goal)
+        detail = {"then": _then(policy)}  # one shared dict: read-only, one per policy not per file
+        chosen: list[tuple[FileFact, str, dict[str, Any] | None]] = []
+        for fact in order:
+            if (size_goal is None or size <= size_goal) and (files_goal is None or files <= files_goal):
+                break
+            chosen.append((fact, reason, detail))
+            size -= fact.size
+            files -= 1
+        if (size_goal is not None and size > size_goal) or (files_goal is not None and files > files_goal):
+            left = len(matched) - len(eligible)
+            ctx.note(
+                f"quota cannot reach its low watermark: after evicting every eligible file "
+                f"{_totals(size, files, max_size, max_files)} remain; {left} matching files are "
+                "still being written, protected by keep_newest or excluded by the policy's filters"
+            )
+        return chosen
+
+    # ---- execution: delegate to the action `then` names ------------------------------
+
+    def _then_action(self, ctx: ExecContext) -> tuple[Action, ExecContext]:
+        """The action that does `then` for each evicted file, and the context it sees.
+
+        Archive reads the policy's `then` as what to do after a verified copy; for a quota
+        that is always "delete" (the file must leave the directory), so archive sees the
+        policy with action archive and then delete.
+        """
+        if self._delegate is None:
+            from . import ACTIONS
+
+            then = _then(ctx.policy)
+            if then not in ACTIONS:
+                from ..errors import JanitorError
+
+                raise JanitorError(f"quota then: {then}: action not available", code="E_CONFIG")
+            self._delegate = ACTIONS[then]()
+        if self._delegate_ctx is None or self._delegate_ctx[0] != id(ctx):
+            sub = ctx
+            if _then(ctx.policy) == "archive":
+                sub = dataclasses.replace(ctx, policy=ctx.policy.model_copy(update={"action": "archive", "then": "delete"}))
+            self._delegate_ctx = (id(ctx), sub)
+        return self._delegate, self._delegate_ctx[1]
+
+    def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
+        action, sub = self._then_action(ctx)
+        action.before_run(sub.policy, config, sub)
+
+    def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
+        action, sub = self._then_action(ctx)
+        return action.journal_fields(item, sub)
+
+    def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
+        action, sub = self._then_action(ctx)
+        action.prepare_batch(items, fields, sub)
+
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+        action, sub = self._then_action(ctx)
+        return action.apply(item, dir_fd, name, fields, sub)
+
+    def done_event_for(self, item: PlannedAction) -> str:
+        return _DONE_EVENTS.get((item.detail or {}).get("then", "delete"), self.done_event)
+
+    def after_run(self, pp: PolicyPlan, outcome: PolicyOutcome, ctx: ExecContext) -> None:
+        policy = ctx.policy
+        ctx.events.emit(
+            "quota_enforced",
+            policy=pp.name,
+            evict=policy.evict or "oldest",
+            then=_then(policy),
+            max_size=policy.max_size,
+            max_files=policy.max_files,
+            low_watermark=_watermark(policy),
+            files_before=pp.matched,
+            bytes_before=pp.matched_bytes,
+            files_after=pp.matched - outcome.files,
+            bytes_after=pp.matched_bytes - outcome.bytes,
+            evicted_files=outcome.files,
+            evicted_bytes=outcome.bytes,
+            failed=outcome.failed,
+            message=f"quota {pp.name}: {_totals(pp.matched_bytes, pp.matched, policy.max_size, policy.max_files)}"
+            f" -> {_totals(pp.matched_bytes - outcome.bytes, pp.matched - outcome.files, policy.max_size, policy.max_files)}",
+        )
+
+    @classmethod
+    def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
+        from ..runner import reconcile_by_presence, reconcile_trash_move
+        from . import ACTIONS
+
+        if entry.trash_path:
+            return reconcile_trash_move(entry)
+        if entry.target and "archive" in ACTIONS:
+            return ACTIONS["archive"].reconcile(entry)
+        return reconcile_by_presence(entry)
+
+
+_DONE_EVENTS = {"delete": "file_deleted", "soft-delete": "file_soft_deleted", "archive": "file_archived"}
+
+
+def _totals(size: int, files: int, max_size: int | None, max_files: int | None) -> str:
+    count = f"files {files}/{max_files}" if max_files is not None else f"{files} files"
+    if max_size is None:
+        return count
+    return f"{format_size(size)} / {format_size(max_size)} ({count})"
+
+
+def _reason(
+    evict: str, size: int, files: int, max_size: int | None, max_files: int | None,
+    size_goal: int | None, files_goal: int | None,
+) -> str:
+    goals = []
+    if size_goal is not None:
+        goals.append(format_size(size_goal))
+    if files_goal is not None:
+        goals.append(f"{files_goal} files")
+    return f"quota {_totals(size, files, max_size, max_files)}: evict {evict} to {', '.join(goals)}"

@@ -1,0 +1,34 @@
+"""Console entry point (`janitor`, `python -m janitor`).
+
+`janitor guard` runs in ExecStartPre= before a service on every start, so it must start
+fast. Building the typer app costs more than half of janitor's start-up (typer and its
+click take ~50 ms to import, `python -c pass` ~35 ms), so a plain `janitor guard ...`
+command line is parsed here without typer and run through the same library call and the
+same error reporting. Anything else, including `guard --help` and any guard command line
+the small parser does not fully understand, goes to the typer CLI in janitor/cli.py, so
+help and usage errors look exactly as for every other command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "guard" in args:
+        from .guard import parse_fast
+
+        request = parse_fast(args)
+        if request is not None:
+            from .errors import report_error
+            from .guard import run_guard
+
+            try:
+                code = run_guard(request)
+            except (Exception, KeyboardInterrupt) as exc:
+                code = report_error(exc, request.debug)
+            sys.exit(code)
+    from .cli import main as cli_main
+
+    cli_main(args)
