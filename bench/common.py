@@ -23,16 +23,22 @@ class Timing:
     wall_s: float
     peak_rss_mb: float
     returncode: int
+    cpu_s: float = 0.0  # user + system: less sensitive than wall time to a busy machine
 
 
 def timed(label: str, argv: list[str], **kw: object) -> Timing:
-    """Run a command; wall time and the child's own peak RSS (from wait4, not a sampler)."""
+    """Run a command; wall time and the child's own peak RSS (from wait4, not a sampler).
+
+    Dirty pages and pending discards of whatever ran before are flushed first, so one
+    tool does not pay for the previous one's writes.
+    """
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Timing(label, wall, usage.ru_maxrss / 1024, proc.returncode)
+    return Timing(label, wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime)
 
 
 def janitor_argv(*args: str) -> list[str]:

@@ -76,8 +76,13 @@ def main() -> None:
     print(f"files: {args.files} ({args.files // 2} deleted), repetitions: {args.reps}")
     print(f"find -delete : median {statistics.median(find_t):.2f} s  runs {', '.join(f'{t:.2f}' for t in find_t)}")
     print(f"janitor run  : median {statistics.median(jan_t):.2f} s  runs {', '.join(f'{t:.2f}' for t in jan_t)}")
-    print(f"ratio janitor/find: {ratio:.2f}x (target <= 2x); janitor peak RSS {rss:.0f} MB (target <= 150 MB)")
+    find_cpu = statistics.median(f.cpu_s for f, _ in pairs)
+    jan_cpu = statistics.median(j.cpu_s for _, j in pairs)
+    print(f"cpu (user+sys) median: find {find_cpu:.2f} s, janitor {jan_cpu:.2f} s")
+    print(f"ratio janitor/find: wall {ratio:.2f}x (target <= 2x), cpu {jan_cpu / find_cpu:.2f}x; "
+          f"janitor peak RSS {rss:.0f} MB (target <= 150 MB)")
     path = save("delete_vs_find", {"files": args.files, "find_s": find_t, "janitor_s": jan_t,
+                                   "find_cpu_s": [f.cpu_s for f, _ in pairs], "janitor_cpu_s": [j.cpu_s for _, j in pairs],
                                    "ratio_median": ratio, "janitor_peak_rss_mb": rss})
     print(f"results: {path}")
 

@@ -19,10 +19,15 @@ from .scan import FileFact
 class PlannedAction:
     policy: str
     action: str
-    path: str  # absolute
+    root: str  # the policy path (one shared string: plans can hold 100,000s of actions)
     fact: FileFact
     reason: str
     detail: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the file."""
+        return self.root + "/" + self.fact.relpath if self.root != "/" else "/" + self.fact.relpath
 
     def to_dict(self, now: float) -> dict[str, Any]:
         out: dict[str, Any] = {

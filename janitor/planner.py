@@ -12,6 +12,7 @@ import heapq
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -140,6 +141,11 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
 
     globs = policy.globs
     selects = policy.selector()
+    # Most actions only ever act on files that pass the age and size filters: keep just
+    # those (and count the rest), so memory follows what may be acted on, not the tree.
+    # Quota counts every matching file and keep_newest ranks them all: they keep everything.
+    prefilter = None if (action.needs_all_matched or policy.keep_newest) else _attribute_filter(policy, ctx.now)
+    count, total = 0, 0
     try:
         for rel, _kind, st_entry in walk_files(
             policy.path,
@@ -154,13 +160,16 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
                 pp.skips.append(Skip(policy.name, os.path.join(policy.path, rel), 0, "symlink",
                                      "symlink: never followed"))
                 continue
-            matched.append(fact_from_stat(rel, st_entry))
+            count += 1
+            total += st_entry.st_size
+            if prefilter is None or prefilter(st_entry):
+                matched.append(fact_from_stat(rel, st_entry))
     except OSError as exc:
         pp.error = f"cannot walk {policy.path}: {exc.strerror}"
         return pp
 
-    pp.matched = len(matched)
-    pp.matched_bytes = sum(f.size for f in matched)
+    pp.matched = count
+    pp.matched_bytes = total
     eligible = _eligible(policy, matched, ctx, pp)
     ctx.notes.clear()
     chosen = []
@@ -177,12 +186,26 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
         chosen = _enough_to_get_under(policy, chosen, pp, keep_order=action.orders_selection)
 
     root = policy.path
-    pp.actions = [
-        PlannedAction(policy.name, policy.action, os.path.join(root, fact.relpath), fact, reason, detail)
-        for fact, reason, detail in chosen
-    ]
+    pp.actions = [PlannedAction(policy.name, policy.action, root, fact, reason, detail) for fact, reason, detail in chosen]
     _circuit_breaker(policy, pp, config)
     return pp
+
+
+def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], bool] | None:
+    """The age and size filters as one test on a stat result; None when there are none."""
+    older_than, larger, smaller = policy.older_than, policy.larger_than, policy.smaller_than
+    if older_than is None and larger is None and smaller is None:
+        return None
+    field_name = "st_" + policy.age_by
+
+    def passes(st: os.stat_result) -> bool:
+        if older_than is not None and now - getattr(st, field_name) < older_than:
+            return False
+        if larger is not None and st.st_size <= larger:
+            return False
+        return not (smaller is not None and st.st_size >= smaller)
+
+    return passes
 
 
 def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:

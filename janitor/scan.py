@@ -44,10 +44,16 @@ class WalkNote:
     code: str
 
 
+# Devices, modes and owners repeat across a tree: share one int object per value instead
+# of one per file (28 bytes each, hundreds of thousands of files).
+_shared: dict[int, int] = {}
+
+
 def fact_from_stat(relpath: str, st: os.stat_result) -> FileFact:
+    share = _shared.setdefault
     return FileFact(
-        relpath, st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime,
-        st.st_mode, st.st_uid, st.st_gid,
+        relpath, share(st.st_dev, st.st_dev), st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime,
+        share(st.st_mode, st.st_mode), share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid),
     )
 
 

@@ -35,6 +35,9 @@ class Action:
     options: ClassVar[frozenset[str]] = frozenset()
     # Files still being written are never acted on; truncate is the exception by design.
     skips_busy: ClassVar[bool] = True
+    # Whether select() needs every glob-matched file (quota counts them all), not only
+    # those that pass the age and size filters.
+    needs_all_matched: ClassVar[bool] = False
     # the event emitted for each file done (docs/events.md)
     done_event: ClassVar[str] = "file_processed"
     # True when `select` returns files in the order they should go (quota's eviction order):

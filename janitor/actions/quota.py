@@ -42,6 +42,7 @@ def _watermark(policy: Policy) -> float:
 
 class QuotaAction(Action):
     name = "quota"
+    needs_all_matched = True
     options = frozenset({"max_size", "max_files", "evict", "low_watermark", "then", "target", "trash_dir", "retain"})
     done_event = "file_deleted"
     orders_selection: ClassVar[bool] = True
