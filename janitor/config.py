@@ -96,6 +96,8 @@ class TargetConfig(_Model):
     max_attempts: int = Field(5, ge=1, le=20)
     connect_timeout: Duration = 5.0
     read_timeout: Duration = 60.0
+    multipart_threshold: Size = Field(100 * 1024 * 1024, ge=5 * 1024 * 1024)
+    multipart_chunksize: Size = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum part size
 
     @field_validator("url")
     @classmethod

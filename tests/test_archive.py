@@ -110,8 +110,9 @@ def write_config(
     workers: int = 4,
     policy: str = "outputs",
     extra: str = "",
+    target_extra: str = "",
 ) -> Path:
-    target = f"    url: {url}\n    max_attempts: 2\n    connect_timeout: 2s\n"
+    target = f"    url: {url}\n    max_attempts: 2\n    connect_timeout: 2s\n" + target_extra
     if endpoint:
         target += f"    endpoint_url: {endpoint}\n"
     cfg = tmp_path / "janitor.yaml"
@@ -425,7 +426,9 @@ def test_e2e_multipart_and_restore_round_trip(moto_server: MotoServer, tmp_path:
     big = os.urandom(20 * MiB)
     digests = make_tree(data, {"renders/big.mp4": big, "small.txt": b"small"}, mode=0o640)
     mtime = os.stat(data / "renders/big.mp4").st_mtime
-    cfg = write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=endpoint)
+    # the default threshold (100 MiB) would send 20 MiB as one PUT: lower it to force multipart
+    cfg = write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=endpoint,
+                       target_extra="    multipart_threshold: 8MiB\n    multipart_chunksize: 8MiB\n")
     r = janitor("run", "-c", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr

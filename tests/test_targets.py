@@ -354,7 +354,8 @@ def test_s3_unknown_profile() -> None:
 
 def test_e2e_multipart_round_trip(moto_server: MotoServer, server_bucket: str, tmp_path) -> None:
     target = make_target(
-        s3_spec(server_bucket, prefix="arch", endpoint_url=moto_server.endpoint_url)
+        s3_spec(server_bucket, prefix="arch", endpoint_url=moto_server.endpoint_url,
+                multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
     )
     target.check()
     assert moto_server.endpoint_url in target.describe()
@@ -420,7 +421,8 @@ def test_e2e_endpoint_dies_mid_upload(private_moto_server: MotoServer, tmp_path)
     server = private_moto_server
     _make_bucket(server.endpoint_url)
     target = make_target(
-        s3_spec(endpoint_url=server.endpoint_url, max_attempts=2, connect_timeout=1, read_timeout=5)
+        s3_spec(endpoint_url=server.endpoint_url, max_attempts=2, connect_timeout=1, read_timeout=5,
+                multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
     )
     src, sha = write_file(tmp_path / "big", 20 * MiB)
     killed = threading.Event()

@@ -71,6 +71,8 @@ def spec_from_config(name: str, cfg: TargetConfig) -> TargetSpec:
         max_attempts=cfg.max_attempts,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
+        multipart_threshold=cfg.multipart_threshold,
+        multipart_chunksize=cfg.multipart_chunksize,
     )
 
 

@@ -36,6 +36,10 @@ class TargetSpec:
     max_attempts: int = 5  # total requests incl. the first (botocore "standard" retry mode)
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    # Files below the threshold go up as one PutObject (verified by the server's SHA-256
+    # in its reply); larger ones as a multipart upload in parts of the chunk size.
+    multipart_threshold: int = 100 * 1024 * 1024
+    multipart_chunksize: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

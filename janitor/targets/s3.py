@@ -31,8 +31,6 @@ from janitor.targets.base import (
     validate_lifecycle_args,
 )
 
-MULTIPART_THRESHOLD = 8 * 1024 * 1024
-MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
 _CHUNK = 1 << 20
 
 _ACCESS_CODES = {
@@ -517,8 +515,8 @@ class S3Target:
         from boto3.s3.transfer import TransferConfig
 
         opts: dict[str, Any] = {
-            "multipart_threshold": MULTIPART_THRESHOLD,
-            "multipart_chunksize": MULTIPART_CHUNKSIZE,
+            "multipart_threshold": self.spec.multipart_threshold,
+            "multipart_chunksize": self.spec.multipart_chunksize,
         }
         opts.update(self._transfer_overrides)
         return TransferConfig(**opts)
