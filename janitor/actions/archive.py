@@ -238,7 +238,10 @@ class ArchiveAction(Action):
     options = frozenset({"target", "then", "trash_dir", "retain"})
     done_event = "file_archived"
 
-    def __init__(self) -> None:
+    def __init__(self, then: str | None = None) -> None:
+        # `then` given here wins over the policy's: a quota archives evicted files and must
+        # always remove them (its own `then` is "archive").
+        self.then_override = then
         self.target: ArchiveTarget | None = None
         self.session: ArchiveSession | None = None
         self._results: dict[str, ArchivedFile] = {}
@@ -254,9 +257,8 @@ class ArchiveAction(Action):
                 problems.append((key, "only applies with then: soft-delete"))
         return problems
 
-    @staticmethod
-    def then_of(policy: Policy) -> str:
-        return policy.then or "delete"
+    def then_of(self, policy: Policy) -> str:
+        return self.then_override or policy.then or "delete"
 
     # -- execution ----------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ facts of one walk: one sort of the eligible files, then a running total.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,7 +48,6 @@ class QuotaAction(Action):
 
     def __init__(self) -> None:
         self._delegate: Action | None = None
-        self._delegate_ctx: tuple[int, ExecContext] | None = None
 
     # ---- validation -----------------------------------------------------------------
 
@@ -123,12 +121,10 @@ class QuotaAction(Action):
 
     # ---- execution: delegate to the action `then` names ------------------------------
 
-    def _then_action(self, ctx: ExecContext) -> tuple[Action, ExecContext]:
-        """The action that does `then` for each evicted file, and the context it sees.
+    def _then_action(self, ctx: ExecContext) -> Action:
+        """The action that does `then` for each evicted file, with the quota's own context.
 
-        Archive reads the policy's `then` as what to do after a verified copy; for a quota
-        that is always "delete" (the file must leave the directory), so archive sees the
-        policy with action archive and then delete.
+        Archive is told to delete after a verified copy: an evicted file has to leave.
         """
         if self._delegate is None:
             from . import ACTIONS
@@ -138,29 +134,31 @@ class QuotaAction(Action):
                 from ..errors import JanitorError
 
                 raise JanitorError(f"quota then: {then}: action not available", code="E_CONFIG")
-            self._delegate = ACTIONS[then]()
-        if self._delegate_ctx is None or self._delegate_ctx[0] != id(ctx):
-            sub = ctx
-            if _then(ctx.policy) == "archive":
-                sub = dataclasses.replace(ctx, policy=ctx.policy.model_copy(update={"action": "archive", "then": "delete"}))
-            self._delegate_ctx = (id(ctx), sub)
-        return self._delegate, self._delegate_ctx[1]
+            if then == "archive":
+                from .archive import ArchiveAction
+
+                self._delegate = ArchiveAction(then="delete")
+            else:
+                self._delegate = ACTIONS[then]()
+        return self._delegate
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
-        action, sub = self._then_action(ctx)
-        action.before_run(sub.policy, config, sub)
+        self._then_action(ctx).before_run(policy, config, ctx)
+
+    def before_actions(self, items: list[PlannedAction], ctx: ExecContext) -> None:
+        self._then_action(ctx).before_actions(items, ctx)
+
+    def after_actions(self, ctx: ExecContext) -> None:
+        self._then_action(ctx).after_actions(ctx)
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
-        action, sub = self._then_action(ctx)
-        return action.journal_fields(item, sub)
+        return self._then_action(ctx).journal_fields(item, ctx)
 
     def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
-        action, sub = self._then_action(ctx)
-        action.prepare_batch(items, fields, sub)
+        self._then_action(ctx).prepare_batch(items, fields, ctx)
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
-        action, sub = self._then_action(ctx)
-        return action.apply(item, dir_fd, name, fields, sub)
+        return self._then_action(ctx).apply(item, dir_fd, name, fields, ctx)
 
     def done_event_for(self, item: PlannedAction) -> str:
         return _DONE_EVENTS.get((item.detail or {}).get("then", "delete"), self.done_event)
@@ -196,6 +194,14 @@ class QuotaAction(Action):
         if entry.target and "archive" in ACTIONS:
             return ACTIONS["archive"].reconcile(entry)
         return reconcile_by_presence(entry)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        from . import ACTIONS
+
+        if entry.target and not entry.trash_path and "archive" in ACTIONS:
+            return ACTIONS["archive"].reconcile_with(entry, config)
+        return cls.reconcile(entry)
 
 
 _DONE_EVENTS = {"delete": "file_deleted", "soft-delete": "file_soft_deleted", "archive": "file_archived"}
