@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,7 +142,7 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, rows: Iterable[Iterable[Any]] | None = None) -> None:
+    def _write(self, sql: str, rows: Iterable[Sequence[Any]] | None = None) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             if rows is None:
@@ -197,8 +197,7 @@ class Catalog:
             for row_id, row in zip(ids, rows, strict=True):
                 value = [row.get(c) for c in JOURNAL_COLUMNS]
                 for i in blob_columns:
-                    if value[i] is not None:
-                        value[i] = os.fsencode(value[i])
+                    value[i] = _b(value[i])
                 values.append((row_id, *value))
             self.db.executemany(sql, values)
             self.db.execute("COMMIT")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, report_error
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .events import EventLog
 
 app = typer.Typer(
     name="janitor",
@@ -79,13 +83,13 @@ def _global(
     OPTS.verbose = OPTS.verbose or verbose
 
 
-def _load(config_path: str | None):  # type: ignore[no-untyped-def]
+def _load(config_path: str | None) -> Config:
     from .config import load_config
 
     return load_config(config_path)
 
 
-def _events(config=None):  # type: ignore[no-untyped-def]
+def _events(config: Config | None = None) -> EventLog:
     from .events import event_log_for
 
     return event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)

@@ -206,7 +206,7 @@ class Policy(_Model):
 
     @field_validator("match", "exclude")
     @classmethod
-    def _globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in v:
             compile_globs([pattern])  # raises ValueError with the pattern named
         return v
@@ -217,7 +217,7 @@ class Policy(_Model):
     @property
     def globs(self) -> CompiledGlobs:
         """The compiled globs; hot loops bind its methods once (pydantic attribute access is slow)."""
-        return self._globs  # type: ignore[no-any-return]
+        return self._globs
 
     def selects(self, relpath: str) -> bool:
         return self.globs.selects(relpath)

@@ -20,7 +20,8 @@ def query_history(
     limit: int | None = None,
 ) -> list[JournalEntry]:
     """Journal entries, newest first, matching every given filter."""
-    where, params = ["1"], []
+    where: list[str] = ["1"]
+    params: list[Any] = []
     if policies:
         where.append(f"policy IN ({', '.join('?' for _ in policies)})")
         params.extend(policies)

@@ -128,7 +128,7 @@ def _path_report(path: str, one_filesystem: bool, skip: frozenset[tuple[int, int
     report.total, report.used, report.free, report.used_pct = usage.total, usage.used, usage.free, round(usage.used_pct, 2)
     largest: list[tuple[int, str, float]] = []
     try:
-        for rel, kind, st in walk_files(path, one_filesystem=one_filesystem, skip_inodes=skip):
+        for rel, _kind, st in walk_files(path, one_filesystem=one_filesystem, skip_inodes=skip):
             if st is None:
                 continue
             report.files += 1

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .catalog import Catalog, JournalEntry, open_catalog
 from .config import Config, Policy
@@ -107,7 +108,7 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | 
     from .actions import ACTIONS
 
     entries = catalog.unfinished(run_id)
-    outcomes = []
+    outcomes: list[tuple[int, str, str | None, dict[str, Any]]] = []
     for entry in entries:
         action_cls = ACTIONS.get(entry.action)
         state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))

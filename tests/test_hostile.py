@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import DAY, Tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +16,6 @@ from janitor.config import load_config
 from janitor.errors import ConfigError
 from janitor.globs import compile_globs
 from janitor.units import parse_duration, parse_percent, parse_size
-
-from conftest import DAY, Tree
 
 values = st.one_of(
     st.text(max_size=30),

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import DAY, Tree
 
 POLICY = """\

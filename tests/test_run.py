@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DAY, Tree, snapshot
 
 from janitor.config import load_config
 from janitor.events import EventLog
 from janitor.execute import execute_plan
 from janitor.planner import build_plan
 from janitor.runner import locked_state, new_run_id, run_policies
-
-from conftest import DAY, Tree, snapshot
 
 SOFT = """\
 version: 1

@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import DAY, Tree
 
 from janitor.config import load_config
 from janitor.planner import build_plan
 from janitor.procfs import OpenFiles
-
-from conftest import DAY, Tree
 
 
 def plan_for(write_config, policy_yaml: str, *, settle: str = "0s", open_files: OpenFiles | None = None, now=None):  # type: ignore[no-untyped-def]

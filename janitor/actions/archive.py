@@ -13,11 +13,12 @@ other actions (quota's `then: archive`) can reuse them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -97,7 +98,7 @@ def archive_open_file(
         return ArchivedFile(changed="replaced by another file since the plan")
     if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
         return ArchivedFile(changed="modified since the plan")
-    if listed_size is False or listed_size == before.st_size:
+    if listed_size is False or listed_size == before.st_size:  # noqa: SIM108 (the else says why)
         existing = target.stat(key)
     else:
         existing = None  # absent, or a different size: it cannot be a verified copy
@@ -144,7 +145,7 @@ class ArchiveSession:
         except TargetError as exc:
             raise TargetUnavailable(str(exc)) from None
 
-    def archive_many(self, jobs: list[tuple[str, FileFact, Callable[[], int], str]]) -> list[ArchivedFile]:
+    def archive_many(self, jobs: Sequence[tuple[str, FileFact, Callable[[], int], str]]) -> list[ArchivedFile]:
         """Archive (key, fact, open_file, fallback_path) jobs concurrently; results in order."""
         listed = self._list_directories([job[0] for job in jobs])
         futures = [self.pool.submit(self._archive_one, *job, listed.get(job[0], False)) for job in jobs]
@@ -305,7 +306,7 @@ class ArchiveAction(Action):
         assert self.session is not None and ctx.dirs is not None
         dirs = ctx.dirs
         jobs = [
-            (f["object_key"], item.fact, (lambda rel=item.fact.relpath: dirs.open_file(rel)), item.path)
+            (f["object_key"], item.fact, functools.partial(dirs.open_file, item.fact.relpath), item.path)
             for item, f in zip(items, fields, strict=True)
         ]
         results = self.session.archive_many(jobs)
