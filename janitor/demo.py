@@ -46,17 +46,32 @@ policies:
 
   - name: old-logs
     path: {root}/logs
-    match: ["*.log"]
+    match: ["debug-*.log"]
     older_than: 7d
     action: delete
+
+  - name: live-render-log
+    path: {root}/logs
+    match: ["render.log"]
+    larger_than: 1MiB              # the trigger
+    action: truncate               # the service keeps writing; not one line is lost
+    keep_tail: 200 lines           # what stays in the live file
+    rotate: 3
+    compress: gzip
 """
 
-# A quiet service: it keeps its log open for writing but has not written for a while.
+# A service: it keeps app.log open for writing but has not written to it for a while, and
+# appends a line to render.log every few milliseconds, as a render server does.
 WRITER = """
-import sys
-f = open(sys.argv[1], "a", buffering=1)
+import select, sys, time
+quiet = open(sys.argv[1], "a", buffering=1)
+render = open(sys.argv[2], "a", buffering=1)
 print("ready", flush=True)
-sys.stdin.read()
+n = 0
+while not select.select([sys.stdin], [], [], 0.005)[0]:
+    n += 1
+    render.write(f"{time.strftime('%H:%M:%S')} INFO frame {n} rendered\\n")
+print(n, flush=True)
 """
 
 
@@ -77,6 +92,7 @@ def build_sandbox(root: Path, now: float) -> None:
     _write(logs / "debug-2026-10-01.log", 512 * 1024, now - 50 * DAY, rng, text=True)
     _write(logs / "debug-2026-11-01.log", 256 * 1024, now - 20 * DAY, rng, text=True)
     _write(logs / "app.log", 64 * 1024, now - 30 * DAY, rng, text=True)
+    _write(logs / "render.log", 3 * 1024 * 1024, now, rng, text=True)
 
 
 def _write(path: Path, size: int, mtime: float, rng: random.Random, text: bool = False) -> None:
@@ -110,7 +126,8 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     build_sandbox(root, now)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root / "logs" / "app.log")],
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root / "logs" / "app.log"),
+                               str(root / "logs" / "render.log")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout is not None
@@ -125,6 +142,7 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
         for sub, (n, size) in before.items():
             out.print(f"  {sub + '/':10} {n:3d} files  {format_size(size):>10}")
         out.print(f"  logs/app.log is old but still open for writing by a running service (pid {writer.pid})")
+        out.print("  logs/render.log grows while that service appends to it")
 
         heading(out, "2. The policy")
         out.print(Syntax(config_path.read_text(), "yaml", theme="ansi_dark", background_color="default"))
@@ -143,6 +161,10 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
             (n0, s0), (n1, s1) = before[sub], after[sub]
             out.print(f"  {sub + '/':10} {n0:3d} -> {n1:3d} files  {format_size(s0):>10} -> {format_size(s1):>10}")
         out.print("  logs/app.log was skipped: a process has it open for writing")
+        render = root / "logs" / "render.log"
+        rotated = sorted(p.name for p in render.parent.glob("render.log.*"))
+        out.print(f"  logs/render.log was cut while being written: {format_size(render.stat().st_size)} live, "
+                  f"old lines in {', '.join(rotated) or 'nothing kept'}")
 
         heading(out, f"6. janitor trash list -c {config_path}")
         with locked_state(config) as catalog:
