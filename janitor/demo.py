@@ -46,7 +46,7 @@ policies:
 
   - name: old-logs
     path: {root}/logs
-    match: ["debug-*.log"]
+    match: ["*.log"]
     older_than: 7d
     action: delete
 
