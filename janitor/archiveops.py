@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import JanitorError, UsageError, VerifyFailed
 from .scan import O_DIR
-from .trashops import TrashOpResult
+from .trashops import TrashOpResult, put_back_each
 
 if TYPE_CHECKING:
     from .catalog import Catalog, JournalEntry
@@ -69,22 +69,15 @@ def restore_from_archive(
         target = target_for(config, name)
         target.check()
         targets[name] = target
-    result = TrashOpResult()
     progress = make_progress("restore", len(entries), sum(e.size for e in entries), events) if entries else None
+
+    def put_back(entry: JournalEntry) -> None:
+        if entry.target is None:
+            raise JanitorError(f"{entry.path}: no archive target recorded")
+        restore_archived(entry, targets[entry.target], force=force, progress=progress)
+
     try:
-        for entry in entries:
-            try:
-                assert entry.target is not None
-                restore_archived(entry, targets[entry.target], force=force, progress=progress)
-            except (OSError, JanitorError, ValueError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                result.failed.append((entry, reason))
-                events.emit("restore_failed", "error", policy=entry.policy, path=entry.path, message=reason)
-                continue
-            catalog.mark([entry.id], "restored_at")
-            result.done.append(entry)
-            events.emit("file_restored", policy=entry.policy, path=entry.path, bytes=entry.size,
-                        run=entry.run_id, target=entry.target, object_key=entry.object_key)
+        result = put_back_each(catalog, entries, events, put_back)
     finally:
         if progress is not None:
             progress.close()

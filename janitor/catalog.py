@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,18 +143,21 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, rows: Iterable[Sequence[Any]] | None = None) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; any database error becomes a CatalogError, rolled back."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            if rows is None:
-                self.db.execute(sql)
-            else:
-                self.db.executemany(sql, rows)
+            yield
             self.db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise CatalogError(f"catalog {self.path}: {exc}") from None
+
+    def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._transaction():
+            self.db.executemany(sql, rows)
 
     # runs -----------------------------------------------------------------------------
 
@@ -187,8 +191,7 @@ class Catalog:
             f"INSERT INTO journal(id, {', '.join(JOURNAL_COLUMNS)}) "
             f"VALUES (?, {', '.join('?' for _ in JOURNAL_COLUMNS)})"
         )
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             # We hold the write lock, so the next ids are ours: give them explicitly and
             # insert the whole batch with one executemany.
             first = (self.db.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]) + 1
@@ -200,11 +203,6 @@ class Catalog:
                     value[i] = _b(value[i])
                 values.append((row_id, *value))
             self.db.executemany(sql, values)
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise CatalogError(f"catalog {self.path}: {exc}") from None
         return ids
 
     def set_outcomes(self, outcomes: list[tuple[int, str, str | None, dict[str, Any]]]) -> None:
@@ -219,16 +217,10 @@ class Catalog:
             values.extend(_b(extra[k]) if k in ("trash_path", "path") else extra[k] for k in keys)
             values.append(row_id)
             by_columns.setdefault(keys, []).append(values)
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             for keys, rows in by_columns.items():
                 sets = ", ".join(["state=?", "error=?", "done_at=?", *(f"{k}=?" for k in keys)])
                 self.db.executemany(f"UPDATE journal SET {sets} WHERE id=?", rows)
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise CatalogError(f"catalog {self.path}: {exc}") from None
 
     def mark(self, ids: Iterable[int], column: str, when: float | None = None) -> None:
         assert column in ("restored_at", "purged_at")
@@ -261,3 +253,17 @@ class Catalog:
 
 def open_catalog(state_dir: str) -> Catalog:
     return Catalog(os.path.join(state_dir, "catalog.db"))
+
+
+@contextmanager
+def existing_catalog(state_dir: str) -> Iterator[Catalog | None]:
+    """The catalog for reading, or None before the first run created it (read-only commands
+    must not create a state directory)."""
+    if not os.path.exists(os.path.join(state_dir, "catalog.db")):
+        yield None
+        return
+    catalog = open_catalog(state_dir)
+    try:
+        yield catalog
+    finally:
+        catalog.close()

@@ -209,19 +209,13 @@ def trash_list(
     json_out: JsonOpt = False,
 ) -> int:
     """List files in the trash: when, by which policy and run, from where."""
-    from .catalog import open_catalog
+    from .catalog import existing_catalog
     from .render import console, entry_to_dict, print_json, render_trash
     from .trashops import select_trash
 
     cfg = _load(config)
-    if not os.path.exists(os.path.join(cfg.settings.state_dir, "catalog.db")):
-        entries = []
-    else:
-        catalog = open_catalog(cfg.settings.state_dir)
-        try:
-            entries = select_trash(catalog, policies=policy, run_id=run_id)
-        finally:
-            catalog.close()
+    with existing_catalog(cfg.settings.state_dir) as catalog:
+        entries = [] if catalog is None else select_trash(catalog, policies=policy, run_id=run_id)
     if json_out:
         print_json([entry_to_dict(e) for e in entries])
     else:
@@ -353,7 +347,7 @@ def history(
     json_out: JsonOpt = False,
 ) -> int:
     """What happened to which file, when, in which run, and where it is now."""
-    from .catalog import open_catalog
+    from .catalog import existing_catalog
     from .history import query_history
     from .render import console, print_json, render_history
     from .units import parse_duration
@@ -363,15 +357,9 @@ def history(
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     cfg = _load(config)
-    if not os.path.exists(os.path.join(cfg.settings.state_dir, "catalog.db")):
-        entries = []
-    else:
-        catalog = open_catalog(cfg.settings.state_dir)
-        try:
-            entries = query_history(catalog, policies=policy, since=since_s, path_glob=path, run_id=run_id,
-                                    limit=limit or None)
-        finally:
-            catalog.close()
+    with existing_catalog(cfg.settings.state_dir) as catalog:
+        entries = [] if catalog is None else query_history(
+            catalog, policies=policy, since=since_s, path_glob=path, run_id=run_id, limit=limit or None)
     if json_out:
         from .history import where_now
         from .render import entry_to_dict

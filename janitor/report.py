@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import html
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -151,13 +150,11 @@ def _path_report(path: str, one_filesystem: bool, skip: frozenset[tuple[int, int
 
 
 def _add_catalog_totals(report: Report, config: Config) -> None:
-    db_path = os.path.join(config.settings.state_dir, "catalog.db")
-    if not os.path.exists(db_path):
-        return
-    from .catalog import open_catalog
+    from .catalog import existing_catalog
 
-    catalog = open_catalog(config.settings.state_dir)
-    try:
+    with existing_catalog(config.settings.state_dir) as catalog:
+        if catalog is None:
+            return
         report.trash_files, report.trash_bytes = catalog.trash_totals()
         for target, files, nbytes in catalog.db.execute(
             "SELECT target, COUNT(*), COALESCE(SUM(size), 0) FROM journal "
@@ -165,8 +162,6 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
         ):
             report.archived[target] = {"files": files, "bytes": nbytes}
         report.last_run = catalog.last_run()
-    finally:
-        catalog.close()
 
 
 # -- rendering ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .catalog import Catalog, JournalEntry
@@ -48,23 +49,39 @@ class TrashOpResult:
 
 
 def restore_entries(catalog: Catalog, entries: list[JournalEntry], events: EventLog, *, force: bool = False) -> TrashOpResult:
-    result = TrashOpResult()
     # newest trash entry per original path wins when the same path was trashed twice
     latest: dict[str, JournalEntry] = {}
     for entry in entries:
         if entry.path not in latest or entry.id > latest[entry.path].id:
             latest[entry.path] = entry
-    for entry in sorted(latest.values(), key=lambda e: e.path):
+    ordered = sorted(latest.values(), key=lambda e: e.path)
+    return put_back_each(catalog, ordered, events, lambda entry: restore_from_trash(entry, force=force))
+
+
+def put_back_each(
+    catalog: Catalog,
+    entries: list[JournalEntry],
+    events: EventLog,
+    put_back: Callable[[JournalEntry], object],
+) -> TrashOpResult:
+    """Restore each entry with `put_back`; one failure does not stop the others.
+
+    Shared by restores from the trash and from an archive: each success is marked restored
+    in the catalog and logged, each failure collected with its reason.
+    """
+    result = TrashOpResult()
+    for entry in entries:
         try:
-            restore_from_trash(entry, force=force)
-        except (OSError, JanitorError) as exc:
+            put_back(entry)
+        except (OSError, JanitorError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             result.failed.append((entry, reason))
             events.emit("restore_failed", "error", policy=entry.policy, path=entry.path, message=reason)
             continue
         catalog.mark([entry.id], "restored_at")
         result.done.append(entry)
-        events.emit("file_restored", policy=entry.policy, path=entry.path, bytes=entry.size, run=entry.run_id)
+        events.emit("file_restored", policy=entry.policy, path=entry.path, bytes=entry.size,
+                    run=entry.run_id, target=entry.target, object_key=entry.object_key)
     return result
 
 
