@@ -19,14 +19,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FileChanged, FileSkipped
-from ..logcut import CutOptions, NonAppendWriter, cut_log, validate_options
+from ..logcut import CutOptions, NonAppendWriter, cut_log, recover_cut, validate_options
 from ..plan import Skip
 from ..procfs import _describe_pids
 from .base import Action
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
-    from ..config import Policy
+    from ..config import Config, Policy
     from ..execute import ExecContext
     from ..plan import PlannedAction
     from ..planner import PlanContext
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 # NAME.1, NAME.12.gz, NAME.3.zst: what logcut names its rotated copies.
 ROTATED_COPY_RE = re.compile(r".+\.\d+(?:\.gz|\.zst)?")
 # logcut's scratch files: .NAME.XXXX.tmp (copy in progress), .janitor-z-XXXX.tmp
-# (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0).
-SCRATCH_RE = re.compile(r"\.janitor-.*|\..+\.(?:tmp|old)")
+# (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0),
+# .NAME.janitor-cut (the record of a cut in progress).
+SCRATCH_RE = re.compile(r"\.janitor-.*|\..+\.(?:tmp|old)|\..+\.janitor-cut")
 
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_EXTENT_FL = 0x00080000
@@ -222,10 +223,26 @@ class TruncateAction(Action):
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
-        # The log never leaves its path, so presence says nothing. A cut interrupted half
-        # way duplicates bytes (copy and live file), never loses them.
-        return "aborted", ("interrupted; the log is in place and may or may not have been cut "
-                           "(nothing is lost either way)")
+        return cls.reconcile_with(entry, None)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        # The log never leaves its path, so presence says nothing; the record of the cut
+        # in progress (logcut.recover_cut) does: the copy is kept if the live file lost
+        # the prefix, dropped if it did not. Either way every byte is there exactly once.
+        policy = None
+        if config is not None:
+            policy = next((p for p in config.policies if p.name == entry.policy), None)
+        options = cut_options(policy) if policy is not None else CutOptions(rotate=1)
+        try:
+            outcome = recover_cut(entry.path, options)
+        except OSError as exc:
+            return "failed", f"interrupted; could not settle the cut in progress: {exc.strerror or exc}"
+        if outcome == "kept":
+            return "done", "interrupted after the cut; the rotated copy was put in place"
+        if outcome == "dropped":
+            return "aborted", "interrupted before the cut; the unused copy was removed, the log is whole"
+        return "aborted", "interrupted; no cut was in progress, the log is as it was"
 
 
 def _same_as_dir_entry(path: str, dir_fd: int, name: str) -> None:
