@@ -494,10 +494,18 @@ def cut_log(
     return _cut_in_place(log, dest_dir, options)
 
 
+def _refuse_hard_links(log: str, st: os.stat_result) -> None:
+    # A second name may be a user's hard link to a file they cannot write (/etc/shadow where
+    # protected_hardlinks is off): cutting it would cut that file. logrotate refuses too.
+    if st.st_nlink > 1:
+        raise JanitorError(f"{log} has {st.st_nlink} hard links; refusing to cut it", code="E_UNSAFE")
+
+
 def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
     fd = _open_log(log, os.O_RDWR)  # no O_APPEND: pwrite must honour offsets
     try:
         st = os.fstat(fd)
+        _refuse_hard_links(log, st)
         if not options.allow_non_append_writers:
             pids = non_append_writers(st.st_dev, st.st_ino)
             if pids:
@@ -797,6 +805,7 @@ def _cut_rename(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         raise JanitorError(f"cannot stat {log}: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
         raise JanitorError(f"{log} is not a regular file (symlinks are not followed)")
+    _refuse_hard_links(log, st)
     if os.stat(dest_dir).st_dev != st.st_dev:
         raise JanitorError(
             f"olddir {dest_dir} is on another filesystem than {log}; mode rename needs both "

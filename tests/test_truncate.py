@@ -583,7 +583,7 @@ def test_interrupted_truncate_is_reconciled_without_claiming_presence_means_noth
     assert all(callable(getattr(cls, "reconcile", None)) for cls in ACTIONS.values())
     log = tmp_path / "app.log"
     log.write_text("x\n")
-    entry = SimpleNamespace(path=str(log), policy="gone")
+    entry = SimpleNamespace(root=str(tmp_path), path=str(log), policy="gone")
     state, note = ACTIONS["truncate"].reconcile(entry)  # type: ignore[arg-type]
     # no record of a cut in progress: the log is as it was, nothing to claim
     assert state == "aborted" and note is not None and "as it was" in note
