@@ -26,6 +26,7 @@ Used by tests/test_crash.py (a bounded number of kills) and bench/crash_harness.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -269,10 +270,8 @@ policies:
         if proc.returncode != 0:
             result.errors.append(f"second run exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
         else:
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 result.reconciled = json.loads(proc.stdout).get("reconciled", 0) or 0
-            except (ValueError, AttributeError):
-                pass
         result.errors += self.check()
         if restore and not result.errors:
             result.errors += self.check_restore()
