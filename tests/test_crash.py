@@ -38,6 +38,9 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, record_property)
     record_property("killed", len(killed))
     record_property("killed_mid_action", len(mid_action))
     record_property("modes", dict(Counter(r.mode for r in killed)))
+    print(f"seed {SEED}: {len(results)} iterations, {len(killed)} runs killed "
+          f"({dict(Counter(r.mode for r in killed))}), {len(mid_action)} with journal rows 'planned', "
+          f"{sum(r.reconciled for r in results)} rows reconciled, {len(failures)} with any loss or error")
     assert not failures, f"seed {SEED}:\n" + "\n".join(failures)
     assert len(results) >= min(KILLS, 20), f"only {len(results)} iterations fit in the time bound"
     # the harness must really hit janitor at work, not only during start-up
