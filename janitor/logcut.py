@@ -699,9 +699,8 @@ def _prefix_was_cut(log: str, info: dict) -> bool:
         if st.st_size < int(info.get("size", 0)):
             return True  # append-only logs only grow; shorter means the cut happened
         head = _fingerprint(fd, 0)
-        if head == info.get("head") and head != info.get("next"):
-            return False
-        return True
+        # still starts with the old head (and that is not also what follows the cut): not cut
+        return not (head == info.get("head") and head != info.get("next"))
     finally:
         os.close(fd)
 
