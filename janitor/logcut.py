@@ -69,6 +69,7 @@ __all__ = [
     "cut_log",
     "non_append_writers",
     "plan_method",
+    "recover_cut",
     "validate_options",
 ]
 
@@ -487,15 +488,24 @@ def cut_log(
     dest_dir = os.path.abspath(options.olddir) if options.olddir else os.path.dirname(log)
     if not os.path.isdir(dest_dir):
         raise JanitorError(f"olddir {dest_dir} for {log} does not exist", code="E_OLDDIR")
+    recover_cut(log, options)
     if options.mode == "rename":
         return _cut_rename(log, dest_dir, options)
     return _cut_in_place(log, dest_dir, options)
+
+
+def _refuse_hard_links(log: str, st: os.stat_result) -> None:
+    # A second name may be a user's hard link to a file they cannot write (/etc/shadow where
+    # protected_hardlinks is off): cutting it would cut that file. logrotate refuses too.
+    if st.st_nlink > 1:
+        raise JanitorError(f"{log} has {st.st_nlink} hard links; refusing to cut it", code="E_UNSAFE")
 
 
 def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
     fd = _open_log(log, os.O_RDWR)  # no O_APPEND: pwrite must honour offsets
     try:
         st = os.fstat(fd)
+        _refuse_hard_links(log, st)
         if not options.allow_non_append_writers:
             pids = non_append_writers(st.st_dev, st.st_ino)
             if pids:
@@ -520,18 +530,19 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
             return CutResult(log, method, size, 0, size, None, ())
 
         rotated: str | None = None
+        tmp: str | None = None
         if options.rotate > 0:
             tmp = _write_copy(fd, st, cut, dest_dir, log)
+            # The copy stays under its temporary name until the live file has lost those
+            # bytes; a record of the pending cut, durable before the live file is touched,
+            # lets recover_cut() tell after a crash whether the cut happened (keep the copy)
+            # or not (drop it), so a kill at any instant loses and duplicates nothing.
             try:
-                _shift(dest_dir, os.path.basename(log), options.rotate)
-                rotated = os.path.join(dest_dir, _copy_name(os.path.basename(log), 1))
-                os.rename(tmp, rotated)
+                _write_cut_record(fd, st, cut, dest_dir, log, tmp)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            # The copy must be durable before the live file loses those bytes.
-            _fsync_dir(dest_dir)
 
         try:
             if collapse:
@@ -547,13 +558,23 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
                 after, window = _move_down_and_truncate(fd, cut)
         except BaseException as e:
             # Live file untouched (collapse is all-or-nothing): drop the copy, or those
-            # bytes would show up twice.
-            if rotated is not None and method == "collapse-range":
-                with contextlib.suppress(OSError):
-                    os.unlink(rotated)
+            # bytes would show up twice. A copy-truncate that failed half way moved some
+            # bytes already: keep the copy (duplicates, never a loss).
+            if tmp is not None:
+                if method == "collapse-range":
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    _drop_cut_record(dest_dir, log)
+                else:
+                    with contextlib.suppress(OSError):
+                        _place_copy(dest_dir, os.path.basename(log), tmp, options.rotate)
+                        _drop_cut_record(dest_dir, log)
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                 raise DiskFull(f"no space left to collapse {log}; left untouched") from e
             raise
+        if tmp is not None:
+            rotated = _place_copy(dest_dir, os.path.basename(log), tmp, options.rotate)
+            _drop_cut_record(dest_dir, log)
     finally:
         os.close(fd)
 
@@ -574,6 +595,136 @@ def _cut_in_place(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         if first in compressed:
             rotated = first
     return CutResult(log, method, size, cut, after, rotated, tuple(compressed), tuple(warnings))
+
+
+# --------------------------------------------------------------------------- crash recovery
+
+_RECORD_SUFFIX = ".janitor-cut"
+_PROBE = 4096  # bytes fingerprinted on each side of the cut
+
+
+def _record_path(dest_dir: str, log: str) -> str:
+    return os.path.join(dest_dir, f".{os.path.basename(log)}{_RECORD_SUFFIX}")
+
+
+def _fingerprint(fd: int, offset: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(os.pread(fd, _PROBE, offset)).hexdigest()
+
+
+def _write_cut_record(fd: int, st: os.stat_result, cut: int, dest_dir: str, log: str, copy: str) -> None:
+    """Durably note: `copy` holds log[0:cut) and the live file is about to lose it."""
+    import json
+
+    body = json.dumps({
+        "copy": os.path.basename(copy), "cut": cut, "size": st.st_size, "dev": st.st_dev, "ino": st.st_ino,
+        "head": _fingerprint(fd, 0), "next": _fingerprint(fd, cut),
+    }).encode()
+    record = _record_path(dest_dir, log)
+    tmp = record + ".tmp"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(out, body)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.rename(tmp, record)
+    _fsync_dir(dest_dir)
+
+
+def _drop_cut_record(dest_dir: str, log: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_record_path(dest_dir, log))
+
+
+def _place_copy(dest_dir: str, base: str, tmp: str, rotate: int) -> str:
+    """Shift the older copies and make the temp copy NAME.1, durably."""
+    _shift(dest_dir, base, rotate)
+    rotated = os.path.join(dest_dir, _copy_name(base, 1))
+    os.rename(tmp, rotated)
+    _fsync_dir(dest_dir)
+    return rotated
+
+
+def recover_cut(path: str | os.PathLike[str], options: CutOptions) -> str | None:
+    """Finish or undo a cut that a crash (kill -9, power loss) interrupted; None if there was none.
+
+    Returns "kept" when the live file had already lost the prefix (the temporary copy is
+    made NAME.1), "dropped" when it had not (the copy is removed: the live file still has
+    every byte). When the two cannot be told apart the copy is kept: duplicates, never loss.
+    Also removes janitor's own scratch files of an interrupted cut or compression.
+    """
+    import json
+
+    log = os.path.abspath(os.fspath(path))
+    dest_dir = os.path.abspath(options.olddir) if options.olddir else os.path.dirname(log)
+    base = os.path.basename(log)
+    outcome: str | None = None
+    record = _record_path(dest_dir, log)
+    try:
+        with open(record, "rb") as f:
+            info = json.loads(f.read())
+    except FileNotFoundError:
+        info = None
+    except (OSError, ValueError):
+        info = {}  # torn record: written before the live file was touched, so nothing was cut
+    copy = os.path.join(dest_dir, str(info.get("copy", ""))) if info else None
+    if info is not None and copy and os.path.isfile(copy) and os.path.dirname(copy) == dest_dir:
+        if _prefix_was_cut(log, info):
+            _place_copy(dest_dir, base, copy, max(options.rotate, 1))
+            outcome = "kept"
+        else:
+            os.unlink(copy)
+            outcome = "dropped"
+    if info is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record + ".tmp")
+        _fsync_dir(dest_dir)
+    _remove_scratch(dest_dir, base, os.path.dirname(log))
+    return outcome
+
+
+def _prefix_was_cut(log: str, info: dict) -> bool:
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return True  # the log is gone: the copy may be the only holder of those bytes
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (info.get("dev"), info.get("ino")):
+            return True
+        if st.st_size < int(info.get("size", 0)):
+            return True  # append-only logs only grow; shorter means the cut happened
+        head = _fingerprint(fd, 0)
+        # still starts with the old head (and that is not also what follows the cut): not cut
+        return not (head == info.get("head") and head != info.get("next"))
+    finally:
+        os.close(fd)
+
+
+def _remove_scratch(dest_dir: str, base: str, log_dir: str) -> None:
+    """Temp files of a cut or a compression that was killed: never a rotated copy or the log."""
+    tmp_copy = re.compile(re.escape(f".{base}.") + r"[A-Za-z0-9_]{8}\.tmp")
+    for directory in {dest_dir, log_dir}:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if tmp_copy.fullmatch(name) or name.startswith(".janitor-probe-") or (
+                    name.startswith(".janitor-z-") and name.endswith(".tmp")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+    # a compression killed between its rename and the unlink of the plain copy
+    copies = {name: index for index, name in _existing_copies(dest_dir, base)}
+    for name, index in copies.items():
+        plain = _copy_name(base, index)
+        if name != plain and plain in copies:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dest_dir, plain))
 
 
 def _open_log(log: str, flags: int) -> int:
@@ -653,6 +804,7 @@ def _cut_rename(log: str, dest_dir: str, options: CutOptions) -> CutResult:
         raise JanitorError(f"cannot stat {log}: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
         raise JanitorError(f"{log} is not a regular file (symlinks are not followed)")
+    _refuse_hard_links(log, st)
     if os.stat(dest_dir).st_dev != st.st_dev:
         raise JanitorError(
             f"olddir {dest_dir} is on another filesystem than {log}; mode rename needs both "

@@ -12,6 +12,7 @@ Layout: `<trash root>/<run id>/<policy>/<path relative to the policy path>`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -150,38 +151,106 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False) -> str:
 
     Returns the restored path. Raises JanitorError when the destination exists (and not
     force), the trashed copy is gone, or the recorded path points outside its policy path.
+
+    The destination is reached the way the executor reaches files: from the policy root
+    through directory descriptors opened with O_NOFOLLOW, so a directory below the root
+    that a user swapped for a symlink (to /etc, say) makes the restore fail instead of
+    writing there (the systemd-tmpfiles CVE-2018-6954 pattern).
     """
     dest = entry.path
     src = entry.trash_path
     if src is None:
         raise JanitorError(f"{dest}: no trash location recorded")
-    if ".." in dest.split("/") or not os.path.isabs(dest) or not _within(dest, entry.root):
+    if ".." in dest.split("/") or not os.path.isabs(dest) or not _within(dest, entry.root) \
+            or os.path.normpath(dest) == os.path.normpath(entry.root):
         raise JanitorError(f"{dest}: recorded path is outside policy path {entry.root}; not restoring", code="E_UNSAFE")
     if not os.path.lexists(src):
         raise JanitorError(f"{dest}: the trashed copy {src} is missing", code="E_MISSING")
-    if os.path.lexists(dest) and not force:
-        raise JanitorError(f"{dest}: exists; not overwriting it (use --force)", code="E_EXISTS")
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
+    parts = os.path.relpath(os.path.normpath(dest), os.path.normpath(entry.root)).split("/")
+    name = parts[-1]
+    root_fd = os.open(entry.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.rename(src, dest)
+        parent = _open_dirs_below(root_fd, parts[:-1])
     except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise JanitorError(f"{dest}: a directory on the way is now a symlink or not a directory; "
+                               "not restoring", code="E_UNSAFE") from None
+        raise
+    finally:
+        os.close(root_fd)
+    try:
+        if _lexists_at(parent, name) and not force:
+            raise JanitorError(f"{dest}: exists; not overwriting it (use --force)", code="E_EXISTS")
         try:
-            tmp_dest = dest + ".janitor-restore"
-            copy_verified(fd, tmp_dest, os.fstat(fd).st_size)
-            os.replace(tmp_dest, dest)
+            _place(src, None, parent, name, force, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            tmp = f".{name}.janitor-restore"
+            try:
+                # /proc/self/fd/N/NAME resolves through the verified descriptor, no path walk
+                copy_verified(fd, f"/proc/self/fd/{parent}/{tmp}", os.fstat(fd).st_size)
+                try:
+                    _place(tmp, parent, parent, name, force, dest)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=parent)
+                    raise
+            finally:
+                os.close(fd)
+            os.unlink(src)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, entry.uid, entry.gid)
+            os.fchmod(fd, entry.mode & 0o7777)
+            os.utime(fd, (entry.atime, entry.mtime))
         finally:
             os.close(fd)
-        os.unlink(src)
-    if os.geteuid() == 0:
-        os.chown(dest, entry.uid, entry.gid, follow_symlinks=False)
-    os.chmod(dest, entry.mode & 0o7777)
-    os.utime(dest, (entry.atime, entry.mtime), follow_symlinks=False)
+    finally:
+        os.close(parent)
     _prune_empty_dirs(os.path.dirname(src), _trash_levels(entry))
     return dest
+
+
+def _open_dirs_below(root_fd: int, parts: list[str]) -> int:
+    """Open (creating 0755 as needed) the directories `parts` below root_fd, never following a symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise JanitorError(f"refusing path component {part!r}", code="E_UNSAFE")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lexists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _place(src: str, src_dir_fd: int | None, dir_fd: int, name: str, force: bool, dest: str) -> None:
+    """Move src to dir_fd/name: replacing it with force, else only if absent (link + unlink is
+    an atomic "create if absent"; a plain rename would silently replace a file made meanwhile)."""
+    if force:
+        os.rename(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
+        return
+    try:
+        os.link(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise JanitorError(f"{dest}: exists; not overwriting it (use --force)", code="E_EXISTS") from None
+    os.unlink(src, dir_fd=src_dir_fd)
 
 
 def purge_from_trash(entry: JournalEntry) -> None:

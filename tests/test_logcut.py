@@ -650,3 +650,58 @@ def test_collapse_probe(ext4_dir: Path, tmpfs_dir: Path) -> None:
     # The probe cleans up after itself.
     assert [p for p in tmpfs_dir.iterdir()] == []
     assert not [p for p in ext4_dir.iterdir() if p.name.startswith(".janitor-probe")]
+
+
+# --------------------------------------------------------------------------- crash recovery
+
+
+def _pending_cut(tmp_path: Path, lines: int = 3000) -> tuple[Path, bytes, int]:
+    """A log with a durable copy and a cut record, as a run killed before the cut leaves it."""
+    from janitor.logcut import _write_copy, _write_cut_record
+
+    log = tmp_path / "app.log"
+    data = "".join(f"line {i:06d}\n" for i in range(lines)).encode()
+    log.write_bytes(data)
+    cut = (len(data) - 1) // 4096 * 4096
+    fd = os.open(log, os.O_RDWR)
+    try:
+        st = os.fstat(fd)
+        tmp = _write_copy(fd, st, cut, str(tmp_path), str(log))
+        _write_cut_record(fd, st, cut, str(tmp_path), str(log), tmp)
+    finally:
+        os.close(fd)
+    return log, data, cut
+
+
+def test_recover_cut_drops_the_copy_when_the_live_file_was_not_cut(tmp_path: Path) -> None:
+    from janitor.logcut import recover_cut
+
+    log, data, _ = _pending_cut(tmp_path)
+    assert recover_cut(log, CutOptions(rotate=3)) == "dropped"
+    assert log.read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["app.log"]  # no copy, no record, no scratch
+
+
+def test_recover_cut_keeps_the_copy_when_the_live_file_was_cut(tmp_path: Path) -> None:
+    from janitor.logcut import recover_cut
+
+    log, data, cut = _pending_cut(tmp_path)
+    log.write_bytes(data[cut:] + b"appended after the cut\n")  # the cut happened, the service wrote on
+    assert recover_cut(log, CutOptions(rotate=3)) == "kept"
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "app.log.1"]
+    assert (tmp_path / "app.log.1").read_bytes() + log.read_bytes() == data + b"appended after the cut\n"
+
+
+def test_recover_cut_removes_scratch_and_half_compressed_copies(tmp_path: Path) -> None:
+    from janitor.logcut import recover_cut
+
+    log = tmp_path / "app.log"
+    log.write_text("live\n")
+    (tmp_path / ".app.log.abcd1234.tmp").write_text("half a copy")
+    (tmp_path / ".janitor-probe-xyz").write_text("probe")
+    (tmp_path / ".janitor-z-q1w2e3.tmp").write_text("half compressed")
+    (tmp_path / "app.log.2").write_text("old\n")
+    with gzip.open(tmp_path / "app.log.2.gz", "wb") as z:  # compressed, plain not yet unlinked
+        z.write(b"old\n")
+    assert recover_cut(log, CutOptions(rotate=3, compress="gzip")) is None
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "app.log.2.gz"]

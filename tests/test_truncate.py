@@ -574,10 +574,16 @@ def test_non_append_writer_appearing_after_the_plan_is_a_skip(
     assert log.read_bytes() == data
 
 
-def test_interrupted_truncate_is_reconciled_without_claiming_presence_means_nothing_happened() -> None:
+def test_interrupted_truncate_is_reconciled_without_claiming_presence_means_nothing_happened(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
     from janitor.actions import ACTIONS
 
     # Every action can settle a row a killed run left `planned` (base class method).
     assert all(callable(getattr(cls, "reconcile", None)) for cls in ACTIONS.values())
-    state, note = ACTIONS["truncate"].reconcile(None)  # type: ignore[arg-type]
-    assert state == "aborted" and note is not None and "nothing is lost" in note
+    log = tmp_path / "app.log"
+    log.write_text("x\n")
+    entry = SimpleNamespace(root=str(tmp_path), path=str(log), policy="gone")
+    state, note = ACTIONS["truncate"].reconcile(entry)  # type: ignore[arg-type]
+    # no record of a cut in progress: the log is as it was, nothing to claim
+    assert state == "aborted" and note is not None and "as it was" in note

@@ -368,19 +368,27 @@ def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, 
     recorded as done when a verified object backs it."""
     from ..runner import _same_file, reconcile_trash_move
 
+    target: ArchiveTarget | None = None
+    if config is not None and entry.target and entry.object_key:
+        try:
+            key = (id(config), entry.target)
+            target = _reconcile_targets.get(key)
+            if target is None:
+                from ..targets import target_for
+
+                target = _reconcile_targets[key] = target_for(config, entry.target)
+            discard = getattr(target, "discard_partial", None)
+            if discard is not None:
+                discard(entry.object_key)  # an upload killed half way: its temp files
+        except (TargetError, OSError, ValueError, KeyError):
+            pass  # cleanup only; the checks below decide the row
     if entry.trash_path:
         return reconcile_trash_move(entry)
     if _same_file(entry.path, entry):
         return "aborted", "interrupted before the local file was removed; it is still in place"
-    if config is None or not entry.target or not entry.object_key:
+    if target is None or not entry.object_key:
         return "failed", "the file is gone and the archive could not be checked"
     try:
-        key = (id(config), entry.target)
-        target = _reconcile_targets.get(key)
-        if target is None:
-            from ..targets import target_for
-
-            target = _reconcile_targets[key] = target_for(config, entry.target)
         obj = target.stat(entry.object_key)
     except TargetError as exc:
         return "failed", f"the file is gone and the archive could not be checked: {exc}"

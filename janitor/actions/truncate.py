@@ -9,24 +9,24 @@ themselves (NAME.1, NAME.2.gz ...) are never cut, even when the globs match them
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
 import re
-import stat
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FileChanged, FileSkipped
-from ..logcut import CutOptions, NonAppendWriter, cut_log, validate_options
+from ..errors import FileSkipped, JanitorError
+from ..logcut import CutOptions, NonAppendWriter, cut_log, recover_cut, validate_options
 from ..plan import Skip
 from ..procfs import _describe_pids
 from .base import Action
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
-    from ..config import Policy
+    from ..config import Config, Policy
     from ..execute import ExecContext
     from ..plan import PlannedAction
     from ..planner import PlanContext
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 # NAME.1, NAME.12.gz, NAME.3.zst: what logcut names its rotated copies.
 ROTATED_COPY_RE = re.compile(r".+\.\d+(?:\.gz|\.zst)?")
 # logcut's scratch files: .NAME.XXXX.tmp (copy in progress), .janitor-z-XXXX.tmp
-# (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0).
-SCRATCH_RE = re.compile(r"\.janitor-.*|\..+\.(?:tmp|old)")
+# (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0),
+# .NAME.janitor-cut (the record of a cut in progress).
+SCRATCH_RE = re.compile(r"\.janitor-.*|\..+\.(?:tmp|old)|\..+\.janitor-cut")
 
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_EXTENT_FL = 0x00080000
@@ -202,15 +203,30 @@ class TruncateAction(Action):
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any],
               ctx: ExecContext) -> dict[str, Any]:
-        _same_as_dir_entry(item.path, dir_fd, name)
+        _check_link_count(item, dir_fd, name)
+        # cut_log works with paths (the copy goes next to the log, older copies are
+        # renamed). /proc/self/fd/N/NAME names the log inside the directory the executor
+        # opened with O_NOFOLLOW and re-checked: no path component is looked up again, so
+        # a directory swapped for a symlink after the check cannot send the cut elsewhere.
+        pinned_dir = f"/proc/self/fd/{dir_fd}"
+        real_dir = os.path.dirname(item.path)
+
+        def shown(text: str) -> str:
+            return text.replace(pinned_dir, real_dir)
+
         try:
-            result = cut_log(item.path, cut_options(ctx.policy))
+            result = cut_log(f"{pinned_dir}/{name}", cut_options(ctx.policy))
         except NonAppendWriter as exc:
             # A writer without O_APPEND appeared after the plan: a skip, as in the plan.
-            raise FileSkipped(str(exc), skip_code="non_append_writer") from exc
+            raise FileSkipped(shown(str(exc)), skip_code="non_append_writer") from exc
+        except JanitorError as exc:
+            raise JanitorError(shown(str(exc)), code=exc.code) from exc
         for warning in result.warnings:
             ctx.events.emit("log_truncate_warning", "warning", policy=item.policy, path=item.path,
-                            method=result.method, message=warning)
+                            method=result.method, message=shown(warning))
+        rotated_to = shown(result.rotated_to) if result.rotated_to else None
+        result = dataclasses.replace(result, path=item.path, rotated_to=rotated_to,
+                                     compressed=tuple(shown(c) for c in result.compressed))
         detail = {"method": result.method, "bytes_cut": result.bytes_cut, "bytes_after": result.bytes_after,
                   "rotated_to": result.rotated_to, "compressed": list(result.compressed)}
         out: dict[str, Any] = {"detail": json.dumps(detail), "bytes": result.bytes_cut,
@@ -222,25 +238,60 @@ class TruncateAction(Action):
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
-        # The log never leaves its path, so presence says nothing. A cut interrupted half
-        # way duplicates bytes (copy and live file), never loses them.
-        return "aborted", ("interrupted; the log is in place and may or may not have been cut "
-                           "(nothing is lost either way)")
+        return cls.reconcile_with(entry, None)
+
+    @classmethod
+    def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
+        # The log never leaves its path, so presence says nothing; the record of the cut
+        # in progress (logcut.recover_cut) does: the copy is kept if the live file lost
+        # the prefix, dropped if it did not. Either way every byte is there exactly once.
+        policy = None
+        if config is not None:
+            policy = next((p for p in config.policies if p.name == entry.policy), None)
+        options = cut_options(policy) if policy is not None else CutOptions(rotate=1)
+        try:
+            dir_fd, name = _open_parent_nofollow(entry.root, entry.path)
+        except (OSError, JanitorError) as exc:
+            return "failed", f"interrupted; the log's directory cannot be opened safely: {exc}"
+        try:
+            outcome = recover_cut(f"/proc/self/fd/{dir_fd}/{name}", options)
+        except OSError as exc:
+            return "failed", f"interrupted; could not settle the cut in progress: {exc.strerror or exc}"
+        finally:
+            os.close(dir_fd)
+        if outcome == "kept":
+            return "done", "interrupted after the cut; the rotated copy was put in place"
+        if outcome == "dropped":
+            return "aborted", "interrupted before the cut; the unused copy was removed, the log is whole"
+        return "aborted", "interrupted; no cut was in progress, the log is as it was"
 
 
-def _same_as_dir_entry(path: str, dir_fd: int, name: str) -> None:
-    """The absolute path still names the file the executor verified through dir_fd.
-
-    cut_log works by path (rotation renames next to the log); make sure no directory on
-    the way was swapped since the executor opened the parent by descriptor.
-    """
+def _open_parent_nofollow(root: str, path: str) -> tuple[int, str]:
+    """The directory holding `path`, opened from `root` without following symlinks."""
+    rel = os.path.relpath(path, root)
+    parts = rel.split("/")
+    if rel.startswith("..") or os.path.isabs(rel) or any(p in ("", ".", "..") for p in parts):
+        raise JanitorError(f"{path} is not below {root}", code="E_UNSAFE")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        by_fd = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        by_path = os.stat(path, follow_symlinks=False)
-        parent = os.stat(os.path.dirname(path))
-    except FileNotFoundError as exc:
-        raise FileChanged(f"{path} vanished just before the cut") from exc
-    held = os.fstat(dir_fd)
-    if (parent.st_dev, parent.st_ino) != (held.st_dev, held.st_ino) or \
-            (by_path.st_dev, by_path.st_ino) != (by_fd.st_dev, by_fd.st_ino) or not stat.S_ISREG(by_path.st_mode):
-        raise FileChanged(f"{path} no longer names the file that was checked; not cutting it")
+        for part in parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, parts[-1]
+
+
+def _check_link_count(item: PlannedAction, dir_fd: int, name: str) -> None:
+    """Refuse a log with other hard links: it may be a user's link to a file they cannot write.
+
+    A user who may write into the log directory can hard-link /etc/shadow (where
+    protected_hardlinks is off) or another user's file there; cutting "the log" would then
+    truncate that file. logrotate refuses such files for the same reason.
+    """
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if st.st_nlink > 1:
+        raise JanitorError(f"{item.path} has {st.st_nlink} hard links; not cutting a file that may be "
+                           "someone else's file linked into the log directory", code="E_UNSAFE")

@@ -209,8 +209,16 @@ class FileTarget:
             )
         if not os.path.isdir(self.base):
             raise TargetError(self._fail(f"{self.base} is not a directory"))
-        # A real write probe: os.access lies on read-only mounts and with root squash.
+        # A real write probe: os.access lies on read-only mounts and with root squash. An
+        # unnamed O_TMPFILE leaves nothing behind even if we are killed right here; where
+        # the filesystem has no O_TMPFILE (NFS, CIFS) a named probe is made and removed.
         try:
+            try:
+                os.close(os.open(self.base, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                    raise
             fd, probe = tempfile.mkstemp(
                 dir=self.base, prefix=".janitor-check-", suffix=_TMP_SUFFIX
             )
@@ -218,6 +226,27 @@ class FileTarget:
             os.unlink(probe)
         except OSError as e:
             raise TargetError(self._fail(f"cannot write to {self.base}: {e.strerror}")) from None
+
+    def discard_partial(self, key: str) -> int:
+        """Remove temp files an upload of `key` killed half way left behind; how many.
+
+        Called when a killed run is reconciled (the run lock says no upload is running).
+        They are never taken for objects, but they take space and look like data.
+        """
+        dest = self._path(key)
+        self._ensure_inside(dest)
+        directory, base = os.path.split(dest)
+        removed = 0
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return 0
+        prefix = "." + base + "."
+        for name in names:
+            if name.startswith(prefix) and name.endswith(_TMP_SUFFIX):
+                _unlink_quiet(os.path.join(directory, name))
+                removed += 1
+        return removed
 
     def upload(
         self,
