@@ -395,9 +395,8 @@ policies:
         if proc.returncode != 0:
             errors.append(f"restore --all exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
         for o in self.originals:
-            if o.policy in ("soft", "softx"):
-                if not o.path.is_file() or file_sha(o.path) != o.digest:
-                    errors.append(f"{o.path}: not restored byte-identical")
+            if o.policy in ("soft", "softx") and (not o.path.is_file() or file_sha(o.path) != o.digest):
+                errors.append(f"{o.path}: not restored byte-identical")
         for trash in (self.state / "trash", self.xtrash):
             left = [p for p in trash.rglob("*") if p.is_file()] if trash.exists() else []
             if left:
