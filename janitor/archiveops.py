@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import JanitorError, UsageError, VerifyFailed
-from .scan import O_DIR
+from .safepath import lexists_at, open_parent_below, relative_parts
 from .trashops import TrashOpResult, put_back_each
 
 if TYPE_CHECKING:
@@ -84,43 +84,16 @@ def restore_from_archive(
     return result
 
 
-def _within(path: str, root: str) -> bool:
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    return path != root and path.startswith(root.rstrip("/") + "/")
-
-
-def _relative_parts(entry: JournalEntry) -> list[str]:
-    """The destination below its policy path, as components; refuse anything that climbs out."""
+def _check_key(entry: JournalEntry) -> None:
+    """Refuse a recorded path outside its policy path, or an object key that climbs out."""
     from .targets.base import clean_key_parts
 
-    dest = entry.path
-    if not os.path.isabs(dest) or ".." in dest.split("/") or not _within(dest, entry.root):
-        raise JanitorError(f"{dest}: recorded path is outside policy path {entry.root}; not restoring",
-                           code="E_UNSAFE")
+    relative_parts(entry.path, entry.root)
     assert entry.object_key is not None
     try:
         clean_key_parts(entry.object_key, what="object key")
     except ValueError as exc:
-        raise JanitorError(f"{dest}: {exc}; not restoring", code="E_UNSAFE") from None
-    return os.path.relpath(dest, entry.root).split("/")
-
-
-def _open_parent(root_fd: int, parts: list[str]) -> int:
-    """Open (creating as needed) the directories in `parts` below root_fd, no symlinks."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            child = os.open(part, O_DIR, dir_fd=fd)  # O_NOFOLLOW: a symlinked directory fails
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        raise JanitorError(f"{entry.path}: {exc}; not restoring", code="E_UNSAFE") from None
 
 
 def restore_archived(
@@ -131,15 +104,10 @@ def restore_archived(
     Raises JanitorError when the destination exists (and not force), the path or key is
     unsafe, or the object does not verify (then nothing is left behind).
     """
-    parts = _relative_parts(entry)
-    name = parts[-1]
-    root_fd = os.open(entry.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _check_key(entry)
+    parent, name = open_parent_below(entry.root, entry.path, create=True)
     try:
-        parent = _open_parent(root_fd, parts[:-1])
-    finally:
-        os.close(root_fd)
-    try:
-        exists = _lexists_at(parent, name)
+        exists = lexists_at(parent, name)
         if exists and not force:
             raise JanitorError(f"{entry.path}: exists; not overwriting it (use --force)", code="E_EXISTS")
         tmp = f".{name}.janitor-restore-{secrets.token_hex(4)}"
@@ -175,14 +143,6 @@ def restore_archived(
     finally:
         os.close(parent)
     return entry.path
-
-
-def _lexists_at(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _set_metadata(dir_fd: int, name: str, entry: JournalEntry, mode: int | None, mtime: float | None) -> None:

@@ -32,7 +32,8 @@ from .yamlsource import LineDict, YamlProblems, line_of, load_yaml_with_lines
 
 DEFAULT_CONFIG = "/etc/janitor/"
 SUPPORTED_VERSIONS = (1,)
-NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# The name is a directory in the trash and in archive keys: "." and ".." would collapse it.
+NAME_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]+")
 
 # Refused as policy paths unless `allow_system_path: true`: pointing a janitor at these is
 # almost always a typo (an empty variable, a missing prefix), and the damage is total.
@@ -191,7 +192,7 @@ class Policy(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME_RE.fullmatch(v):
-            raise ValueError(f"{v!r} is not a policy name (letters, digits, '.', '_', '-')")
+            raise ValueError(f"{v!r} is not a policy name (letters, digits, '.', '_', '-'; not '.' or '..')")
         return v
 
     @field_validator("path")
@@ -331,11 +332,12 @@ def _expand_absolute(v: str) -> str:
 
 
 def is_system_path(path: str) -> bool:
+    """A system directory, anything below one, or anything above one (`/var` holds `/var/lib`)."""
     path = os.path.normpath(path)
     if path == "/":
         return True
     for sys_path in SYSTEM_PATHS:
-        if path == sys_path or path.startswith(sys_path + "/"):
+        if path == sys_path or path.startswith(sys_path + "/") or sys_path.startswith(path + "/"):
             return True
     first = "/" + path.split("/")[1]
     return any(first.startswith(p) for p in SYSTEM_PATH_PREFIXES)
@@ -480,9 +482,14 @@ def _validate_policies(
     Returns (index, policy) for the good ones, the same for bad ones that validate without
     their bad keys (checked further, never used), and the problems.
     """
-    raw = data.get("policies")
+    if "policies" not in data or data["policies"] is None:
+        return [], [], []
+    raw = data["policies"]
     if not isinstance(raw, list):
-        return [], [], []  # the file model reports a wrong type
+        # one policy written as a mapping instead of a list item is an easy slip: it must
+        # not validate as "0 policies" and leave the timer doing nothing
+        line = line_of(data, ("policies",))
+        return [], [], [f"{fname}:{line}: policies: expected a list of policies (each item starts with '- ')"]
     good: list[tuple[int, Policy]] = []
     problems: list[str] = []
     partial: list[tuple[int, Policy]] = []

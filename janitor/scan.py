@@ -9,7 +9,6 @@ the walk cannot lead the walk outside the policy path.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -133,7 +132,3 @@ def walk_files(
                 except OSError:
                     pass
         os.close(root_fd)
-
-
-def is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)

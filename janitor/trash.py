@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
+from .safepath import lexists_at, open_parent_below, relative_parts
 from .state import ensure_private_dir
 
 MOUNT_TRASH_NAME = ".janitor-trash"
@@ -116,8 +117,11 @@ def copy_verified(src_fd: int, dest: str, size: int) -> str:
 
 
 def move_into_trash(dir_fd: int, name: str, dest: str, slot: TrashSlot, size: int) -> None:
-    """Move the file `name` (relative to dir_fd) to `dest`. Never follows symlinks."""
+    """Move the file `name` (relative to dir_fd) to `dest`. Never follows symlinks, and never
+    replaces a file already in the trash (rename would, silently)."""
     _makedirs_private(os.path.dirname(dest))
+    if os.path.lexists(dest):
+        raise JanitorError(f"{dest} is already in the trash; not replacing it", code="E_EXISTS")
     if slot.same_fs:
         try:
             os.rename(name, dest, src_dir_fd=dir_fd)
@@ -141,11 +145,6 @@ def move_into_trash(dir_fd: int, name: str, dest: str, slot: TrashSlot, size: in
         os.close(fd)
 
 
-def _within(path: str, root: str) -> bool:
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def restore_from_trash(entry: JournalEntry, *, force: bool = False) -> str:
     """Put one trashed file back at its original path with its mtime, mode and owner.
 
@@ -161,25 +160,18 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False) -> str:
     src = entry.trash_path
     if src is None:
         raise JanitorError(f"{dest}: no trash location recorded")
-    if ".." in dest.split("/") or not os.path.isabs(dest) or not _within(dest, entry.root) \
-            or os.path.normpath(dest) == os.path.normpath(entry.root):
-        raise JanitorError(f"{dest}: recorded path is outside policy path {entry.root}; not restoring", code="E_UNSAFE")
+    relative_parts(dest, entry.root)  # E_UNSAFE before anything else when it is not below
     if not os.path.lexists(src):
         raise JanitorError(f"{dest}: the trashed copy {src} is missing", code="E_MISSING")
-    parts = os.path.relpath(os.path.normpath(dest), os.path.normpath(entry.root)).split("/")
-    name = parts[-1]
-    root_fd = os.open(entry.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parent = _open_dirs_below(root_fd, parts[:-1])
+        parent, name = open_parent_below(entry.root, dest, create=True)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise JanitorError(f"{dest}: a directory on the way is now a symlink or not a directory; "
                                "not restoring", code="E_UNSAFE") from None
         raise
-    finally:
-        os.close(root_fd)
     try:
-        if _lexists_at(parent, name) and not force:
+        if lexists_at(parent, name) and not force:
             raise JanitorError(f"{dest}: exists; not overwriting it (use --force)", code="E_EXISTS")
         try:
             _place(src, None, parent, name, force, dest)
@@ -212,32 +204,6 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False) -> str:
         os.close(parent)
     _prune_empty_dirs(os.path.dirname(src), _trash_levels(entry))
     return dest
-
-
-def _open_dirs_below(root_fd: int, parts: list[str]) -> int:
-    """Open (creating 0755 as needed) the directories `parts` below root_fd, never following a symlink."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", ".."):
-                raise JanitorError(f"refusing path component {part!r}", code="E_UNSAFE")
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _lexists_at(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _place(src: str, src_dir_fd: int | None, dir_fd: int, name: str, force: bool, dest: str) -> None:
@@ -278,18 +244,6 @@ def _prune_empty_dirs(path: str, levels: int) -> None:
             return
         path = os.path.dirname(path)
 
-
-def trash_usage(roots: list[str]) -> int:
-    """Bytes held in the given trash roots (for report and metrics)."""
-    total = 0
-    for root in roots:
-        for dirpath, _, files in os.walk(root):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, f)).st_size
-                except OSError:
-                    pass
-    return total
 
 
 __all__ = [

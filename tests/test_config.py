@@ -66,7 +66,7 @@ BAD = [
     ),
     (
         "- name: a b\n  path: /srv/x\n  action: delete\n",
-        "5: policies[0].name: 'a b' is not a policy name (letters, digits, '.', '_', '-')",
+        "5: policies[0].name: 'a b' is not a policy name (letters, digits, '.', '_', '-'; not '.' or '..')",
     ),
     (
         "- name: a\n  path: /srv/x\n  action: delete\n  keep_newest: lots\n",
@@ -280,3 +280,21 @@ def test_many_aliases_are_refused(tmp_path: Path) -> None:
     text = "version: 1\nx: &x a\ny: [" + ", ".join(["*x"] * 101) + "]\n"
     problems = problems_of(tmp_path, text)
     assert any("more than 100 YAML aliases" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_dot_names_are_refused(tmp_path: Path, name: str) -> None:
+    problems = problems_of(tmp_path, policy(f"- name: '{name}'\n  path: /srv/x\n  action: soft-delete\n"))
+    assert any("is not a policy name" in p and p.startswith("5:") for p in problems), problems
+
+
+@pytest.mark.parametrize("path", ["/var", "/usr/..", "/var/lib/.."])
+def test_directories_above_system_directories_are_refused(tmp_path: Path, path: str) -> None:
+    problems = problems_of(tmp_path, policy(f"- name: a\n  path: {path}\n  action: delete\n"))
+    assert any("is a system directory" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("value", ["\n  name: x\n  path: /tmp/x\n  action: delete", " {}", " oops"])
+def test_policies_that_are_not_a_list_are_an_error(tmp_path: Path, value: str) -> None:
+    problems = problems_of(tmp_path, "version: 1\npolicies:" + value + "\n")
+    assert any("policies: expected a list" in p for p in problems), problems

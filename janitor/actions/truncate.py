@@ -22,6 +22,7 @@ from ..errors import FileSkipped, JanitorError
 from ..logcut import CutOptions, NonAppendWriter, cut_log, recover_cut, validate_options
 from ..plan import Skip
 from ..procfs import _describe_pids
+from ..safepath import open_parent_below
 from .base import Action
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ class TruncateAction(Action):
             policy = next((p for p in config.policies if p.name == entry.policy), None)
         options = cut_options(policy) if policy is not None else CutOptions(rotate=1)
         try:
-            dir_fd, name = _open_parent_nofollow(entry.root, entry.path)
+            dir_fd, name = open_parent_below(entry.root, entry.path)
         except (OSError, JanitorError) as exc:
             return "failed", f"interrupted; the log's directory cannot be opened safely: {exc}"
         try:
@@ -264,24 +265,6 @@ class TruncateAction(Action):
         if outcome == "dropped":
             return "aborted", "interrupted before the cut; the unused copy was removed, the log is whole"
         return "aborted", "interrupted; no cut was in progress, the log is as it was"
-
-
-def _open_parent_nofollow(root: str, path: str) -> tuple[int, str]:
-    """The directory holding `path`, opened from `root` without following symlinks."""
-    rel = os.path.relpath(path, root)
-    parts = rel.split("/")
-    if rel.startswith("..") or os.path.isabs(rel) or any(p in ("", ".", "..") for p in parts):
-        raise JanitorError(f"{path} is not below {root}", code="E_UNSAFE")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, parts[-1]
 
 
 def _check_link_count(item: PlannedAction, dir_fd: int, name: str) -> None:
