@@ -10,13 +10,13 @@ the tree can make a restore write outside it.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import JanitorError, UsageError, VerifyFailed
+from .globs import path_matcher
 from .safepath import lexists_at, open_parent_below, relative_parts
 from .trashops import TrashOpResult, put_back_each
 
@@ -38,13 +38,14 @@ def select_archived(
     run_id: str | None = None,
 ) -> list[JournalEntry]:
     """The newest verified archive of each original path matching every given filter."""
+    wanted = path_matcher(patterns or [])
     latest: dict[str, JournalEntry] = {}
     for entry in catalog.entries("state='done' AND object_key IS NOT NULL AND target IS NOT NULL"):
         if policies and entry.policy not in policies:
             continue
         if run_id and entry.run_id != run_id:
             continue
-        if patterns and not any(fnmatch.fnmatchcase(entry.path, p) for p in patterns):
+        if patterns and not wanted(entry.path):
             continue
         if entry.path not in latest or entry.id > latest[entry.path].id:
             latest[entry.path] = entry

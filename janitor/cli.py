@@ -322,8 +322,9 @@ def report(
     result = build_report(cfg)
     if html_file:
         tmp = html_file + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(render_report_html(result))
+        # undecodable bytes in file names are shown as \xNN rather than breaking the page
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(render_report_html(result).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         os.replace(tmp, html_file)
     if json_out:
         print_json(result.to_dict())

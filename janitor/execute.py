@@ -268,7 +268,7 @@ def _execute_policy(
     if not pp.actions:
         return
 
-    root_fd = os.open(pp.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    root_fd = os.open(pp.root, O_DIR)
     try:
         st = os.fstat(root_fd)
         if (st.st_dev, st.st_ino) != (pp.root_dev, pp.root_ino):

@@ -9,7 +9,7 @@ directories, a trailing `/**` is everything below, and `**` alone is everything.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -73,3 +73,22 @@ def prunable_dir_regex(excludes: Iterable[str]) -> re.Pattern[str] | None:
     if not sources:
         return None
     return re.compile("(?:" + "|".join(sources) + r")\Z", re.DOTALL)
+
+
+def path_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """For restore and history selectors: the same glob rules applied to absolute paths.
+
+    An absolute pattern must match the whole path (`/srv/out/*.mp4` does not reach into
+    subdirectories); a relative one matches the path's tail at a directory boundary, so
+    `render_1017.mp4` or `*/render_1017.mp4` find the file wherever it was.
+    """
+    sources = []
+    for pattern in patterns:
+        if pattern.startswith("/"):
+            sources.append("/" + glob_to_regex(pattern.lstrip("/")))
+        else:
+            sources.append("(?:.*/)?" + glob_to_regex(pattern))
+    if not sources:
+        return lambda path: True
+    regex = re.compile("(?:" + "|".join(sources) + r")\Z", re.DOTALL)
+    return lambda path: regex.match(path) is not None

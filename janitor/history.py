@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from typing import Any
 
 from .catalog import Catalog, JournalEntry
+from .globs import path_matcher
 
 
 def query_history(
@@ -31,9 +31,10 @@ def query_history(
     if run_id:
         where.append("run_id = ?")
         params.append(run_id)
+    wanted = path_matcher([path_glob] if path_glob else [])
     out = []
     for entry in catalog.entries(" AND ".join(where), params, order="id DESC"):
-        if path_glob and not fnmatch.fnmatchcase(entry.path, path_glob):
+        if path_glob and not wanted(entry.path):
             continue
         out.append(entry)
         if limit and len(out) >= limit:

@@ -112,7 +112,13 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     config = ctx.config
     pp = PolicyPlan(policy.name, policy.action, policy.path)
     try:
-        st = os.stat(policy.path)
+        st = os.lstat(policy.path)
+        if stat.S_ISLNK(st.st_mode):
+            # Whoever can write the parent could point it anywhere between runs: name the
+            # real directory in the policy instead.
+            pp.error = (f"{policy.path} is a symlink (to {os.readlink(policy.path)}); "
+                        "refusing it: write the directory it points to as the policy path")
+            return pp
     except FileNotFoundError:
         pp.inactive = "path does not exist; nothing to do"
         return pp

@@ -170,10 +170,10 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
 def render_report(report: Report, out: Any) -> None:
     from rich.table import Table
 
-    from .render import _esc
+    from .render import _display_path, _esc
 
     for p in report.paths:
-        out.print(f"[bold]{_esc(p.path)}[/] ({', '.join(p.policies)})")
+        out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
         if not p.exists:
             out.print("  [dim]does not exist[/]")
             continue
@@ -189,7 +189,7 @@ def render_report(report: Report, out: Any) -> None:
         if p.largest:
             out.print("  largest:")
             for f in p.largest:
-                out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {_esc(f.path)}")
+                out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {_esc(_display_path(f.path))}")
         out.print()
     table = Table(title="what each policy would do now", show_edge=False, box=None, header_style="bold")
     for col in ("policy", "action", "status", "files", "frees", "skipped", "note"):

@@ -69,7 +69,7 @@ def walk_files(
     kind is "file" (stat given) or "symlink" (stat None; never followed). Directories in
     `skip_inodes` (janitor's own trash and state directories) are not entered.
     """
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    root_fd = os.open(root, O_DIR)  # the policy path itself must not be a symlink either
     try:
         root_dev = os.fstat(root_fd).st_dev
         # Depth-first with one open descriptor per level: a wide tree must not exhaust fds.

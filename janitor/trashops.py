@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from .catalog import Catalog, JournalEntry
 from .errors import JanitorError, UsageError
 from .events import EventLog
+from .globs import path_matcher
 from .trash import purge_from_trash, restore_from_trash
 
 
@@ -23,6 +23,7 @@ def select_trash(
 ) -> list[JournalEntry]:
     """Entries still in the trash matching every given filter (patterns match the original path)."""
     cutoff = None if older_than is None else time.time() - older_than
+    wanted = path_matcher(patterns or [])
     out = []
     for entry in catalog.in_trash():
         if policies and entry.policy not in policies:
@@ -31,7 +32,7 @@ def select_trash(
             continue
         if cutoff is not None and (entry.done_at or entry.ts) > cutoff:
             continue
-        if patterns and not any(fnmatch.fnmatchcase(entry.path, p) for p in patterns):
+        if patterns and not wanted(entry.path):
             continue
         out.append(entry)
     return out

@@ -177,3 +177,13 @@ def test_hostile_names_through_plan_run_history_restore(hostile_tree, write_conf
     restore = cli("restore", "-c", cfg, "--all")
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert _all_files(tree.root) == before
+
+
+def test_html_report_with_undecodable_names(hostile_tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree, _ = hostile_tree
+    cfg = write_config("version: 1\nsettings: {{state_dir: {state}}}\npolicies:\n  - {{name: v, path: {root}, action: delete, older_than: 30d}}\n")
+    page = tmp_path / "r.html"
+    proc = cli("report", "-c", cfg, "--html", page)
+    assert proc.returncode == 0, proc.stderr
+    assert "bad-\\xff\\xfe-utf8.mp4" in page.read_text(encoding="utf-8")
+    assert not (tmp_path / "r.html.tmp").exists()

@@ -348,3 +348,24 @@ def test_every_command_has_help(cli, command: list[str]) -> None:  # type: ignor
     assert "Usage: janitor" in proc.stdout
     description = proc.stdout.split("\n\n")[1].strip()
     assert len(description) > 20, proc.stdout
+
+
+def test_a_policy_path_that_is_a_symlink_is_refused(tmp_path: Path, write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.doc").write_text("keep")
+    os.utime(victim / "important.doc", (0, 0))
+    (tmp_path / "data").symlink_to(victim)  # the configured path, swapped for a link
+    proc = cli("run", "-c", write_config(SOFT))
+    assert proc.returncode == 1
+    assert "is a symlink" in proc.stdout
+    assert (victim / "important.doc").read_text() == "keep"
+
+
+def test_restore_globs_follow_the_glob_rules(demo_tree: Tree, write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(SOFT)
+    cli("run", "-c", cfg, "--policy", "videos")
+    proc = cli("restore", "-c", cfg, str(demo_tree.root / "a" / "*.mp4"))  # '*' does not cross '/'
+    assert "1 restored" in proc.stdout
+    assert (demo_tree.root / "a/old1.mp4").exists() and not (demo_tree.root / "a/b/old2.mp4").exists()
+    assert "1 restored" in cli("restore", "-c", cfg, "old2.mp4").stdout  # a relative glob matches the tail
