@@ -238,6 +238,15 @@ class Catalog:
     def unfinished(self, current_run: str) -> list[JournalEntry]:
         return list(self.entries("state='planned' AND run_id != ?", [current_run]))
 
+    def expired_in_trash(self, policy: str, retain: float, now: float | None = None) -> list[JournalEntry]:
+        """This policy's trash entries older than `retain` seconds: what its next run purges."""
+        cutoff = (time.time() if now is None else now) - retain
+        return list(self.entries(
+            "policy=? AND state='done' AND trash_path IS NOT NULL AND restored_at IS NULL "
+            "AND purged_at IS NULL AND done_at < ?",
+            [policy, cutoff],
+        ))
+
     def trash_totals(self) -> tuple[int, int]:
         row = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM journal WHERE state='done' AND trash_path IS NOT NULL "

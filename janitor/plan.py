@@ -79,6 +79,7 @@ class PolicyPlan:
     error: str | None = None  # e.g. path missing or unreadable
     disk: DiskUsage | None = None
     stop_at_pct: float | None = None  # executor stops once the filesystem is at or below this
+    purges: int = 0  # trashed files older than `retain` that the run deletes for good
 
     @property
     def bytes(self) -> int:
@@ -93,6 +94,7 @@ class PolicyPlan:
             "matched_bytes": self.matched_bytes,
             "files": len(self.actions),
             "bytes": self.bytes,
+            "trash_purges": self.purges,
             "blocked": self.blocked,
             "inactive": self.inactive,
             "error": self.error,

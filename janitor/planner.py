@@ -91,7 +91,29 @@ def build_plan(
         open_files = scan_open_files(_devices(policies, config))
     ctx = PlanContext(config, now, open_files, janitor_dirs(config))
     plans = [plan_policy(policy, ctx) for policy in policies]
+    _note_trash_purges(config, policies, plans, now)
     return Plan(plans, created=now, procfs_complete=open_files.complete)
+
+
+def _note_trash_purges(config: Config, policies: tuple[Policy, ...] | list[Policy], plans: list[PolicyPlan],
+                       now: float) -> None:
+    """`retain` purges are deletions too: the plan says how many the run will make."""
+    from .catalog import existing_catalog
+
+    with_retain = [(p, pp) for p, pp in zip(policies, plans, strict=True) if p.retain is not None]
+    if not with_retain:
+        return
+    with existing_catalog(config.settings.state_dir) as catalog:
+        if catalog is None:
+            return
+        for policy, pp in with_retain:
+            assert policy.retain is not None
+            expired = catalog.expired_in_trash(policy.name, policy.retain, now)
+            pp.purges = len(expired)
+            if expired:
+                pp.notes.append(
+                    f"{len(expired)} trashed files ({format_size(sum(e.size for e in expired))}) are older than "
+                    f"retain {format_duration(policy.retain)}: this run purges them from the trash for good")
 
 
 def _devices(policies: tuple[Policy, ...] | list[Policy], config: Config) -> set[int] | None:
@@ -283,6 +305,11 @@ def _enough_to_get_under(
         f"{format_size(need)} to free, {'in eviction order' if keep_order else 'oldest first'}; "
         "stops as soon as it is under"
     )
+    if policy.action == "soft-delete" or policy.then == "soft-delete":
+        pp.notes.append(
+            "soft-delete frees space only if the trash is on another filesystem: a trash on this one "
+            "keeps the bytes until retain purges them"
+        )
     return out
 
 

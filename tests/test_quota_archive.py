@@ -40,3 +40,32 @@ def test_quota_then_archive_uploads_verifies_and_removes_oldest(tree: Tree, writ
     assert any(e["event"] == "quota_enforced" for e in events)
     history = json.loads(cli("history", "-c", cfg, "--json").stdout)
     assert all(h["where_now"].startswith("archived to nas:cap/") for h in history)
+
+
+def test_archive_then_soft_delete_purges_after_retain_and_the_plan_says_so(tree: Tree, write_config, cli, tmp_path: Path, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    import time
+
+    store = tmp_path / "nas"
+    store.mkdir()
+    tree.file("old.mp4", 500, age=10 * DAY)
+    cfg = write_config(f"""\
+        version: 1
+        settings: {{{{state_dir: {{state}}, settle: 0s}}}}
+        targets:
+          nas: {{{{url: "file://{store}"}}}}
+        policies:
+          - {{{{name: a, path: {{root}}, action: archive, target: nas, then: soft-delete, retain: 14d}}}}
+        """)
+    assert cli("run", "-c", cfg).returncode == 0
+    assert len(json.loads(cli("trash", "list", "-c", cfg, "--json").stdout)) == 1
+    db = sqlite3.connect(state_dir / "catalog.db")
+    db.execute("UPDATE journal SET done_at=?", (time.time() - 15 * DAY,))
+    db.commit()
+    db.close()
+    plan = json.loads(cli("plan", "-c", cfg, "--json").stdout)
+    assert plan["policies"][0]["trash_purges"] == 1
+    assert "this run purges them from the trash for good" in cli("plan", "-c", cfg).stdout
+    assert cli("run", "-c", cfg).returncode == 0
+    assert json.loads(cli("trash", "list", "-c", cfg, "--json").stdout) == []
+    assert (store / "a" / "old.mp4").exists()  # the archived copy stays

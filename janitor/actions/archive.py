@@ -271,6 +271,12 @@ class ArchiveAction(Action):
             self.target = target_for(ctx.config, ctx.policy.target)
         return self.target
 
+    def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
+        # then: soft-delete keeps a local copy in the trash; `retain` bounds how long
+        from .softdelete import purge_expired
+
+        purge_expired(policy, ctx)
+
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         target = self._target(ctx)
         fields: dict[str, Any] = {

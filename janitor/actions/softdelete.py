@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..trash import move_into_trash, purge_from_trash
@@ -42,14 +41,7 @@ def purge_expired(policy: Policy, ctx: ExecContext) -> int:
     """Purge this policy's trash entries older than its `retain`; returns how many."""
     if policy.retain is None:
         return 0
-    cutoff = time.time() - policy.retain
-    expired = list(
-        ctx.catalog.entries(
-            "policy=? AND state='done' AND trash_path IS NOT NULL AND restored_at IS NULL "
-            "AND purged_at IS NULL AND done_at < ?",
-            [policy.name, cutoff],
-        )
-    )
+    expired = ctx.catalog.expired_in_trash(policy.name, policy.retain)
     for entry in expired:
         purge_from_trash(entry)
         ctx.events.emit("trash_purged", policy=policy.name, path=entry.path, bytes=entry.size,
