@@ -76,6 +76,7 @@ class EventLog:
         self.stream = stream
         self.text_printer = text_printer
         self.counts: dict[str, int] = {}
+        self._stream_closed = False
         self._file = _ReopeningFile(log_file) if log_file else None
         self._render: Callable[[dict[str, Any]], str] | None = None
         if fmt == "json" or self._file is not None:
@@ -98,7 +99,7 @@ class EventLog:
         if self._render is not None:
             line = self._render({"event": event, "level": level, "run_id": self.run_id, **record})
             if self.fmt == "json":
-                print(line, file=self.stream or sys.stderr, flush=False)
+                self._print(line)
             if self._file is not None:
                 self._file.write(line + "\n")
         if self.fmt != "json" and (LEVELS[level] >= LEVELS["warning"] or self.verbose):
@@ -106,7 +107,17 @@ class EventLog:
             if self.text_printer is not None:
                 self.text_printer(level, text)
             else:
-                print(f"{level}: {text}", file=self.stream or sys.stderr)
+                self._print(f"{level}: {text}")
+
+    def _print(self, line: str) -> None:
+        """To stderr, unless it has gone away (`janitor run ... 2>&1 | head`): logging must
+        never stop a run half way, so a closed pipe just ends the printing."""
+        if self._stream_closed:
+            return
+        try:
+            print(line, file=self.stream or sys.stderr)
+        except (BrokenPipeError, ValueError):
+            self._stream_closed = True
 
     def close(self) -> None:
         if self._file is not None:

@@ -201,3 +201,20 @@ def test_html_report_renders_in_headless_chromium(populated: Tree, write_config,
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1400", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_a_closed_log_pipe_does_not_stop_the_run(populated: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`janitor run --log-format json 2>&1 | head -1`: the reader goes away, the run goes on."""
+    import sys
+
+    from conftest import ROOT
+
+    cfg = write_config(POLICY)
+    proc = subprocess.Popen([sys.executable, "-m", "janitor", "run", "-c", str(cfg), "--log-format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert json.loads(first)["event"] == "run_started"
+    proc.stderr.close()  # like head -1 exiting
+    assert proc.wait(timeout=60) == 0
+    assert populated.files() == ["new.mp4"]
