@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 _RUNNING_RE = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 
@@ -96,3 +97,17 @@ def start_moto_server(timeout: float = 30.0) -> MotoServer:
     tail = server.log_tail()
     server.stop()
     raise RuntimeError(f"moto server did not answer within {timeout:g}s:\n{tail}")
+
+
+def use_fake_aws_credentials(monkeypatch: Any, tmp_path_factory: Any) -> None:
+    """Fake credentials for boto3; nothing reads ~/.aws or asks an instance-metadata service."""
+    empty = tmp_path_factory.mktemp("aws") / "none"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)

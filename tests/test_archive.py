@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3server import MotoServer, start_moto_server
+from s3server import MotoServer, start_moto_server, use_fake_aws_credentials
 
 from janitor.actions.archive import ArchiveAction
 from janitor.catalog import open_catalog
@@ -39,17 +39,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Fake credentials; nothing reads ~/.aws or asks an instance-metadata service."""
-    empty = tmp_path_factory.mktemp("aws") / "none"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "JANITOR_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
+    use_fake_aws_credentials(monkeypatch, tmp_path_factory)
 
 
 @pytest.fixture
