@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,23 @@ def fs64(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=False)
         if os.path.ismount(mnt):  # something still has it open: detach it anyway
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Any]:
+    """moto's standalone S3 server on 127.0.0.1, shared by the session (tests use their own buckets)."""
+    from s3server import start_moto_server
+
+    server = start_moto_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_moto_server() -> Iterator[Any]:
+    """A server of the test's own, for tests that kill it."""
+    from s3server import start_moto_server
+
+    server = start_moto_server()
+    yield server
+    server.stop()

@@ -51,20 +51,6 @@ def mocked_s3() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[MotoServer]:
-    server = start_moto_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def private_moto_server() -> Iterator[MotoServer]:
-    server = start_moto_server()
-    yield server
-    server.stop()
-
-
 def _s3(endpoint_url: str | None):  # type: ignore[no-untyped-def]
     import boto3
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from s3server import MotoServer, start_moto_server, use_fake_aws_credentials
+from s3server import MotoServer, use_fake_aws_credentials
 
 from janitor.errors import FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets import (
@@ -47,21 +47,6 @@ def mocked_s3(aws_env: None) -> Iterator[None]:
 
     with mock_aws():
         yield
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = start_moto_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def private_moto_server() -> Iterator[MotoServer]:
-    """A server of the test's own, for tests that kill it."""
-    server = start_moto_server()
-    yield server
-    server.stop()
 
 
 def _make_bucket(endpoint_url: str | None, bucket: str = BUCKET, *, versioned: bool = False):
