@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,25 +114,10 @@ def ext4_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    mounted: list[Path] = []
-
-    def mount(size: str = "64M") -> Path:
-        target = tmp_path / f"tmpfs{len(mounted)}"
-        target.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount tmpfs (not root?): {done.stderr.strip()}")
-        mounted.append(target)
-        return target
-
-    yield mount
-    for target in reversed(mounted):
-        subprocess.run(["umount", str(target)], check=True)
+def mount_tmpfs(tmpfs: Callable[[str, str], Path]) -> Callable[[str], Path]:
+    """A fresh tmpfs of the given size (conftest's `tmpfs` mounts, skips and unmounts)."""
+    count = iter(range(1000))
+    return lambda size: tmpfs(f"tmpfs{next(count)}", size)
 
 
 @pytest.fixture
