@@ -339,12 +339,7 @@ def _execute_batch(
                 dir_fd, name = dirs.parent_of(item.fact.relpath)
                 skip = recheck(item, dir_fd, name, ctx, action)
                 if skip is not None:
-                    code, reason = skip
-                    results.append((row_id, "skipped", reason, {}))
-                    outcome.skipped[code] += 1
-                    events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
-                                bytes=item.fact.size, reason=reason, code=code)
-                    continue
+                    raise FileSkipped(skip[1], skip_code=skip[0])
                 extra = action.apply(item, dir_fd, name, fields, ctx)
             except FileSkipped as exc:
                 results.append((row_id, "skipped", str(exc), {}))
