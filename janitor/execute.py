@@ -282,7 +282,7 @@ def _execute_policy(
             action.before_actions(pp.actions, ctx)
             try:
                 for start in range(0, len(pp.actions), BATCH):
-                    if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, dirs, outcome):
+                    if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, outcome):
                         outcome.status = "stopped"
                         break
             finally:
@@ -311,10 +311,11 @@ def _execute_batch(
     pp: PolicyPlan,
     action: Action,
     ctx: ExecContext,
-    dirs: DirCache,
     outcome: PolicyOutcome,
 ) -> bool:
     """Journal, apply and record one batch. False once the disk threshold says stop."""
+    dirs = ctx.dirs
+    assert dirs is not None  # set by _execute_policy for the policy's duration
     fields_list = [action.journal_fields(item, ctx) for item in items]
     ids = ctx.catalog.add_planned(
         [_journal_row(item, ctx.run_id, pp.root, fields) for item, fields in zip(items, fields_list, strict=True)]
