@@ -219,21 +219,29 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     return pp
 
 
-def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], bool] | None:
-    """The age and size filters as one test on a stat result; None when there are none."""
+def _age_size_test(policy: Policy, now: float) -> Callable[[float, int], bool] | None:
+    """The age and size filters as one test of (age timestamp, size); None when there are none."""
     older_than, larger, smaller = policy.older_than, policy.larger_than, policy.smaller_than
     if older_than is None and larger is None and smaller is None:
         return None
-    field_name = "st_" + policy.age_by
 
-    def passes(st: os.stat_result) -> bool:
-        if older_than is not None and now - getattr(st, field_name) < older_than:
+    def passes(age_ts: float, size: int) -> bool:
+        if older_than is not None and now - age_ts < older_than:
             return False
-        if larger is not None and st.st_size <= larger:
+        if larger is not None and size <= larger:
             return False
-        return not (smaller is not None and st.st_size >= smaller)
+        return not (smaller is not None and size >= smaller)
 
     return passes
+
+
+def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], bool] | None:
+    """`_age_size_test` on a stat result, for the walk."""
+    test = _age_size_test(policy, now)
+    if test is None:
+        return None
+    field_name = "st_" + policy.age_by
+    return lambda st: test(getattr(st, field_name), st.st_size)
 
 
 def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
@@ -247,18 +255,14 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
         # nlargest: O(n log k) and no second list of every file
         newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
         keep = {(f.dev, f.ino) for f in newest}
-    older_than, larger, smaller, age_by = policy.older_than, policy.larger_than, policy.smaller_than, policy.age_by
+    passes, age_by = _age_size_test(policy, now), policy.age_by
     # This loop runs once per matching file (hundreds of thousands for a quota): look the
     # busy tables up directly and build a path only for a file that is skipped.
     writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
     root = policy.path
     eligible = []
     for fact in matched:
-        if older_than is not None and now - fact.age_ts(age_by) < older_than:
-            continue
-        if larger is not None and fact.size <= larger:
-            continue
-        if smaller is not None and fact.size >= smaller:
+        if passes is not None and not passes(fact.age_ts(age_by), fact.size):
             continue
         key = (fact.dev, fact.ino)
         if key in keep:
