@@ -51,7 +51,9 @@ class _ReopeningFile:
             self._f = None
 
 
-def _json_safe(value: Any) -> Any:
+def escape_undecodable(value: Any) -> Any:
+    """A file name's undecodable bytes (kept as surrogate escapes) as visible `\\xNN` text,
+    so JSON and terminals get valid UTF-8. Anything else is returned as it is."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -95,7 +97,7 @@ class EventLog:
         is_file_event = "path" in fields and level == "info"
         if is_file_event and not self.wants_file_events:
             return
-        record = {k: _json_safe(v) for k, v in fields.items() if v is not None}
+        record = {k: escape_undecodable(v) for k, v in fields.items() if v is not None}
         if self._render is not None:
             line = self._render({"event": event, "level": level, "run_id": self.run_id, **record})
             if self.fmt == "json":

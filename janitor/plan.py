@@ -6,7 +6,6 @@ the run cannot drift apart.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ class PlannedAction:
         out: dict[str, Any] = {
             "policy": self.policy,
             "action": self.action,
-            "path": _json_path(self.path),
+            "path": self.path,
             "bytes": self.fact.size,
             "age_seconds": round(now - self.fact.mtime, 3),
             "mtime": self.fact.mtime,
@@ -55,7 +54,7 @@ class Skip:
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
-            "path": _json_path(self.path),
+            "path": self.path,
             "bytes": self.bytes,
             "code": self.code,
             "reason": self.reason,
@@ -134,12 +133,3 @@ class Plan:
             "open_files_fully_checked": self.procfs_complete,
             "policies": [p.to_dict(self.created) for p in self.policies],
         }
-
-
-def _json_path(path: str) -> str:
-    """Paths are str with surrogate escapes for undecodable bytes; JSON gets them escaped."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")

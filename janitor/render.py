@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from .events import escape_undecodable
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -42,14 +43,9 @@ def print_json(data: Any) -> None:
 
 
 def _json_clean(value: Any) -> Any:
-    """File names may hold bytes that are not UTF-8 (kept as surrogate escapes): JSON gets them
-    as visible `\\xNN` text instead of invalid output."""
+    """Every string in the structure through escape_undecodable."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return escape_undecodable(value)
     if isinstance(value, dict):
         return {_json_clean(k): _json_clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -65,7 +61,7 @@ def _esc(text: str) -> str:
 
 def _display_path(path: str) -> str:
     # undecodable bytes and control characters (a newline in a file name) shown escaped
-    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    shown = escape_undecodable(path)
     return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
 
 
