@@ -216,3 +216,13 @@ def private_moto_server() -> Iterator[Any]:
     server = start_moto_server()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def checking_proxy(moto_server: Any) -> Iterator[Any]:
+    """The shared moto server behind a proxy that checks x-amz-checksum-sha256 like S3."""
+    from s3server import ChecksumCheckingProxy
+
+    proxy = ChecksumCheckingProxy(moto_server.port)
+    yield proxy
+    proxy.close()

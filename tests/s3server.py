@@ -7,15 +7,20 @@ bound from its "Running on http://127.0.0.1:PORT" line: no free-port race, no fi
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import http.client
 import os
 import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _RUNNING_RE = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
@@ -111,3 +116,79 @@ def use_fake_aws_credentials(monkeypatch: Any, tmp_path_factory: Any) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(var, raising=False)
+
+
+_BAD_DIGEST = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>BadDigest</Code>"
+    b"<Message>The SHA256 you specified did not match the calculated checksum.</Message></Error>"
+)
+
+
+class ChecksumCheckingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the moto server that checks
+    `x-amz-checksum-sha256` the way S3 and MinIO do: a PUT whose body does not hash to the
+    header gets 400 BadDigest and never reaches moto. moto itself stores whatever checksum a
+    client claims, so without this the "server verifies" half of an upload cannot be shown.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.rejected: list[str] = []
+        self.checked: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as botocore uses
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                if not any(name.lower() == "content-length" for name, _ in headers):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                claimed = self.headers.get("x-amz-checksum-sha256")
+                if self.command == "PUT" and claimed:
+                    proxy.checked.append(self.path)
+                    if base64.b64encode(hashlib.sha256(body).digest()).decode() != claimed:
+                        proxy.rejected.append(self.path)
+                        self._reply(400, [("Content-Type", "application/xml")], _BAD_DIGEST)
+                        return
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                try:
+                    skip = {"expect", "connection", "content-length"}
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    resp = upstream.getresponse()
+                    data = resp.read()
+                    keep = [(k, v) for k, v in resp.getheaders()
+                            if k.lower() not in ("connection", "transfer-encoding")]
+                    if self.command != "HEAD":
+                        keep = [(k, v) for k, v in keep if k.lower() != "content-length"]
+                    self._reply(resp.status, keep, data)
+                finally:
+                    upstream.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

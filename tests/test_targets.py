@@ -215,14 +215,23 @@ def test_s3_download_missing_and_corrupt(mocked_s3: None, tmp_path) -> None:
     assert not dest.exists()
 
 
-def test_s3_upload_detects_source_changed(mocked_s3: None, tmp_path) -> None:
-    """Single-part uploads carry a server SHA-256: a digest that is not the file's is caught."""
-    _make_bucket(None)
-    target = make_target(s3_spec())
-    src, _ = write_file(tmp_path / "a", 1000)
-    args = upload_args(src, "11" * 32)
-    with pytest.raises(VerifyFailed, match="server checksum differs"):
-        target.upload(src, "k", **args)
+def test_s3_single_put_asks_the_server_to_check_our_digest(
+    moto_server: MotoServer, checking_proxy, server_bucket: str, tmp_path
+) -> None:
+    """A single PutObject carries janitor's digest as x-amz-checksum-sha256: a server that
+    checks it (S3, MinIO; here a proxy doing what they do) refuses bytes that are not the
+    file janitor hashed, and nothing is stored."""
+    target = make_target(s3_spec(server_bucket, endpoint_url=checking_proxy.endpoint_url))
+    src, sha = write_file(tmp_path / "a", 1000)
+    stored = target.upload(src, "good", **upload_args(src, sha))
+    assert is_verified(stored, 1000, sha)
+    assert checking_proxy.checked == [f"/{server_bucket}/good"] and not checking_proxy.rejected
+
+    with pytest.raises(UploadFailed, match="not janitor's digest"):
+        target.upload(src, "stale", **upload_args(src, "11" * 32))
+    assert checking_proxy.rejected == [f"/{server_bucket}/stale"]
+    direct = make_target(s3_spec(server_bucket, endpoint_url=moto_server.endpoint_url))
+    assert direct.stat("stale") is None and direct.stat("good") is not None
 
 
 @pytest.mark.parametrize("size", [5000, 11 * MiB], ids=["single-part", "multipart"])

@@ -285,7 +285,10 @@ class S3Target:
                 return cls(self._fail(f"server-side encryption with KMS failed: {msg or code}"))
             if code == "BadDigest":
                 return cls(
-                    self._fail(f"{action}: data damaged in transit (server checksum mismatch)")
+                    self._fail(
+                        f"{action}: the server's SHA-256 of the bytes it received is not "
+                        "janitor's digest (file changed while read, or damaged in transit)"
+                    )
                 )
             detail = f"{code}: {msg}" if msg else code
             return cls(self._fail(f"{action} failed ({detail})"))
@@ -521,7 +524,9 @@ class S3Target:
         opts.update(self._transfer_overrides)
         return TransferConfig(**opts)
 
-    def _extra_args(self, *, sha256: str, mtime: float, mode: int, checksum: bool) -> dict:
+    def _extra_args(
+        self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False
+    ) -> dict:
         extra: dict[str, Any] = {
             "Metadata": {
                 META_SHA256: sha256,
@@ -536,6 +541,10 @@ class S3Target:
         if checksum:
             # The server recomputes SHA-256 of each request body and rejects a mismatch.
             extra["ChecksumAlgorithm"] = "SHA256"
+            if whole_object:
+                # One PutObject: send the digest we already have. botocore would otherwise
+                # read and hash the whole file a second time to compute the same header.
+                extra["ChecksumSHA256"] = _b64_of_hex(sha256)
         return extra
 
     def upload(
@@ -549,7 +558,7 @@ class S3Target:
         mode: int,
         progress: Progress | None = None,
     ) -> StoredObject:
-        """Managed (multipart above 8 MiB) upload, then HEAD to verify; returns the verified copy.
+        """Upload (multipart from multipart_threshold up) and verify; returns the verified copy.
 
         progress gets byte increments; s3transfer may report negative amounts when it retries.
         """
@@ -585,9 +594,9 @@ class S3Target:
                     checksum=False,
                 )
             if put is not None and use_checksum and put.get("ChecksumSHA256"):
-                # A single PUT whose SHA-256 (computed by botocore from the bytes sent, and
-                # checked by S3 against the bytes received) is our digest of the file: that
-                # is the verification, no HEAD needed.
+                # A single PUT carried our digest as its checksum header; S3 and MinIO hash
+                # the bytes they received and refuse a mismatch (BadDigest). A 200 answer
+                # whose checksum is our digest is the verification: no HEAD needed.
                 if put["ChecksumSHA256"] != _b64_of_hex(sha256):
                     raise VerifyFailed(
                         self._fail(
@@ -625,7 +634,9 @@ class S3Target:
         if size < config.multipart_threshold:
             # What the managed transfer does below its threshold (one PutObject), without
             # building a transfer manager and its thread pool for every small file.
-            extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum)
+            extra = self._extra_args(
+                sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, whole_object=True
+            )
             with open(local_path, "rb") as body:
                 resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
             if progress is not None:
