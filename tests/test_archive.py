@@ -24,7 +24,7 @@ from s3server import MotoServer, start_moto_server, use_fake_aws_credentials
 from janitor.actions.archive import ArchiveAction
 from janitor.catalog import open_catalog
 from janitor.config import load_config
-from janitor.errors import ConfigError, UploadFailed
+from janitor.errors import ConfigError, TargetUnavailable, UploadFailed
 from janitor.events import EventLog
 from janitor.runner import RunReport, run_policies
 
@@ -309,6 +309,78 @@ def test_file_changed_during_upload_is_kept(mocked_s3: None, tmp_path: Path, mon
     assert (data / "grow.log").read_bytes() == b"a" * 100 + b"more"
     (outcome,) = report.result.policies
     assert outcome.files == 0 and outcome.skipped["changed"] == 1
+
+
+def test_files_hashed_ahead_are_still_checked_and_never_leak(
+    mocked_s3: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first files are hashed while the target is checked. One appended to after its
+    hash is kept as changed; when the check fails, the descriptors opened ahead are closed."""
+    from janitor.actions.archive import ArchiveSession
+
+    data = tmp_path / "data"
+    make_tree(data, {f"f{i}.bin": bytes([i]) * 1000 for i in range(6)})
+    real_check = ArchiveSession.check_target
+
+    def check_after_hashes_then_append(self: ArchiveSession) -> None:
+        assert len(self._ahead) == 4  # archive_workers: 4 in write_config
+        for future in list(self._ahead.values()):
+            future.result()
+        with open(data / "f0.bin", "ab") as f:
+            f.write(b"late line")
+        real_check(self)
+
+    monkeypatch.setattr(ArchiveSession, "check_target", check_after_hashes_then_append)
+    report, _ = run_inprocess(write_config(tmp_path, data))
+    (outcome,) = report.result.policies
+    assert outcome.files == 5 and outcome.skipped["changed"] == 1
+    assert sorted(os.listdir(data)) == ["f0.bin"]
+
+    def target_down(self: ArchiveSession) -> None:
+        for future in list(self._ahead.values()):
+            future.result()
+        raise TargetUnavailable("target store: cannot reach it")
+
+    make_tree(data, {f"g{i}.bin": b"g" * 10 for i in range(6)})
+    open_before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(ArchiveSession, "check_target", target_down)
+    report, _ = run_inprocess(write_config(tmp_path, data))
+    assert report.result.exit_code == 1 and len(os.listdir(data)) == 7
+    assert set(os.listdir("/proc/self/fd")) <= open_before
+
+
+def test_bytes_that_are_not_the_hashed_file_are_refused_and_the_file_kept(
+    moto_server: MotoServer, checking_proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewritten in place after janitor hashed it, with size and mtime put back: only the
+    server's check of janitor's digest can notice, and it must leave the file where it is."""
+    import janitor.actions.archive as archive_mod
+
+    bucket = _fresh_bucket(moto_server.endpoint_url, "e2e-baddigest")
+    data = tmp_path / "data"
+    make_tree(data, {"render.mp4": b"v" * 4096, "other.mp4": b"o" * 4096})
+    victim = data / "render.mp4"
+    real_hash = archive_mod.sha256_of_fd
+
+    def hash_then_rewrite(fd: int) -> str:
+        digest = real_hash(fd)
+        if os.fstat(fd).st_ino == victim.stat().st_ino:
+            st = victim.stat()
+            with open(victim, "r+b") as f:
+                f.write(b"X")
+            os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return digest
+
+    monkeypatch.setattr(archive_mod, "sha256_of_fd", hash_then_rewrite)
+    report, log = run_inprocess(
+        write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=checking_proxy.endpoint_url)
+    )
+    assert report.result.exit_code == 1
+    assert checking_proxy.rejected == [f"/{bucket}/arch/outputs/render.mp4"]
+    assert victim.read_bytes() == b"X" + b"v" * 4095  # kept, as it now is
+    assert not (data / "other.mp4").exists()  # the other file went up and was deleted
+    assert sorted(objects(moto_server.endpoint_url, bucket)) == ["arch/outputs/other.mp4"]
+    assert "not janitor's digest" in log and "Traceback" not in log
 
 
 def test_symlinks_are_not_followed(mocked_s3: None, tmp_path: Path) -> None:

@@ -19,11 +19,18 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import FileChanged, JanitorError, TargetError, TargetUnavailable, VerifyFailed
+from ..errors import (
+    FileChanged,
+    JanitorError,
+    TargetError,
+    TargetUnavailable,
+    UploadFailed,
+    VerifyFailed,
+)
 from ..trash import move_into_trash
 from .base import Action
 
@@ -68,6 +75,25 @@ def sha256_of_fd(fd: int) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class HashedFile:
+    """An open file, its stat and its SHA-256, all taken together before the upload."""
+
+    fd: int
+    before: os.stat_result
+    digest: str
+
+
+def _open_and_hash(open_file: Callable[[], int]) -> HashedFile:
+    fd = open_file()
+    try:
+        before = os.fstat(fd)
+        return HashedFile(fd, before, sha256_of_fd(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _fd_path(fd: int, fallback: str) -> str:
     # boto3's managed transfer wants a path (it reopens the file once per part); the
     # /proc/self/fd link names exactly the inode we opened with O_NOFOLLOW, so a file
@@ -85,15 +111,17 @@ def archive_open_file(
     fallback_path: str,
     progress: Callable[[int], None] | None = None,
     listed_size: int | None | Literal[False] = False,
+    hashed: HashedFile | None = None,
 ) -> ArchivedFile:
     """Archive one open file under `key` unless a verified copy is already there.
 
     `listed_size`: what a listing said about the key (None: absent, an int: its size,
     False: not listed, so ask the target). An absent key or another size needs no HEAD.
+    `hashed`: the file's stat and digest when they were taken ahead (ArchiveSession).
     Never raises for the file's own problems: they come back in `error` / `changed`.
     TargetError is raised (the caller decides whether the target is down).
     """
-    before = os.fstat(fd)
+    before = hashed.before if hashed is not None else os.fstat(fd)
     if not stat.S_ISREG(before.st_mode) or (before.st_dev, before.st_ino) != (fact.dev, fact.ino):
         return ArchivedFile(changed="replaced by another file since the plan")
     if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
@@ -102,22 +130,31 @@ def archive_open_file(
         existing = target.stat(key)
     else:
         existing = None  # absent, or a different size: it cannot be a verified copy
-    digest = sha256_of_fd(fd)
+    digest = hashed.digest if hashed is not None else sha256_of_fd(fd)
     from ..targets import is_verified
 
     if existing is not None and is_verified(existing, before.st_size, digest):
         return ArchivedFile(obj=existing, uploaded=False)
-    obj = target.upload(
-        _fd_path(fd, fallback_path),
-        key,
-        sha256=digest,
-        size=before.st_size,
-        mtime=before.st_mtime,
-        mode=before.st_mode & 0o7777,
-        progress=progress,
-    )
-    after = os.fstat(fd)
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    def changed_since_hashed() -> bool:
+        after = os.fstat(fd)
+        return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+
+    try:
+        obj = target.upload(
+            _fd_path(fd, fallback_path),
+            key,
+            sha256=digest,
+            size=before.st_size,
+            mtime=before.st_mtime,
+            mode=before.st_mode & 0o7777,
+            progress=progress,
+        )
+    except (UploadFailed, VerifyFailed):
+        # A server that refused our digest (BadDigest) most likely saw a file being written.
+        if changed_since_hashed():
+            return ArchivedFile(changed="changed while it was being uploaded; kept")
+        raise
+    if changed_since_hashed():
         return ArchivedFile(obj=obj, uploaded=True, changed="changed while it was being uploaded; kept")
     return ArchivedFile(obj=obj, uploaded=True)
 
@@ -137,6 +174,18 @@ class ArchiveSession:
         self.unavailable: TargetUnavailable | None = None
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
+        self._ahead: dict[str, Future[HashedFile]] = {}
+
+    def hash_ahead(self, jobs: Sequence[tuple[str, Callable[[], int]]]) -> None:
+        """Open and hash these (key, open_file) files now, in the pool, while the caller
+        checks the target: creating an S3 client keeps one CPU busy for ~0.2 s, and the
+        first uploads need their digest before their first byte can be sent."""
+        for key, open_file in jobs:
+            self._ahead[key] = self.pool.submit(_open_and_hash, open_file)
+
+    def _take_ahead(self, key: str) -> Future[HashedFile] | None:
+        with self._lock:
+            return self._ahead.pop(key, None)
 
     def check_target(self) -> None:
         """Fail fast, before any file is touched, when the target cannot be used."""
@@ -178,12 +227,17 @@ class ArchiveSession:
 
     def _archive_one(self, key: str, fact: FileFact, open_file: Callable[[], int], fallback_path: str,
                      listed_size: int | None | Literal[False] = False) -> ArchivedFile:
-        if self.unavailable is not None:
-            return ArchivedFile(error=self.unavailable)
+        ahead = self._take_ahead(key)
+        hashed: HashedFile | None = None
         try:
-            fd = open_file()
+            # Submitted before this job, so already running or done: waiting cannot deadlock.
+            hashed = ahead.result() if ahead is not None else None
+            fd = hashed.fd if hashed is not None else open_file()
         except OSError as exc:
             return ArchivedFile(error=exc)  # a local read problem: this file only
+        if self.unavailable is not None:
+            os.close(fd)
+            return ArchivedFile(error=self.unavailable)
         reported = 0
 
         def advance(n: int) -> None:
@@ -194,7 +248,7 @@ class ArchiveSession:
 
         try:
             result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance,
-                                       listed_size=listed_size)
+                                       listed_size=listed_size, hashed=hashed)
         except FileChanged as exc:
             result = ArchivedFile(changed=str(exc))
         except (TargetError, OSError) as exc:
@@ -230,6 +284,10 @@ class ArchiveSession:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for ahead in self._ahead.values():  # hashed, but never claimed by an upload
+            if not ahead.cancelled() and ahead.exception() is None:
+                os.close(ahead.result().fd)
+        self._ahead.clear()
         if self.progress is not None:
             self.progress.close()
 
@@ -291,7 +349,14 @@ class ArchiveAction(Action):
         from ..progress import make_progress
 
         target = self._target(ctx)
-        session = ArchiveSession(target, ctx.config.settings.archive_workers)
+        workers = ctx.config.settings.archive_workers
+        session = ArchiveSession(target, workers)
+        dirs = ctx.dirs
+        if dirs is not None:
+            session.hash_ahead([
+                (target.key_for(item.policy, item.fact.relpath), functools.partial(dirs.open_file, item.fact.relpath))
+                for item in items[:workers]
+            ])
         try:
             session.check_target()
         except BaseException:
