@@ -11,11 +11,34 @@ help and usage errors look exactly as for every other command.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    if argv is not None:
+        _main(list(argv))
+        return
+    # The console script: once the command has finished (catalog closed, logs and metrics
+    # written and flushed), skip the interpreter's teardown. Freeing every module and
+    # object of typer, pydantic and botocore one by one costs 0.1-0.2 s per run.
+    try:
+        _main(sys.argv[1:])
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what sys.exit("message") would have done
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe or stream: nothing more can be said there
+    os._exit(code or 0)
+
+
+def _main(args: list[str]) -> None:
     if "guard" in args:
         from .guard import parse_fast
 

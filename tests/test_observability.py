@@ -218,3 +218,25 @@ def test_a_closed_log_pipe_does_not_stop_the_run(populated: Tree, write_config, 
     proc.stderr.close()  # like head -1 exiting
     assert proc.wait(timeout=60) == 0
     assert populated.files() == ["new.mp4"]
+
+
+def test_the_console_script_says_everything_before_its_fast_exit(populated: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The console script skips the interpreter's teardown (os._exit) once a command is done:
+    output still buffered for a file or a pipe must reach it, and exit codes are unchanged."""
+    from conftest import ROOT, janitor_cmd
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JANITOR_CONFIG", "PYTHONUNBUFFERED")}
+    env["PYTHONPATH"] = str(ROOT)
+    cfg = write_config(POLICY)
+    out = tmp_path / "plan.json"
+    with open(out, "w") as f:  # a file: fully buffered, nothing reaches it without a flush
+        proc = subprocess.run(janitor_cmd("plan", "--json", "-c", cfg), stdout=f, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    planned = {a["path"] for p in json.loads(out.read_text())["policies"] for a in p["actions"]}
+    assert str(populated.root / "x.zip") in planned
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npolicies: [{name: x, path: /nonexistent-dir, action: delete, older_than: soon}]\n")
+    proc = subprocess.run(janitor_cmd("validate", "-c", bad), capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 2 and "older_than" in proc.stdout + proc.stderr
