@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
 """Archive throughput: `janitor run` (archive, then: delete) vs `rclone move --min-age`.
 
-Both move identical copies of the same files to the same moto S3 server on 127.0.0.1, in
-the same run, one after the other, for two shapes: many small files and a few large ones.
-Reports objects/s and MB/s (decimal megabytes) of each and the janitor/rclone ratios, and
-writes them as JSON to bench/results/.
+Both move identical copies of the same files to a moto S3 server on 127.0.0.1 for two
+shapes, many small files and a few large ones, and the figures are objects/s and MB/s
+(decimal megabytes), CPU seconds and peak RSS of each, and the janitor/rclone ratios. The
+JSON goes to bench/results/.
 
-    python bench/archive_vs_rclone.py                 # 2000 x 64 KiB and 8 x 64 MiB
-    python bench/archive_vs_rclone.py --quick         # 200 x 64 KiB and 2 x 16 MiB
+Fair by construction, because moto is a single Python process that slows down as it ages:
+- every timed run gets a fresh moto server, started before the clock starts;
+- dirty pages are synced before each run (bench.common.timed);
+- the order of the contenders alternates between repetitions, and the figures are the
+  medians of --reps repetitions;
+- janitor's bytecode is compiled first, as `pip install` does (some environments set
+  PYTHONDONTWRITEBYTECODE, which would make janitor recompile its sources on every run).
+
+    python bench/archive_vs_rclone.py                 # 2000 x 64 KiB and 8 x 64 MiB, 3 reps
+    python bench/archive_vs_rclone.py --quick         # 200 x 64 KiB and 2 x 16 MiB, 1 rep
 
 rclone is Debian's package (installed with apt-get when missing) and configured only by
 environment variables (RCLONE_CONFIG_MOTO_*), so no rclone.conf is read or written.
@@ -16,10 +24,10 @@ environment variables (RCLONE_CONFIG_MOTO_*), so no rclone.conf is read or writt
 from __future__ import annotations
 
 import argparse
-import json
+import compileall
 import os
-import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
+from common import Timing, ensure_apt, janitor_argv, save, timed  # noqa: E402
 from s3server import start_moto_server  # noqa: E402
 
 KiB = 1024
@@ -55,11 +65,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ensure_rclone() -> str:
-    found = shutil.which("rclone")
-    if found:
-        return found
-    print("rclone missing: apt-get install -y rclone", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "rclone"], check=True, stdout=subprocess.DEVNULL)
+    if not shutil.which("rclone"):
+        ensure_apt("rclone")
     found = shutil.which("rclone")
     if not found:
         sys.exit("rclone still not found after apt-get install")
@@ -79,12 +86,8 @@ def make_files(root: Path, count: int, size: int) -> None:
         os.utime(p, (when, when))
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
-
-
 def count_files(root: Path) -> int:
-    return sum(1 for p in root.rglob("*") if p.is_file())
+    return sum(len(files) for _, _, files in os.walk(root))
 
 
 def bucket_stats(endpoint: str, bucket: str) -> tuple[int, int]:
@@ -99,46 +102,26 @@ def bucket_stats(endpoint: str, bucket: str) -> tuple[int, int]:
     return n, size
 
 
-def empty_bucket(endpoint: str, bucket: str) -> None:
-    """Drop a contender's objects once counted: moto keeps everything in memory, and a
-    server grown fat with earlier runs would slow down whoever runs later."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-
-
-def create_bucket(endpoint: str, bucket: str) -> None:
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-
-
-def run_janitor(work: Path, data: Path, endpoint: str, bucket: str, workers: int) -> float:
-    cfg = work / f"janitor-{bucket}.yaml"
+def janitor_run(work: Path, data: Path, endpoint: str, bucket: str, workers: int) -> list[str]:
+    cfg = work / "janitor.yaml"
     cfg.write_text(
         "version: 1\n"
-        f"settings:\n  state_dir: {work / ('state-' + bucket)}\n  settle: 0s\n  archive_workers: {workers}\n"
+        f"settings:\n  state_dir: {work / 'state'}\n  settle: 0s\n  archive_workers: {workers}\n"
         f"targets:\n  moto:\n    url: s3://{bucket}/bench\n    endpoint_url: {endpoint}\n"
         "policies:\n"
         f"  - name: bench\n    path: {data}\n    action: archive\n    target: moto\n    then: delete\n"
         "    older_than: 1s\n"
     )
-    env = clean_env(PYTHONPATH=str(REPO))
-    start = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "janitor", "run", "-c", str(cfg)], env=env,
-                       capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        sys.exit(f"janitor failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return elapsed
+    return janitor_argv("run", "-c", str(cfg))
 
 
-def run_rclone(rclone: str, data: Path, endpoint: str, bucket: str, transfers: int | None) -> float:
-    env = clean_env(
+def rclone_move(rclone: str, data: Path, bucket: str, transfers: int | None) -> list[str]:
+    argv = [rclone, "move", "--min-age", "1s", str(data), f"moto:{bucket}/bench"]
+    return argv + (["--transfers", str(transfers)] if transfers is not None else [])
+
+
+def rclone_env(endpoint: str) -> dict[str, str]:
+    return clean_env(
         RCLONE_CONFIG_MOTO_TYPE="s3",
         RCLONE_CONFIG_MOTO_PROVIDER="Other",
         RCLONE_CONFIG_MOTO_ENDPOINT=endpoint,
@@ -148,58 +131,72 @@ def run_rclone(rclone: str, data: Path, endpoint: str, bucket: str, transfers: i
         RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE="true",
         RCLONE_CONFIG=os.devnull,
     )
-    cmd = [rclone, "move", "--min-age", "1s", str(data), f"moto:{bucket}/bench"]
-    if transfers is not None:
-        cmd += ["--transfers", str(transfers)]
-    start = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        sys.exit(f"rclone failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return elapsed
 
 
-def figures(seconds: float, files: int, nbytes: int) -> dict[str, float]:
-    return {
-        "seconds": round(seconds, 3),
-        "objects_per_s": round(files / seconds, 1),
-        "mb_per_s": round(nbytes / 1e6 / seconds, 2),
-    }
+def one_run(label: str, src: Path, count: int, nbytes: int, *, rclone: str, work: Path, workers: int) -> Timing:
+    """Copy the shape, start a fresh server, time one contender moving it, check the result."""
+    data = work / f"{label}-data"
+    shutil.rmtree(data, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(src), str(data)], check=True)
+    server = start_moto_server()
+    bucket = "bench-" + label.replace("_", "-")
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
+        if label.startswith("janitor"):
+            state = work / "state"
+            shutil.rmtree(state, ignore_errors=True)
+            argv, env = janitor_run(work, data, server.endpoint_url, bucket, workers), clean_env()
+        else:
+            transfers = int(label.rpartition("transfers")[2]) if "transfers" in label else None
+            argv, env = rclone_move(rclone, data, bucket, transfers), rclone_env(server.endpoint_url)
+        with open(work / f"{label}.log", "w+") as log:
+            timing = timed(label, argv, env=env, stderr=log)
+            if timing.returncode != 0:
+                log.seek(0)
+                sys.exit(f"{label} failed with exit code {timing.returncode}:\n{log.read()[-3000:]}")
+        left = count_files(data)
+        stored, stored_bytes = bucket_stats(server.endpoint_url, bucket)
+        if left or stored != count or stored_bytes != nbytes:
+            sys.exit(f"{label}: {left} files left locally, {stored} objects / {stored_bytes} bytes stored")
+        return timing
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
-def bench_shape(name: str, count: int, size: int, *, rclone: str, endpoint: str, work: Path, workers: int,
-                rclone_transfers: list[int | None]) -> dict:
+def bench_shape(name: str, count: int, size: int, *, rclone: str, work: Path, workers: int, reps: int) -> dict:
     src = work / f"src-{name}"
     make_files(src, count, size)
     nbytes = count * size
-    result: dict = {"shape": name, "files": count, "file_bytes": size, "total_bytes": nbytes}
-
-    contenders: list[tuple[str, object]] = [("janitor", None)]
-    contenders += [(f"rclone{'' if t is None else f'_transfers{t}'}", t) for t in rclone_transfers]
-    for label, transfers in contenders:
-        data = work / f"{label}-{name}"
-        copy_tree(src, data)
-        bucket = f"{label.replace('_', '-')}-{name}".lower()
-        create_bucket(endpoint, bucket)
-        if label == "janitor":
-            seconds = run_janitor(work, data, endpoint, bucket, workers)
-        else:
-            seconds = run_rclone(rclone, data, endpoint, bucket, transfers)  # type: ignore[arg-type]
-        left = count_files(data)
-        stored, stored_bytes = bucket_stats(endpoint, bucket)
-        if left or stored != count or stored_bytes != nbytes:
-            sys.exit(f"{label} {name}: {left} files left locally, {stored} objects / {stored_bytes} bytes stored")
-        empty_bucket(endpoint, bucket)
-        result[label] = figures(seconds, count, nbytes)
-        print(f"  {label:<20} {seconds:8.2f}s  {result[label]['objects_per_s']:8.1f} obj/s  "
-              f"{result[label]['mb_per_s']:8.2f} MB/s", flush=True)
-        shutil.rmtree(data)
+    labels = ["janitor", "rclone", f"rclone_transfers{workers}"]
+    runs: dict[str, list[Timing]] = {label: [] for label in labels}
+    for rep in range(reps):
+        order = labels if rep % 2 == 0 else labels[::-1]
+        for label in order:
+            t = one_run(label, src, count, nbytes, rclone=rclone, work=work, workers=workers)
+            runs[label].append(t)
+            print(f"  rep {rep + 1} {label:<20} {t.wall_s:7.2f} s  {count / t.wall_s:8.1f} obj/s  "
+                  f"{nbytes / 1e6 / t.wall_s:7.1f} MB/s  cpu {t.cpu_s:5.2f} s  rss {t.peak_rss_mb:5.0f} MB",
+                  flush=True)
     shutil.rmtree(src)
-    base = "rclone" if "rclone" in result else next(k for k in result if k.startswith("rclone"))
-    result["ratio_janitor_vs_rclone"] = {
-        k: round(result[k]["seconds"] / result["janitor"]["seconds"], 2) for k in result if k.startswith("rclone")
+    result: dict = {"shape": name, "files": count, "file_bytes": size, "total_bytes": nbytes, "reps": reps}
+    for label, timings in runs.items():
+        wall = statistics.median(t.wall_s for t in timings)
+        result[label] = {
+            "seconds_median": round(wall, 3),
+            "seconds_all": [round(t.wall_s, 3) for t in timings],
+            "objects_per_s": round(count / wall, 1),
+            "mb_per_s": round(nbytes / 1e6 / wall, 2),
+            "cpu_s_median": round(statistics.median(t.cpu_s for t in timings), 3),
+            "peak_rss_mb_max": round(max(t.peak_rss_mb for t in timings), 1),
+        }
+    # > 1 means janitor moved the shape faster than that rclone configuration
+    result["throughput_ratio_janitor_vs"] = {
+        label: round(result[label]["seconds_median"] / result["janitor"]["seconds_median"], 2)
+        for label in labels[1:]
     }
-    result["ratio_janitor_vs_rclone"]["baseline"] = base
     return result
 
 
@@ -210,42 +207,39 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=8, help="number of large files (default 8)")
     ap.add_argument("--large-size", type=int, default=64 * MiB)
     ap.add_argument("--workers", type=int, default=8, help="janitor settings.archive_workers (default 8)")
-    ap.add_argument("--quick", action="store_true", help="200 x 64 KiB and 2 x 16 MiB")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--reps", type=int, default=3, help="repetitions; figures are medians (default 3)")
+    ap.add_argument("--shapes", default="small,large", help="which shapes to run (default small,large)")
+    ap.add_argument("--quick", action="store_true", help="200 x 64 KiB and 2 x 16 MiB, one repetition")
     args = ap.parse_args()
     if args.quick:
-        args.small, args.large, args.large_size = 200, 2, 16 * MiB
+        args.small, args.large, args.large_size, args.reps = 200, 2, 16 * MiB, 1
 
     os.environ.update(CREDS)
     rclone = ensure_rclone()
     rclone_version = subprocess.run([rclone, "version"], capture_output=True, text=True).stdout.splitlines()[0]
-    server = start_moto_server()
+    compileall.compile_dir(str(REPO / "janitor"), quiet=1)
     work = Path(tempfile.mkdtemp(prefix="janitor-bench-"))
     try:
-        print(f"moto server {server.endpoint_url}; {rclone_version}; {os.cpu_count()} CPUs; work dir {work}")
+        print(f"{rclone_version}; {os.cpu_count()} CPUs; {args.reps} reps; work dir {work}")
         shapes = []
         for name, count, size in (("small", args.small, args.small_size), ("large", args.large, args.large_size)):
+            if name not in args.shapes.split(","):
+                continue
             print(f"{name}: {count} x {size // KiB} KiB")
             # rclone as shipped (4 transfers) and with janitor's concurrency
-            shapes.append(bench_shape(name, count, size, rclone=rclone, endpoint=server.endpoint_url, work=work,
-                                      workers=args.workers, rclone_transfers=[None, args.workers]))
-        report = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            shapes.append(bench_shape(name, count, size, rclone=rclone, work=work, workers=args.workers,
+                                      reps=args.reps))
+        path = save(f"archive_vs_rclone-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}", {
             "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-            "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
             "rclone": rclone_version,
             "janitor_workers": args.workers,
             "shapes": shapes,
-        }
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"archive_vs_rclone-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        })
         print(f"results: {path}")
         for s in shapes:
-            print(f"{s['shape']}: janitor/rclone speed ratio {s['ratio_janitor_vs_rclone']}")
+            med = {k: s[k]["seconds_median"] for k in s if k.startswith(("janitor", "rclone"))}
+            print(f"{s['shape']}: median seconds {med}; janitor throughput ratio {s['throughput_ratio_janitor_vs']}")
     finally:
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

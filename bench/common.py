@@ -8,6 +8,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,18 +28,27 @@ class Timing:
 
 
 def timed(label: str, argv: list[str], **kw: object) -> Timing:
-    """Run a command; wall time and the child's own peak RSS (from wait4, not a sampler).
+    """Run a command; wall time, CPU time and the command's own peak RSS (not a sampler).
 
     Dirty pages and pending discards of whatever ran before are flushed first, so one
     tool does not pay for the previous one's writes.
+
+    The command runs under GNU time, which reports its peak RSS. Read from our own wait4
+    instead, a child's ru_maxrss would include this (large) Python process: Linux carries a
+    process's RSS high-water mark across fork and exec.
     """
+    ensure_apt("time")
     os.sync()
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with tempfile.NamedTemporaryFile("r", prefix="bench-rss-") as rss:
+        start = time.perf_counter()
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],  # type: ignore[call-overload]
+                                stdout=subprocess.DEVNULL, **kw)
+        _, status, usage = os.wait4(proc.pid, 0)  # includes the command's rusage: time waited for it
+        wall = time.perf_counter() - start
+        lines = rss.read().split()
+    peak_mb = int(lines[-1]) / 1024 if lines and lines[-1].isdigit() else float("nan")
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Timing(label, wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime)
+    return Timing(label, wall, peak_mb, proc.returncode, usage.ru_utime + usage.ru_stime)
 
 
 def janitor_argv(*args: str) -> list[str]:
