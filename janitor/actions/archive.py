@@ -180,8 +180,25 @@ class ArchiveSession:
         """Open and hash these (key, open_file) files now, in the pool, while the caller
         checks the target: creating an S3 client keeps one CPU busy for ~0.2 s, and the
         first uploads need their digest before their first byte can be sent."""
+        # One thread, in order: the first upload can start once its own file is hashed,
+        # and hashing threads that outnumber the CPUs would only take the GIL from the
+        # thread building the client.
+        futures: list[tuple[Future[HashedFile], Callable[[], int]]] = []
         for key, open_file in jobs:
-            self._ahead[key] = self.pool.submit(_open_and_hash, open_file)
+            future: Future[HashedFile] = Future()
+            self._ahead[key] = future
+            futures.append((future, open_file))
+
+        def hash_in_order() -> None:
+            for future, open_file in futures:
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(_open_and_hash(open_file))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        self.pool.submit(hash_in_order)
 
     def _take_ahead(self, key: str) -> Future[HashedFile] | None:
         with self._lock:
