@@ -110,6 +110,24 @@ def test_importing_targets_does_not_import_boto3() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 
+def test_single_part_uploads_do_not_import_boto3(moto_server: MotoServer, server_bucket: str, tmp_path) -> None:
+    """boto3 and s3transfer (~40 ms to import) are needed only for multipart uploads."""
+    src, sha = write_file(tmp_path / "small", 4096)
+    code = (
+        "import sys, os\n"
+        "from janitor.targets import make_target, TargetSpec\n"
+        f"t = make_target(TargetSpec('m', 's3://{server_bucket}', endpoint_url='{moto_server.endpoint_url}',"
+        " region='us-east-1'))\n"
+        f"st = os.stat('{src}')\n"
+        f"t.upload('{src}', 'k', sha256='{sha}', size=st.st_size, mtime=st.st_mtime, mode=0o644)\n"
+        "assert t.stat('k').sha256 == '" + sha + "'\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('boto3', 's3transfer')]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
 def test_make_target_by_scheme(tmp_path) -> None:
     s3 = make_target(s3_spec())
     nas = make_target(TargetSpec("nas", f"file://{tmp_path}"))

@@ -1,8 +1,9 @@
-"""s3:// archive target (AWS S3, MinIO and other S3-compatibles) on boto3.
+"""s3:// archive target (AWS S3, MinIO and other S3-compatibles) on botocore and boto3.
 
-boto3/botocore are imported on first use, never at module import: `janitor guard` imports
-janitor.targets and must start fast. Credentials come only from boto3's standard chain
-(env, profile, SSO, instance role); nothing here reads or stores secrets.
+botocore is imported on first use, never at module import: `janitor guard` imports
+janitor.targets and must start fast. boto3 (for its managed multipart transfer) is
+imported only when a file is large enough to need it. Credentials come only from the
+standard AWS chain (env, profile, SSO, instance role); nothing here reads or stores secrets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import hashlib
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -96,6 +98,13 @@ def _parse_float(value: str | None) -> float | None:
         return None
 
 
+def _boto3_errors(name: str) -> tuple[type[BaseException], ...]:
+    """boto3's exception class `name`, if boto3 has been imported (only multipart uploads
+    import it); otherwise nothing could have raised one."""
+    module = sys.modules.get("boto3.exceptions")
+    return (getattr(module, name),) if module is not None else ()
+
+
 def _os_error_in(exc: BaseException) -> OSError | None:
     """Find the socket-level OSError (with errno) behind a botocore/urllib3 exception."""
     seen: set[int] = set()
@@ -119,7 +128,8 @@ def _os_error_in(exc: BaseException) -> OSError | None:
 
 
 class S3Target:
-    """Archive to s3://bucket/prefix through boto3's managed transfer, verifying each copy."""
+    """Archive to s3://bucket/prefix (one PutObject, or boto3's managed multipart transfer),
+    verifying each copy."""
 
     def __init__(self, spec: TargetSpec, *, transfer_overrides: dict[str, Any] | None = None):
         parts = urlsplit(spec.url)
@@ -170,7 +180,7 @@ class S3Target:
     # -- client ---------------------------------------------------------------------------
 
     def _make_client(self, *, compat: bool) -> Any:
-        import boto3  # lazy: see module docstring
+        import botocore.session  # lazy: see module docstring; boto3 only for multipart
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ProfileNotFound
 
@@ -200,8 +210,8 @@ class S3Target:
             **extra,
         )
         try:
-            session = boto3.session.Session(profile_name=self.spec.profile)
-            return session.client(
+            session = botocore.session.Session(profile=self.spec.profile)
+            return session.create_client(
                 "s3",
                 endpoint_url=self.spec.endpoint_url,
                 region_name=self.spec.region,
@@ -214,7 +224,7 @@ class S3Target:
 
     @property
     def client(self) -> Any:
-        """The boto3 S3 client, created (and boto3 imported) on first use."""
+        """The botocore S3 client, created (and botocore imported) on first use."""
         with self._lock:
             if self._client_obj is None:
                 self._client_obj = self._make_client(compat=False)
@@ -235,11 +245,10 @@ class S3Target:
         self, exc: BaseException, *, action: str, key: str | None = None, cls: type = TargetError
     ) -> TargetError:
         """One clear line for a boto3/botocore failure; the caller raises it `from None`."""
-        from boto3.exceptions import S3UploadFailedError
         from botocore import exceptions as bx
 
         # upload_file wraps ClientError in S3UploadFailedError, keeping the original as context.
-        if isinstance(exc, S3UploadFailedError):
+        if isinstance(exc, _boto3_errors("S3UploadFailedError")):
             inner = exc.__cause__ or exc.__context__
             if isinstance(inner, bx.ClientError | bx.BotoCoreError):
                 exc = inner
@@ -343,10 +352,9 @@ class S3Target:
         return cls(self._fail(f"{action} failed: {type(exc).__name__}: {_one_line(exc)}"))
 
     def _is_client_error(self, exc: BaseException, codes: set[str]) -> bool:
-        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import ClientError
 
-        if isinstance(exc, S3UploadFailedError):
+        if isinstance(exc, _boto3_errors("S3UploadFailedError")):
             exc = exc.__cause__ or exc.__context__ or exc
         if not isinstance(exc, ClientError):
             return False
@@ -354,10 +362,9 @@ class S3Target:
 
     @staticmethod
     def _sdk_errors() -> tuple[type[BaseException], ...]:
-        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
-        return (ClientError, BotoCoreError, Boto3Error)
+        return (ClientError, BotoCoreError, *_boto3_errors("Boto3Error"))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -514,15 +521,13 @@ class S3Target:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _transfer_config(self) -> Any:
-        from boto3.s3.transfer import TransferConfig
-
+    def _transfer_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {
             "multipart_threshold": self.spec.multipart_threshold,
             "multipart_chunksize": self.spec.multipart_chunksize,
         }
         opts.update(self._transfer_overrides)
-        return TransferConfig(**opts)
+        return opts
 
     def _extra_args(
         self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False
@@ -630,8 +635,8 @@ class S3Target:
     ) -> dict | None:
         """Upload; returns the PutObject response for single-part uploads, else None."""
         client = self.client if checksum else self._compat_client()
-        config = self._transfer_config()
-        if size < config.multipart_threshold:
+        options = self._transfer_options()
+        if size < options["multipart_threshold"]:
             # What the managed transfer does below its threshold (one PutObject), without
             # building a transfer manager and its thread pool for every small file.
             extra = self._extra_args(
@@ -642,14 +647,18 @@ class S3Target:
             if progress is not None:
                 progress(size)
             return dict(resp)
-        client.upload_file(
-            local_path,
-            self.bucket,
-            key,
-            ExtraArgs=self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum),
-            Callback=progress,
-            Config=config,
-        )
+        # boto3's managed transfer (s3transfer) only here: importing it costs ~40 ms that
+        # the single PutObject above does not need.
+        from boto3.s3.transfer import S3Transfer, TransferConfig
+
+        with S3Transfer(client, TransferConfig(**options)) as transfer:
+            transfer.upload_file(
+                local_path,
+                self.bucket,
+                key,
+                extra_args=self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum),
+                callback=progress,
+            )
         return None
 
     def _verify_head(self, key: str, head: dict, *, sha256: str, size: int) -> StoredObject:
