@@ -349,6 +349,24 @@ def test_files_hashed_ahead_are_still_checked_and_never_leak(
     assert set(os.listdir("/proc/self/fd")) <= open_before
 
 
+def test_closing_a_session_whose_hashing_never_started_does_not_wait_for_it(tmp_path: Path) -> None:
+    """A hashing task cancelled by the pool's shutdown leaves its futures pending: close()
+    must not wait for results that will never come."""
+    from concurrent.futures import Future
+
+    from janitor.actions.archive import ArchiveSession, HashedFile
+    from janitor.targets import make_target
+    from janitor.targets.base import TargetSpec
+
+    session = ArchiveSession(make_target(TargetSpec("nas", f"file://{tmp_path}")), workers=1)
+    never_started: Future[HashedFile] = Future()
+    session._ahead["key"] = never_started
+    closer = threading.Thread(target=session.close, daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive() and never_started.cancelled()
+
+
 def test_bytes_that_are_not_the_hashed_file_are_refused_and_the_file_kept(
     moto_server: MotoServer, checking_proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -135,6 +135,7 @@ def archive_open_file(
 
     if existing is not None and is_verified(existing, before.st_size, digest):
         return ArchivedFile(obj=existing, uploaded=False)
+
     def changed_since_hashed() -> bool:
         after = os.fstat(fd)
         return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
@@ -301,8 +302,10 @@ class ArchiveSession:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for ahead in self._ahead.values():  # hashed, but never claimed by an upload
-            if not ahead.cancelled() and ahead.exception() is None:
+        # Hashed ahead but never claimed by an upload. With the pool shut down, each is
+        # done, or still pending because the hashing task was cancelled before it started.
+        for ahead in self._ahead.values():
+            if not ahead.cancel() and ahead.exception() is None:
                 os.close(ahead.result().fd)
         self._ahead.clear()
         if self.progress is not None:
