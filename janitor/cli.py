@@ -57,6 +57,15 @@ PolicyOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 
 
+def _print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, so `janitor --version` needs no command.
+    if value:
+        from . import __version__
+
+        print(f"janitor {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -69,14 +78,10 @@ def _global(
         Optional[str], typer.Option("--log-file", help="Append JSON event lines to this file.", show_default=False)
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file event in text mode.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     """Storage-lifecycle janitor: clean, archive, truncate and cap what services leave on disk."""
-    if version:
-        from . import __version__
-
-        print(f"janitor {__version__}")
-        raise typer.Exit(0)
     OPTS.debug = OPTS.debug or debug
     OPTS.log_format = OPTS.log_format or log_format
     OPTS.log_file = OPTS.log_file or log_file

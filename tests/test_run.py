@@ -350,6 +350,15 @@ def test_every_command_has_help(cli, command: list[str]) -> None:  # type: ignor
     assert len(description) > 20, proc.stdout
 
 
+def test_version_needs_no_command(cli) -> None:  # type: ignore[no-untyped-def]
+    from janitor import __version__
+
+    for args in (["--version"], ["--version", "run"]):
+        proc = cli(*args)
+        assert (proc.returncode, proc.stdout) == (0, f"janitor {__version__}\n"), proc.stderr
+    assert cli().returncode == 2  # no command at all is still a usage error
+
+
 def test_a_policy_path_that_is_a_symlink_is_refused(tmp_path: Path, write_config, cli) -> None:  # type: ignore[no-untyped-def]
     victim = tmp_path / "victim"
     victim.mkdir()
