@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -27,28 +28,48 @@ class Timing:
     cpu_s: float = 0.0  # user + system: less sensitive than wall time to a busy machine
 
 
-def timed(label: str, argv: list[str], **kw: object) -> Timing:
-    """Run a command; wall time, CPU time and the command's own peak RSS (not a sampler).
+@dataclass
+class Measured:
+    wall_s: float
+    cpu_s: float  # user + system of the command and the children it waited for
+    peak_rss_mb: float  # the largest single process among them
+    returncode: int
+    stdout: bytes = b""
+    stderr: bytes = b""
 
-    Dirty pages and pending discards of whatever ran before are flushed first, so one
-    tool does not pay for the previous one's writes.
 
-    The command runs under GNU time, which reports its peak RSS. Read from our own wait4
-    instead, a child's ru_maxrss would include this (large) Python process: Linux carries a
-    process's RSS high-water mark across fork and exec.
+def run_measured(argv: list[str], *, capture: bool = False, **kw: object) -> Measured:
+    """Run a command under GNU time; its wall time, CPU time and peak RSS.
+
+    GNU time reports the command's own peak RSS. Read from this process's wait4, a child's
+    ru_maxrss would include this (large) Python process: Linux carries a process's RSS
+    high-water mark across fork and exec (a 300 MB parent made `true` report 313 MB).
     """
     ensure_apt("time")
-    os.sync()
+    if capture:
+        kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kw.setdefault("stdout", subprocess.DEVNULL)
     with tempfile.NamedTemporaryFile("r", prefix="bench-rss-") as rss:
         start = time.perf_counter()
-        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],  # type: ignore[call-overload]
-                                stdout=subprocess.DEVNULL, **kw)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], **kw)  # type: ignore[call-overload]
+        # read before waiting, so a chatty command cannot block on a full pipe
+        out, err = (proc.stdout.read(), proc.stderr.read()) if capture else (b"", b"")
         _, status, usage = os.wait4(proc.pid, 0)  # includes the command's rusage: time waited for it
         wall = time.perf_counter() - start
         lines = rss.read().split()
     peak_mb = int(lines[-1]) / 1024 if lines and lines[-1].isdigit() else float("nan")
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Timing(label, wall, peak_mb, proc.returncode, usage.ru_utime + usage.ru_stime)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_mb, os.waitstatus_to_exitcode(status), out, err)
+
+
+def timed(label: str, argv: list[str], **kw: Any) -> Timing:
+    """Run a command; wall time, CPU time and its own peak RSS (run_measured).
+
+    Dirty pages and pending discards of whatever ran before are flushed first, so one
+    tool does not pay for the previous one's writes.
+    """
+    os.sync()
+    m = run_measured(argv, **kw)
+    return Timing(label, m.wall_s, m.peak_rss_mb, m.returncode, m.cpu_s)
 
 
 def janitor_argv(*args: str) -> list[str]:

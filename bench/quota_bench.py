@@ -8,7 +8,7 @@ sets a quota that must evict about half of them (oldest first), and times
   shell glue                find | awk (total) ; find -printf | sort -n | awk | xargs rm
 
 on identical trees, each in a fresh process: wall time and the peak RSS of the largest
-process (os.wait4's rusage). The glue does no open-file check, no settle, no journal and
+process (GNU time, bench.common.run_measured). The glue does no open-file check, no settle, no journal and
 no re-check before unlinking, so it is a floor rather than an equal.
 
 As root the tree goes on a 2 GiB tmpfs mounted for the run, so the figures measure the
@@ -29,6 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = time.time()
@@ -62,15 +65,8 @@ def count_files(root: Path) -> int:
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, subprocess.CompletedProcess[bytes]]:
     """(wall seconds, peak RSS MiB of the largest process in the tree, result)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out, err = b"", b""
-    # read before waiting so a chatty child cannot block on a full pipe
-    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    m = run_measured(argv, capture=True, env=env)
+    return m.wall_s, m.peak_rss_mb, subprocess.CompletedProcess(argv, m.returncode, m.stdout, m.stderr)
 
 
 def main() -> int:
