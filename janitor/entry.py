@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> None:
         print(code, file=sys.stderr)  # what sys.exit("message") would have done
         code = 1
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed pipe or stream: nothing more can be said there
+        except (BrokenPipeError, ValueError):
+            pass  # the reader went away (`| head`) or the stream is closed: nothing to add
+        except OSError:
+            code = code or 120  # output lost (disk full...): Python's own exit status for it
     os._exit(code or 0)
 
 

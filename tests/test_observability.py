@@ -240,3 +240,14 @@ def test_the_console_script_says_everything_before_its_fast_exit(populated: Tree
     bad.write_text("version: 1\npolicies: [{name: x, path: /nonexistent-dir, action: delete, older_than: soon}]\n")
     proc = subprocess.run(janitor_cmd("validate", "-c", bad), capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 2 and "older_than" in proc.stdout + proc.stderr
+
+    # output that cannot be written is not a success (120, as Python itself would exit) ...
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(janitor_cmd("plan", "--json", "-c", cfg), stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 120 and "Traceback" not in proc.stderr
+    # ... and a closed stderr is not a crash
+    proc = subprocess.run(janitor_cmd("validate", "-c", cfg), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, env=env, cwd=ROOT, pass_fds=(), close_fds=True,
+                          preexec_fn=lambda: os.close(2))
+    assert proc.returncode == 0, proc.stdout
