@@ -134,6 +134,7 @@ class ChecksumCheckingProxy:
     def __init__(self, upstream_port: int) -> None:
         self.rejected: list[str] = []
         self.checked: list[str] = []
+        self.corrupt: set[str] = set()  # paths whose PUT body gets one byte flipped in transit
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,6 +156,8 @@ class ChecksumCheckingProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self.command == "PUT" and self.path in proxy.corrupt and body:
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
                 claimed = self.headers.get("x-amz-checksum-sha256")
                 if self.command == "PUT" and claimed:
                     proxy.checked.append(self.path)

@@ -367,14 +367,16 @@ def test_closing_a_session_whose_hashing_never_started_does_not_wait_for_it(tmp_
     assert not closer.is_alive() and never_started.cancelled()
 
 
-def test_bytes_that_are_not_the_hashed_file_are_refused_and_the_file_kept(
-    moto_server: MotoServer, checking_proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("endpoint", ["checking", "plain moto"])
+def test_a_file_rewritten_after_hashing_is_kept_even_if_the_server_does_not_check(
+    moto_server: MotoServer, checking_proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str
 ) -> None:
-    """Rewritten in place after janitor hashed it, with size and mtime put back: only the
-    server's check of janitor's digest can notice, and it must leave the file where it is."""
+    """Rewritten in place after janitor hashed it, with size and mtime put back. A server
+    that checks the digest refuses the upload; moto stores it. Either way the ctime moved,
+    so the file is kept (skipped: changed) and the next run uploads it again."""
     import janitor.actions.archive as archive_mod
 
-    bucket = _fresh_bucket(moto_server.endpoint_url, "e2e-baddigest")
+    bucket = _fresh_bucket(moto_server.endpoint_url, f"e2e-rewrite-{endpoint.replace(' ', '-')}")
     data = tmp_path / "data"
     make_tree(data, {"render.mp4": b"v" * 4096, "other.mp4": b"o" * 4096})
     victim = data / "render.mp4"
@@ -390,15 +392,75 @@ def test_bytes_that_are_not_the_hashed_file_are_refused_and_the_file_kept(
         return digest
 
     monkeypatch.setattr(archive_mod, "sha256_of_fd", hash_then_rewrite)
+    url = checking_proxy.endpoint_url if endpoint == "checking" else moto_server.endpoint_url
+    report, log = run_inprocess(write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=url))
+    (outcome,) = report.result.policies
+    assert outcome.files == 1 and outcome.skipped["changed"] == 1, log
+    assert victim.read_bytes() == b"X" + b"v" * 4095  # kept, as it now is
+    assert not (data / "other.mp4").exists()  # the other file went up and was deleted
+    if endpoint == "checking":
+        assert checking_proxy.rejected == [f"/{bucket}/arch/outputs/render.mp4"]
+        assert sorted(objects(moto_server.endpoint_url, bucket)) == ["arch/outputs/other.mp4"]
+
+
+def test_a_body_damaged_in_transit_is_refused_and_the_file_kept(
+    moto_server: MotoServer, checking_proxy, tmp_path: Path
+) -> None:
+    """The server's check of janitor's digest is what catches bytes damaged on the way. The
+    refusal is that file's error (exit 1, one line), not a sign that the target is down:
+    the files after it still go up."""
+    bucket = _fresh_bucket(moto_server.endpoint_url, "e2e-damaged")
+    data = tmp_path / "data"
+    make_tree(data, {f"f{i}.bin": bytes([i]) * 4096 for i in range(8)})
+    checking_proxy.corrupt = {f"/{bucket}/arch/outputs/f{i}.bin" for i in range(6)}
     report, log = run_inprocess(
         write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=checking_proxy.endpoint_url)
     )
-    assert report.result.exit_code == 1
-    assert checking_proxy.rejected == [f"/{bucket}/arch/outputs/render.mp4"]
-    assert victim.read_bytes() == b"X" + b"v" * 4095  # kept, as it now is
-    assert not (data / "other.mp4").exists()  # the other file went up and was deleted
-    assert sorted(objects(moto_server.endpoint_url, bucket)) == ["arch/outputs/other.mp4"]
-    assert "not janitor's digest" in log and "Traceback" not in log
+    (outcome,) = report.result.policies
+    assert report.result.exit_code == 1 and outcome.files == 2, log
+    assert sorted(os.listdir(data)) == [f"f{i}.bin" for i in range(6)]  # all six kept, intact
+    assert all((data / f"f{i}.bin").read_bytes() == bytes([i]) * 4096 for i in range(6))
+    assert sorted(objects(moto_server.endpoint_url, bucket)) == ["arch/outputs/f6.bin", "arch/outputs/f7.bin"]
+    assert "not janitor's digest" in log and "stopping this policy" not in log and "Traceback" not in log
+
+
+def test_closing_a_session_does_not_wait_to_hash_files_nobody_will_upload(tmp_path: Path) -> None:
+    """When the target check fails (or on Ctrl-C) while files are being hashed ahead, only
+    the file being hashed is finished; the others are never opened, nothing stays open."""
+    from janitor.actions.archive import ArchiveSession
+    from janitor.targets import make_target
+    from janitor.targets.base import TargetSpec
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"f{i}")
+        paths[-1].write_bytes(b"x" * 1000)
+    session = ArchiveSession(make_target(TargetSpec("nas", f"file://{tmp_path / 'nas'}")), workers=4)
+    entered, release = threading.Event(), threading.Event()
+    opened: list[int] = []
+
+    def opener(i: int):  # type: ignore[no-untyped-def]
+        def open_file() -> int:
+            opened.append(i)
+            if i == 0:
+                entered.set()
+                release.wait(30)
+            return os.open(paths[i], os.O_RDONLY)
+        return open_file
+
+    open_before = set(os.listdir("/proc/self/fd"))
+    session.hash_ahead([(f"k{i}", opener(i)) for i in range(4)])
+    assert entered.wait(30)
+    real_shutdown = session.pool.shutdown
+
+    def shutdown_releasing_the_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        release.set()  # only once close() has cancelled what was not started
+        real_shutdown(*args, **kwargs)
+
+    session.pool.shutdown = shutdown_releasing_the_first  # type: ignore[method-assign]
+    session.close()
+    assert opened == [0]
+    assert set(os.listdir("/proc/self/fd")) <= open_before
 
 
 def test_symlinks_are_not_followed(mocked_s3: None, tmp_path: Path) -> None:

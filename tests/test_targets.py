@@ -245,7 +245,7 @@ def test_s3_single_put_asks_the_server_to_check_our_digest(
     assert is_verified(stored, 1000, sha)
     assert checking_proxy.checked == [f"/{server_bucket}/good"] and not checking_proxy.rejected
 
-    with pytest.raises(UploadFailed, match="not janitor's digest"):
+    with pytest.raises(VerifyFailed, match="not janitor's digest"):
         target.upload(src, "stale", **upload_args(src, "11" * 32))
     assert checking_proxy.rejected == [f"/{server_bucket}/stale"]
     direct = make_target(s3_spec(server_bucket, endpoint_url=moto_server.endpoint_url))

@@ -19,18 +19,11 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import (
-    FileChanged,
-    JanitorError,
-    TargetError,
-    TargetUnavailable,
-    UploadFailed,
-    VerifyFailed,
-)
+from ..errors import FileChanged, JanitorError, TargetError, TargetUnavailable, VerifyFailed
 from ..trash import move_into_trash
 from .base import Action
 
@@ -137,8 +130,12 @@ def archive_open_file(
         return ArchivedFile(obj=existing, uploaded=False)
 
     def changed_since_hashed() -> bool:
+        # ctime too: a rewrite that keeps the size and puts the mtime back still moves it,
+        # and an endpoint that stores our checksum header without checking it (moto, some
+        # S3-compatibles) would otherwise keep bytes that are not the ones we hashed.
         after = os.fstat(fd)
-        return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+        return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+            before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
     try:
         obj = target.upload(
@@ -150,7 +147,7 @@ def archive_open_file(
             mode=before.st_mode & 0o7777,
             progress=progress,
         )
-    except (UploadFailed, VerifyFailed):
+    except VerifyFailed:
         # A server that refused our digest (BadDigest) most likely saw a file being written.
         if changed_since_hashed():
             return ArchivedFile(changed="changed while it was being uploaded; kept")
@@ -253,6 +250,8 @@ class ArchiveSession:
             fd = hashed.fd if hashed is not None else open_file()
         except OSError as exc:
             return ArchivedFile(error=exc)  # a local read problem: this file only
+        except CancelledError:  # the session is closing (interrupted)
+            return ArchivedFile(error=self.unavailable or TargetUnavailable("archive interrupted"))
         if self.unavailable is not None:
             os.close(fd)
             return ArchivedFile(error=self.unavailable)
@@ -301,11 +300,14 @@ class ArchiveSession:
         return exc
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        # Hashed ahead but never claimed by an upload. With the pool shut down, each is
-        # done, or still pending because the hashing task was cancelled before it started.
+        # Files not hashed yet will not be: a target that failed its check (or Ctrl-C) must
+        # not wait for them to be read. The hashing task skips cancelled futures.
         for ahead in self._ahead.values():
-            if not ahead.cancel() and ahead.exception() is None:
+            ahead.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Hashed ahead but never claimed by an upload: close what was opened.
+        for ahead in self._ahead.values():
+            if not ahead.cancelled() and ahead.exception() is None:
                 os.close(ahead.result().fd)
         self._ahead.clear()
         if self.progress is not None:

@@ -293,7 +293,9 @@ class S3Target:
             if code.startswith("KMS.") or "kms" in msg.lower():
                 return cls(self._fail(f"server-side encryption with KMS failed: {msg or code}"))
             if code == "BadDigest":
-                return cls(
+                # The server's verification failed: a file's own problem (like VerifyFailed
+                # from our comparisons), not a sign that the target is down.
+                return VerifyFailed(
                     self._fail(
                         f"{action}: the server's SHA-256 of the bytes it received is not "
                         "janitor's digest (file changed while read, or damaged in transit)"
