@@ -46,19 +46,22 @@ def run_measured(argv: list[str], *, capture: bool = False, **kw: object) -> Mea
     high-water mark across fork and exec (a 300 MB parent made `true` report 313 MB).
     """
     ensure_apt("time")
-    if capture:
-        kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    kw.setdefault("stdout", subprocess.DEVNULL)
-    with tempfile.NamedTemporaryFile("r", prefix="bench-rss-") as rss:
+    with (tempfile.NamedTemporaryFile("r", prefix="bench-rss-") as rss,
+          tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err):
+        if capture:  # files, not pipes: nothing to drain while we wait, whatever the volume
+            kw.update(stdout=out, stderr=err)
+        kw.setdefault("stdout", subprocess.DEVNULL)
         start = time.perf_counter()
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], **kw)  # type: ignore[call-overload]
-        # read before waiting, so a chatty command cannot block on a full pipe
-        out, err = (proc.stdout.read(), proc.stderr.read()) if capture else (b"", b"")
         _, status, usage = os.wait4(proc.pid, 0)  # includes the command's rusage: time waited for it
         wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
         lines = rss.read().split()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (out.read(), err.read()) if capture else (b"", b"")
     peak_mb = int(lines[-1]) / 1024 if lines and lines[-1].isdigit() else float("nan")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_mb, os.waitstatus_to_exitcode(status), out, err)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_mb, proc.returncode, stdout, stderr)
 
 
 def timed(label: str, argv: list[str], **kw: Any) -> Timing:
