@@ -18,6 +18,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
+from .safepath import open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
 from .units import format_duration
@@ -107,18 +108,7 @@ class DirCache:
         return fd, name
 
     def _open_chain(self, reldir: str) -> int:
-        fd = self.root_fd
-        for part in reldir.split("/"):
-            if part in ("", ".", ".."):
-                raise JanitorError(f"refusing path component {part!r} in {reldir!r}", code="E_UNSAFE")
-            child = os.open(part, O_DIR, dir_fd=fd)  # O_NOFOLLOW: a symlinked directory fails here
-            if fd != self.root_fd:
-                os.close(fd)
-            if self.one_filesystem and os.fstat(child).st_dev != self.root_dev:
-                os.close(child)
-                raise JanitorError(f"{reldir} is on another filesystem now", code="E_UNSAFE")
-            fd = child
-        return fd
+        return open_dirs_below(self.root_fd, reldir.split("/"), dev=self.root_dev if self.one_filesystem else None)
 
     def open_file(self, relpath: str) -> int:
         """Open a regular file below the root for reading, never following a symlink.

@@ -13,8 +13,7 @@ import contextlib
 import os
 
 from .errors import JanitorError
-
-O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from .scan import O_DIR
 
 
 def relative_parts(path: str, root: str) -> list[str]:
@@ -26,21 +25,28 @@ def relative_parts(path: str, root: str) -> list[str]:
     return os.path.relpath(path_n, root_n).split("/")
 
 
-def open_dirs_below(root_fd: int, parts: list[str], *, create: bool = False) -> int:
-    """Open the directories `parts` below root_fd (creating them 0755 if asked), no symlinks."""
-    fd = os.dup(root_fd)
+def open_dirs_below(root_fd: int, parts: list[str], *, create: bool = False, dev: int | None = None) -> int:
+    """Open the directories `parts` below root_fd (creating them 0755 if asked), no symlinks;
+    with `dev`, every one of them must be on that filesystem. A new descriptor either way."""
+    if not parts:
+        return os.dup(root_fd)
+    fd = root_fd
     try:
         for part in parts:
             if part in ("", ".", ".."):
-                raise JanitorError(f"refusing path component {part!r}", code="E_UNSAFE")
+                raise JanitorError(f"refusing path component {part!r} in {'/'.join(parts)!r}", code="E_UNSAFE")
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=fd)
             child = os.open(part, O_DIR, dir_fd=fd)  # a symlinked directory fails here
-            os.close(fd)
+            if fd != root_fd:
+                os.close(fd)
             fd = child
+            if dev is not None and os.fstat(fd).st_dev != dev:
+                raise JanitorError(f"{'/'.join(parts)} is on another filesystem now", code="E_UNSAFE")
     except BaseException:
-        os.close(fd)
+        if fd != root_fd:
+            os.close(fd)
         raise
     return fd
 
