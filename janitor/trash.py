@@ -22,6 +22,7 @@ from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
 from .safepath import lexists_at, open_parent_below, relative_parts
 from .state import ensure_private_dir
+from .targets.base import file_sha256
 
 MOUNT_TRASH_NAME = ".janitor-trash"
 _CHUNK = 1 << 20
@@ -100,11 +101,7 @@ def copy_verified(src_fd: int, dest: str, size: int) -> str:
             os.fsync(out.fileno())
         if os.fstat(src_fd).st_size != size or os.stat(tmp).st_size != size:
             raise FileChanged(f"{dest}: source changed while copying")
-        check = hashlib.sha256()
-        with open(tmp, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                check.update(chunk)
-        if check.hexdigest() != digest.hexdigest():
+        if file_sha256(tmp, chunk=_CHUNK) != digest.hexdigest():
             raise JanitorError(f"{dest}: copy does not match the original", code="E_VERIFY_FAILED")
         os.rename(tmp, dest)
     except BaseException:
