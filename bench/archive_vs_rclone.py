@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import Timing, ensure_apt, janitor_argv, save, timed  # noqa: E402
+from common import Timing, count_files, ensure_apt, janitor_argv, save, timed  # noqa: E402
 from s3server import start_moto_server  # noqa: E402
 
 KiB = 1024
@@ -84,10 +84,6 @@ def make_files(root: Path, count: int, size: int) -> None:
         # distinct content per file (no dedup anywhere can flatter either tool)
         p.write_bytes(i.to_bytes(8, "little") + block[8:])
         os.utime(p, (when, when))
-
-
-def count_files(root: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(root))
 
 
 def bucket_stats(endpoint: str, bucket: str) -> tuple[int, int]:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_measured  # noqa: E402
+from common import count_files, run_measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = time.time()
@@ -57,10 +57,6 @@ def build_tree(root: Path, dirs: int, files: int, seed: int = 7) -> tuple[int, i
             os.utime(path, (mtime, mtime))
             total += size
     return dirs * files, total
-
-
-def count_files(root: Path) -> int:
-    return sum(len(names) for _, _, names in os.walk(root))
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, subprocess.CompletedProcess[bytes]]:
