@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -644,6 +644,26 @@ def test_e2e_endpoint_down(tmp_path: Path) -> None:
     assert os.listdir(data) == ["a"]
 
 
+def run_until_stored(cfg: Path, endpoint: str, bucket: str, count: int, *, then: Callable[[], None]) -> tuple[int, str]:
+    """Start `janitor run`, wait until the bucket holds `count` objects (real progress, not a
+    fixed time), call `then` (kill the endpoint), and return the run's exit code and stderr."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "janitor", "run", "-c", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while len(objects(endpoint, bucket)) < count:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        then()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
 class Proxy:
     """A TCP forwarder on 127.0.0.1 in front of the moto server. `kill()` drops the listener
     and every connection at once: to janitor the endpoint is gone, while the objects stay in
@@ -705,21 +725,8 @@ def test_e2e_endpoint_killed_mid_run_loses_nothing(moto_server: MotoServer, tmp_
     digests = make_tree(data, contents)
     proxy = Proxy(moto_server.port)
     cfg = write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=f"http://127.0.0.1:{proxy.port}")
-    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
-    proc = subprocess.Popen([sys.executable, "-m", "janitor", "run", "-c", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while len(objects(endpoint, bucket)) < 100:  # wait for real progress, not a fixed time
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proxy.kill()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, err
+    returncode, err = run_until_stored(cfg, endpoint, bucket, 100, then=proxy.kill)
+    assert returncode == 1, err
     assert "Traceback" not in err
     cause = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(cause) == 1 and ("cannot reach" in cause[0] or "dropped" in cause[0]), err
@@ -766,21 +773,8 @@ def test_e2e_server_process_killed(private_moto_server: MotoServer, tmp_path: Pa
     data = tmp_path / "data"
     digests = make_tree(data, {f"f{i:04}.bin": os.urandom(32 * 1024) for i in range(400)})
     cfg = write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=endpoint)
-    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
-    proc = subprocess.Popen([sys.executable, "-m", "janitor", "run", "-c", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while len(objects(endpoint, bucket)) < 50:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        private_moto_server.kill()
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1 and "Traceback" not in err
+    returncode, err = run_until_stored(cfg, endpoint, bucket, 50, then=private_moto_server.kill)
+    assert returncode == 1 and "Traceback" not in err
     archived = {os.path.basename(e.path): e.sha256 for e in journal(tmp_path) if e.state == "done"}
     for rel, digest in digests.items():
         if not (data / rel).exists():
