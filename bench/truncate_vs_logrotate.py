@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from janitor.disk import fstype as mount_fstype  # noqa: E402
 from janitor.logcut import CutOptions, cut_log, plan_method  # noqa: E402
 
 # rate 0: as fast as possible. Otherwise paced: catch up to rate * elapsed, one write() a line.
@@ -91,17 +92,6 @@ class Result:
     cut_ms_median: float
     cut_ms_max: float
     errors: list[str] = field(default_factory=list)
-
-
-def fstype(path: Path) -> str:
-    dev = os.stat(path).st_dev
-    want = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            if left.split()[2] == want:
-                return right.split()[0]
-    return "?"
 
 
 def copies_oldest_first(log: Path) -> list[Path]:
@@ -227,7 +217,7 @@ def run_case(logdir: Path, workdir: Path, writer: str, cutter: str, seconds: flo
     cuts = len(durations)
     durations.sort()
     return Result(
-        filesystem=str(logdir), fstype=fstype(logdir), writer=writer, cutter=cutter,
+        filesystem=str(logdir), fstype=mount_fstype(os.stat(logdir).st_dev) or "?", writer=writer, cutter=cutter,
         method="/".join(sorted(methods)) or "-", seconds=round(elapsed, 2), cuts=cuts,
         lines_written=written, lines_per_second=round(written / elapsed),
         lines_lost=lost, lines_duplicated=dup, lines_out_of_order=disorder, nul_bytes=nul,
@@ -273,7 +263,7 @@ def main() -> int:
             work.mkdir()
             probe = logdir / "probe"
             probe.write_bytes(b"")
-            print(f"# {where}: {logdir} on {fstype(logdir)}, janitor method: {plan_method(probe, CutOptions())}",
+            print(f"# {where}: {logdir} on {mount_fstype(os.stat(logdir).st_dev) or '?'}, janitor method: {plan_method(probe, CutOptions())}",
                   flush=True)
             probe.unlink()
             for writer in args.writers.split(","):

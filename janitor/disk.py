@@ -1,4 +1,4 @@
-"""Filesystem usage as `df` reports it.
+"""Filesystem usage as `df` reports it, and a mount's filesystem type.
 
 Imported by `janitor guard`, which must start fast: nothing here may pull in more than
 `os` (not even dataclasses, which costs ~13 ms of imports).
@@ -50,3 +50,19 @@ def disk_usage(path: str) -> DiskUsage:
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     free = st.f_bavail * st.f_frsize
     return DiskUsage(path, total, used, free)
+
+
+def fstype(dev: int) -> str:
+    """The type (ext4, xfs, tmpfs...) of the mounted filesystem with this device number,
+    from /proc/self/mountinfo; "" when it is not found."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) > 2 and fields[2] == want and right:
+                    return right.split()[0]
+    except OSError:
+        pass
+    return ""

@@ -54,3 +54,16 @@ def janitor_cmd(*args: str, timeout: float = 120, env: dict[str, str] | None = N
 def names(directory: Path) -> set[str]:
     """Relative paths of the regular files below directory."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+def fstype(path: Path) -> str:
+    """Filesystem type of the mount holding `path` (the tests' own reading of mountinfo,
+    independent of janitor.disk.fstype, whose answer they check)."""
+    dev = os.stat(path).st_dev
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            if left.split()[2] == want:
+                return right.split()[0]
+    return ""

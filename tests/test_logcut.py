@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fsutil import fstype
 
 from janitor.errors import DiskFull, JanitorError
 from janitor.logcut import (
@@ -89,20 +90,6 @@ LINE = 10  # b"%09d\n"
 
 def numbered(first: int, last: int) -> bytes:
     return b"".join(b"%09d\n" % i for i in range(first, last + 1))
-
-
-def fstype(path: Path) -> str:
-    """Filesystem type of the mount holding `path`, from /proc/self/mountinfo."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            mnt = left.split()[4]
-            prefix = mnt.rstrip("/") + "/"
-            if (real == mnt or real.startswith(prefix)) and len(mnt) >= len(best):
-                best, kind = mnt, right.split()[0]
-    return kind
 
 
 @pytest.fixture

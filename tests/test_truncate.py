@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fsutil import fstype
 
 # Appends "%09d\n" lines; `burst` lines per write loop, then sleeps `pause` seconds.
 # With O_APPEND unless told otherwise; reopens its log on SIGHUP like a daemon.
@@ -90,17 +91,6 @@ def write_policy(tmp_path: Path, state: Path, root: Path, extra: str = "") -> Pa
     lines = "".join(f"    {line}\n" for line in extra.strip().splitlines())
     path.write_text(POLICY.format(state=state, root=root) + lines)
     return path
-
-
-def fstype(path: Path) -> str:
-    dev = os.stat(path).st_dev
-    want = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            if left.split()[2] == want:
-                return right.split()[0]
-    return ""
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..disk import fstype
 from ..errors import FileSkipped, JanitorError
 from ..logcut import CutOptions, NonAppendWriter, cut_log, recover_cut, validate_options
 from ..plan import Skip
@@ -111,26 +112,12 @@ def expected_method(path: str, options: CutOptions) -> str:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return "copy-truncate"
-    kind = _fstype(st.st_dev)
+    kind = fstype(st.st_dev)
     if kind not in _COLLAPSE_FS:
         return "copy-truncate"
     if kind == "ext4" and not _uses_extents(path):
         return "copy-truncate"
     return "collapse-range"
-
-
-def _fstype(dev: int) -> str:
-    want = f"{os.major(dev)}:{os.minor(dev)}"
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) > 2 and fields[2] == want and right:
-                    return right.split()[0]
-    except OSError:
-        pass
-    return ""
 
 
 def _uses_extents(path: str) -> bool:
