@@ -87,6 +87,12 @@ def _open_and_hash(open_file: Callable[[], int]) -> HashedFile:
         raise
 
 
+def _discard(ahead: Future[HashedFile]) -> None:
+    """Give up a file hashed ahead: stop it if it has not started, else close what it opened."""
+    if not ahead.cancel() and ahead.exception() is None:
+        os.close(ahead.result().fd)
+
+
 def _fd_path(fd: int, fallback: str) -> str:
     # boto3's managed transfer wants a path (it reopens the file once per part); the
     # /proc/self/fd link names exactly the inode we opened with O_NOFOLLOW, so a file
@@ -243,6 +249,10 @@ class ArchiveSession:
     def _archive_one(self, key: str, fact: FileFact, open_file: Callable[[], int], fallback_path: str,
                      listed_size: int | None | Literal[False] = False) -> ArchivedFile:
         ahead = self._take_ahead(key)
+        if self.unavailable is not None:  # no file is opened for a target known to be down
+            if ahead is not None:
+                _discard(ahead)
+            return ArchivedFile(error=self.unavailable)
         hashed: HashedFile | None = None
         try:
             # Submitted before this job, so already running or done: waiting cannot deadlock.
@@ -252,9 +262,6 @@ class ArchiveSession:
             return ArchivedFile(error=exc)  # a local read problem: this file only
         except CancelledError:  # the session is closing (interrupted)
             return ArchivedFile(error=self.unavailable or TargetUnavailable("archive interrupted"))
-        if self.unavailable is not None:
-            os.close(fd)
-            return ArchivedFile(error=self.unavailable)
         reported = 0
 
         def advance(n: int) -> None:
@@ -305,10 +312,8 @@ class ArchiveSession:
         for ahead in self._ahead.values():
             ahead.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        # Hashed ahead but never claimed by an upload: close what was opened.
-        for ahead in self._ahead.values():
-            if not ahead.cancelled() and ahead.exception() is None:
-                os.close(ahead.result().fd)
+        for ahead in self._ahead.values():  # hashed ahead but never claimed by an upload
+            _discard(ahead)
         self._ahead.clear()
         if self.progress is not None:
             self.progress.close()
