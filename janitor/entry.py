@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:
         code = exc.code
     if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)  # what sys.exit("message") would have done
+        if sys.stderr is not None:
+            print(code, file=sys.stderr)  # what sys.exit("message") would have done
         code = 1
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed
