@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attacker import attacker, attacker_account, hostile_root, sysctl_protection  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0

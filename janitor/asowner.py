@@ -1,0 +1,176 @@
+"""Acting in a directory that someone other than root can write: as its owner, or not at all.
+
+janitor runs as root. Where only root can write a directory, root creating, renaming and
+compressing files there is safe when each step goes through the directory's descriptor.
+Where another account can write it, that account can race every name janitor creates or
+reuses (plant a symlink or a hard link to /etc/shadow as `app.log.2`, swap a finished copy
+for a FIFO) between two of janitor's calls. logrotate's answer is its `su` directive, and it
+refuses such a directory without one; janitor does the same, with one design used by every
+step that *creates or renames names in place* (truncate's rotation chain, compression and
+crash records; restore's copies and recreated directories):
+
+* the directory is writable only by root (owner uid 0; group 0 or not group-writable; not
+  world-writable): janitor acts as root;
+* the directory is writable by exactly one other account, its owner (not group- or
+  world-writable): the step runs in a child process with that owner's uid and the
+  directory's gid, no supplementary groups, so it can do nothing the owner could not do
+  anyway (`su` may name another account);
+* the directory is writable by a group or by everyone (a shared upload directory, /tmp):
+  refused, with one line naming the directory and the policy key `su`, unless the policy
+  sets `su: USER[:GROUP]`, in which case the step runs as that account.
+
+Deleting, moving into janitor's own trash and reading for archive never create a name in
+the user's directory; they stay root operations through verified descriptors.
+
+The child inherits open descriptors (the directory's, a source file's), so it never looks a
+path up again; results and exceptions come back pickled through a pipe.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pickle
+import pwd
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import JanitorError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who a step runs as; `uid == 0` means as root, in this process."""
+
+    uid: int
+    gid: int
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+    def describe(self) -> str:
+        try:
+            user = pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            user = str(self.uid)
+        try:
+            group = grp.getgrgid(self.gid).gr_name
+        except KeyError:
+            group = str(self.gid)
+        return f"{user}:{group}"
+
+
+ROOT = Credentials(0, 0)
+
+
+def parse_su(value: str) -> Credentials:
+    """`USER[:GROUP]` (names or numbers) as credentials; ValueError with a reason otherwise."""
+    user, _, group = value.partition(":")
+    if not user:
+        raise ValueError("expected USER or USER:GROUP")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"no such user {user!r}") from None
+    gid = entry.pw_gid
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"no such group {group!r}") from None
+    return Credentials(entry.pw_uid, gid)
+
+
+def writers_of(st: os.stat_result) -> str | None:
+    """None when only root can write the directory; else who else can ('owner', 'group', 'others')."""
+    mode = st.st_mode
+    if mode & stat.S_IWOTH:
+        return "others"
+    if mode & stat.S_IWGRP and st.st_gid != 0:
+        return "group"
+    if st.st_uid != 0 and mode & stat.S_IWUSR:
+        return "owner"
+    return None
+
+
+def credentials_for_dir(dir_fd: int, display: str, *, su: Credentials | None, policy: str) -> Credentials:
+    """Whom to act as when creating or renaming names in the directory `dir_fd`.
+
+    `display` is the directory as the operator knows it (for the message); `su` the policy's
+    `su:` setting. Raises E_UNSAFE_DIR for a shared directory without `su`.
+    """
+    if os.geteuid() != 0:
+        # Not root: there is no privilege to turn against anyone; act as ourselves.
+        return Credentials(os.geteuid(), os.getegid())
+    if su is not None:
+        return su
+    st = os.fstat(dir_fd)
+    who = writers_of(st)
+    if who is None:
+        return ROOT
+    if who == "owner":
+        return Credentials(st.st_uid, st.st_gid)
+    owner = Credentials(st.st_uid, st.st_gid).describe()
+    raise JanitorError(
+        f"{display} is writable by {'its group' if who == 'group' else 'everyone'} "
+        f"(owner {owner}, mode {stat.S_IMODE(st.st_mode):o}); janitor will not create files there as root: "
+        f"set `su: USER[:GROUP]` on policy {policy!r} to act there as that account",
+        code="E_UNSAFE_DIR",
+    )
+
+
+def run_as(creds: Credentials, step: Callable[[], T]) -> T:
+    """Run `step()` with `creds`: in this process for root, else in a forked child.
+
+    The child drops to `creds` (no supplementary groups, real, effective and saved ids) before
+    calling `step`, so every file it creates belongs to that account and every permission
+    check is that account's. Descriptors are inherited; nothing is looked up by path again.
+    The return value and any exception come back pickled.
+    """
+    if creds.is_root or (creds.uid == os.geteuid() and creds.gid == os.getegid()):
+        return step()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(creds.gid, creds.gid, creds.gid)
+            os.setresuid(creds.uid, creds.uid, creds.uid)
+            try:
+                payload = pickle.dumps((True, step()))
+            except BaseException as exc:  # the step's own failure travels back to the parent
+                try:
+                    payload = pickle.dumps((False, exc))
+                except Exception:
+                    payload = pickle.dumps((False, JanitorError(f"{type(exc).__name__}: {exc}")))
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(write_end, view):]
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    try:
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        _, wait_status = os.waitpid(pid, 0)
+    if not chunks:
+        raise JanitorError(
+            f"the step run as {creds.describe()} ended without a result (exit status {wait_status})",
+            code="E_SU_FAILED",
+        )
+    ok, value = pickle.loads(b"".join(chunks))  # our own child's bytes, written before exit
+    if ok:
+        return value  # type: ignore[no-any-return,unused-ignore]
+    raise value
