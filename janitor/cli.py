@@ -101,15 +101,23 @@ def _events(config: Config | None = None) -> EventLog:
 
 
 @app.command()
-def validate(config: ConfigOpt = None, json_out: JsonOpt = False) -> int:
+def validate(
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (a policy path that does not exist, "
+                                         "a delete with no age or size filter) as errors: exit 2.")] = False,
+) -> int:
     """Check policy files. Errors name file, line and field; exit 2 when any is found."""
+    from .config import load_config
     from .render import console, print_json, render_config
 
-    cfg = _load(config)
+    cfg = load_config(config, strict=strict)
     if json_out:
         print_json({"valid": True, "policies": [p.name for p in cfg.policies], "targets": list(cfg.targets),
-                    "files": list(cfg.sources)})
+                    "files": list(cfg.sources), "warnings": list(cfg.warnings)})
     else:
+        for warning in cfg.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         render_config(cfg, console())
     return EXIT_OK
 

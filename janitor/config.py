@@ -20,11 +20,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     field_validator,
 )
 
+from .asowner import Credentials, parse_su
 from .errors import ConfigError
 from .globs import compile_globs, prunable_dir_regex
 from .units import parse_duration, parse_percent, parse_size
@@ -51,6 +53,27 @@ def _size(v: object) -> int:
 
 def _percent(v: object) -> float:
     return parse_percent(v)
+
+
+def _su(v: object) -> Credentials:
+    if isinstance(v, Credentials):
+        return v
+    if not isinstance(v, str | int) or isinstance(v, bool):
+        raise ValueError(f"{v!r} is not USER or USER:GROUP (example: su: www-data:www-data)")
+    try:
+        return parse_su(str(v))
+    except ValueError as exc:
+        raise ValueError(f"{str(v)!r}: {exc} (su: USER or USER:GROUP, as logrotate's su)") from None
+
+
+def _parse_version(v: object) -> int:
+    # `version: "1"` is the same version as `version: 1` (quoting a number is a common YAML
+    # habit); anything else, 1.0 and true included, is not a version janitor knows.
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().isdigit():
+        return int(v.strip())
+    raise ValueError(f"{v!r} is not a version (supported: 1)")
 
 
 def _str_list(v: object) -> object:
@@ -164,6 +187,13 @@ class Policy(_Model):
     max_actions: int | None = Field(None, ge=1)
     max_percent: Percent | None = None
     allow_system_path: bool = False
+    # A file some other process holds open only for reading (a download in progress, a
+    # player) is "in use" too: skipped with the reader named. On by default; `false` for
+    # policies whose files are read all the time by something that does not mind.
+    skip_open_readers: bool = True
+    # Act in directories other accounts can write as this account (logrotate's `su`);
+    # janitor.asowner reads it as Credentials.
+    su: Annotated[Credentials, PlainValidator(_su)] | None = None
     # soft-delete (also `then: soft-delete` of archive and quota)
     trash_dir: str | None = None
     retain: Duration | None = None
@@ -263,7 +293,7 @@ class CompiledGlobs:
 
 
 class _FileModel(_Model):
-    version: int
+    version: Annotated[int, BeforeValidator(_parse_version)]
     settings: Settings | None = None
     targets: dict[str, TargetConfig] = {}
     # validated one by one (below) so that one bad policy does not hide the others' problems
@@ -286,6 +316,9 @@ class Config:
     policies: tuple[Policy, ...]
     sources: tuple[str, ...] = ()
     policy_source: dict[str, str] = field(default_factory=dict)
+    # FILE:LINE: FIELD: MESSAGE for what is allowed but probably a mistake (a policy path
+    # that does not exist, a delete with no age or size filter); errors under --strict
+    warnings: tuple[str, ...] = ()
 
     def policy(self, name: str) -> Policy:
         for p in self.policies:
@@ -323,17 +356,31 @@ class Config:
 
 
 def _expand_absolute(v: str) -> str:
+    if "\0" in v:
+        raise ValueError(NUL_MESSAGE)
     expanded = os.path.expandvars(os.path.expanduser(v))
     if "$" in expanded:
         raise ValueError(f"{v!r}: an environment variable in it is not set")
     if not os.path.isabs(expanded):
         raise ValueError(f"{v!r} is not an absolute path")
-    return os.path.normpath(expanded)
+    return canonical_path(expanded)
+
+
+NUL_MESSAGE = "contains a NUL byte (\\0); no path or setting may"
+
+
+def canonical_path(path: str) -> str:
+    """The one lexical spelling of an absolute path: `//etc`, `/./etc/`, `/usr/../etc` -> `/etc`.
+
+    POSIX lets `normpath` keep exactly two leading slashes; Linux gives them no meaning, and
+    a check that compares spellings must never see two names for one directory.
+    """
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def is_system_path(path: str) -> bool:
     """A system directory, anything below one, or anything above one (`/var` holds `/var/lib`)."""
-    path = os.path.normpath(path)
+    path = canonical_path(path)
     if path == "/":
         return True
     for sys_path in SYSTEM_PATHS:
@@ -341,6 +388,100 @@ def is_system_path(path: str) -> bool:
             return True
     first = "/" + path.split("/")[1]
     return any(first.startswith(p) for p in SYSTEM_PATH_PREFIXES)
+
+
+def _dir_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _chain_ids(path: str) -> list[tuple[int, int]]:
+    """(dev, ino) of `path` and of each of its ancestors that exists, `/` last.
+
+    What the kernel says, not the spelling: a symlink or a bind mount of /etc somewhere
+    else has the (dev, ino) of /etc.
+    """
+    ids = []
+    path = canonical_path(path)
+    while True:
+        dir_id = _dir_id(path)
+        if dir_id is not None:
+            ids.append(dir_id)
+        if path == "/":
+            return ids
+        path = os.path.dirname(path)
+
+
+def _system_ids() -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
+    """(dev, ino) of the system directories, and of the directories that hold one (`/`, `/var`)."""
+    inside: dict[tuple[int, int], str] = {}
+    above: dict[tuple[int, int], str] = {}
+    names = list(SYSTEM_PATHS)
+    try:
+        names += ["/" + n for n in os.listdir("/") if any(n.startswith(p[1:]) for p in SYSTEM_PATH_PREFIXES)]
+    except OSError:
+        pass
+    for name in names:
+        dir_id = _dir_id(name)
+        if dir_id is not None:
+            inside.setdefault(dir_id, name)
+        parent = os.path.dirname(name)
+        while True:
+            dir_id = _dir_id(parent)
+            if dir_id is not None:
+                above.setdefault(dir_id, parent)
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+    return inside, above
+
+
+def system_path_alias(path: str) -> str | None:
+    """The system directory that `path` really is, lies in or holds, whatever it is called.
+
+    `is_system_path` judges the spelling; this asks the filesystem, so a symlink
+    (`/srv/conf -> /etc`), a bind mount of /etc or of / elsewhere, or `/lib` being
+    `/usr/lib` on a merged-/usr system are refused like the directory they stand for.
+    None when the path does not exist (yet) or is none of these.
+    """
+    ids = _chain_ids(path)
+    if not ids:
+        return None
+    inside, above = _system_ids()
+    for dir_id in ids[:-1] if canonical_path(path) != "/" else ids:
+        if dir_id in inside:
+            return inside[dir_id]
+    if ids[0] in above and canonical_path(path) != "/":
+        return above[ids[0]]
+    real = os.path.realpath(path)
+    return real if is_system_path(real) else None
+
+
+def overlap(a: str, b: str) -> str | None:
+    """How directory `a` and directory `b` overlap: "is", "lies inside", "contains", or None.
+
+    By spelling, and, where they exist, by (dev, ino) up their ancestor chains, so that a
+    symlink or a bind mount does not hide that one is the other or inside it.
+    """
+    a, b = canonical_path(a), canonical_path(b)
+    if a == b:
+        return "is"
+    if a.startswith(b.rstrip("/") + "/"):
+        return "lies inside"
+    if b.startswith(a.rstrip("/") + "/"):
+        return "contains"
+    a_ids, b_ids = _chain_ids(a), _chain_ids(b)
+    a_id, b_id = _dir_id(a), _dir_id(b)
+    if a_id is not None and a_id == b_id:
+        return "is"
+    if b_id is not None and b_id in a_ids:
+        return "lies inside"
+    if a_id is not None and a_id in b_ids:
+        return "contains"
+    return None
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -440,8 +581,11 @@ def _policy_files(path: Path) -> list[Path]:
     raise ConfigError([f"{path}: no such file or directory"])
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load one file or a directory of files; raise ConfigError listing every problem."""
+def load_config(path: str | os.PathLike[str] | None = None, *, strict: bool = False) -> Config:
+    """Load one file or a directory of files; raise ConfigError listing every problem.
+
+    `strict`: warnings (Config.warnings) are problems too, as `validate --strict` wants.
+    """
     if path is None:
         path = os.environ.get("JANITOR_CONFIG") or DEFAULT_CONFIG
     files = _policy_files(Path(path))
@@ -460,6 +604,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             problems.extend(f"{fname}:{p.line}: {p.message}" for p in exc.problems)
             continue
         problems.extend(f"{fname}:{p.line}: {p.message}" for p in yaml_problems)
+        problems.extend(_nul_problems(data, fname))
         if not isinstance(data, LineDict):
             problems.append(f"{fname}:1: expected a mapping with version, settings, targets, policies")
             continue
@@ -471,7 +616,29 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         policies, partial, policy_problems = _validate_policies(data, fname)
         problems.extend(policy_problems)
         parsed.append((fname, data, model or _FileModel(version=1), policies, partial))
-    return _merge_and_check(parsed, problems)
+    return _merge_and_check(parsed, problems, strict)
+
+
+def _nul_problems(node: Any, fname: str, loc: tuple[str | int, ...] = (), root: Any = None) -> list[str]:
+    """Every string (key or value) holding a NUL byte, by file, line and field.
+
+    YAML lets `"\\0"` through, and a NUL would reach a system call as a truncated path.
+    """
+    root = node if root is None else root
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if "\0" in str(key):
+                out.append(f"{fname}:{line_of(root, loc + (key,))}: {_format_loc(loc + (str(key),))}: "
+                           f"key {NUL_MESSAGE}")
+                continue
+            out.extend(_nul_problems(value, fname, loc + (key,), root))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out.extend(_nul_problems(value, fname, loc + (i,), root))
+    elif isinstance(node, str) and "\0" in node:
+        out.append(f"{fname}:{line_of(root, loc)}: {_format_loc(loc) or 'document'}: {NUL_MESSAGE}")
+    return out
 
 
 def _validate_policies(
@@ -513,7 +680,7 @@ def _validate_policies(
 _Parsed = tuple[str, Any, _FileModel, list[tuple[int, Policy]], list[tuple[int, Policy]]]
 
 
-def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
+def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = False) -> Config:
     """Merge the files' settings, targets and policies, check across them, raise all problems."""
     settings_values: dict[str, tuple[Any, str]] = {}
     settings_raw: dict[str, Any] = {}  # as written: the merged Settings is validated from these
@@ -554,8 +721,23 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
             policies.append(pol)
 
     settings = Settings.model_validate(settings_raw)
+    warnings: list[str] = []
+
+    def warner(i: int, data: Any, fname: str) -> Callable[[str, str], None]:
+        def warn(key: str, message: str) -> None:
+            warnings.append(f"{fname}:{line_of(data, ('policies', i, key))}: policies[{i}].{key}: {message}")
+        return warn
 
     from .actions import ACTIONS, action_names
+    from .trash import MOUNT_TRASH_NAME
+
+    # janitor's own directories: a policy must neither be one, lie in one nor hold one
+    own_dirs = [("the state_dir", settings.state_dir),
+                ("the trash_dir", settings.trash_dir or os.path.join(settings.state_dir, "trash"))]
+    for _, _, _, file_policies, partial in parsed:
+        for _, pol in file_policies + partial:
+            if pol.trash_dir and all(pol.trash_dir != d for _, d in own_dirs):
+                own_dirs.append((f"the trash_dir of policy {pol.name!r}", pol.trash_dir))
 
     for fname, data, _, file_policies, partial in parsed:
         for i, pol in sorted(file_policies + partial, key=lambda ip: ip[0]):
@@ -563,12 +745,34 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
                 line = line_of(data, ("policies", i, key))
                 problems.append(f"{fname}:{line}: policies[{i}].{key}: {message}")
 
-            if is_system_path(pol.path) and not pol.allow_system_path:
-                report(
-                    "path",
-                    f"{pol.path!r} is a system directory; refusing it unless the policy "
-                    "says allow_system_path: true",
-                )
+            if not pol.allow_system_path:
+                alias = None if is_system_path(pol.path) else system_path_alias(pol.path)
+                if is_system_path(pol.path):
+                    report(
+                        "path",
+                        f"{pol.path!r} is a system directory; refusing it unless the policy "
+                        "says allow_system_path: true",
+                    )
+                elif alias is not None:
+                    report(
+                        "path",
+                        f"{pol.path!r} is, lies in or holds the system directory {alias} (through a "
+                        "symlink or a bind mount); refusing it unless the policy says allow_system_path: true",
+                    )
+            for what, forbidden in own_dirs:
+                how = overlap(pol.path, forbidden)
+                if how is not None:
+                    report("path", f"{pol.path!r} {how} {what} ({forbidden}); janitor never cleans its own state")
+            if MOUNT_TRASH_NAME in pol.path.split("/"):
+                report("path", f"{pol.path!r} lies inside a {MOUNT_TRASH_NAME} directory (janitor's trash on that "
+                       "filesystem); janitor never cleans its own state")
+            warn = warner(i, data, fname)
+            if not os.path.lexists(pol.path):
+                warn("path", f"{pol.path!r} does not exist: the policy does nothing until it does (a typo?)")
+            if pol.action == "delete" and pol.older_than is None and pol.larger_than is None \
+                    and pol.smaller_than is None:
+                warn("action", "delete with no older_than, larger_than or smaller_than removes every matching "
+                     "file once it has settled; add a filter if that is not the intent")
             action_cls = ACTIONS.get(pol.action)
             if action_cls is None:
                 report(
@@ -582,12 +786,16 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str]) -> Config:
             if pol.larger_than is not None and pol.smaller_than is not None and pol.larger_than >= pol.smaller_than:
                 report("smaller_than", "must be greater than larger_than, or nothing can match")
 
+    if strict:
+        problems.extend(warnings)
+        warnings = []
     if problems:
-        raise ConfigError(sorted(problems, key=_problem_order))
+        raise ConfigError(sorted(dict.fromkeys(problems), key=_problem_order))
     return Config(
         settings=settings,
         targets=targets,
         policies=tuple(policies),
         sources=tuple(p[0] for p in parsed),
         policy_source=policy_where,
+        warnings=tuple(sorted(warnings, key=_problem_order)),
     )

@@ -11,6 +11,7 @@ import re
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_BARE_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 DURATION_EXAMPLES = "examples: 7d, 12h, 30m"
 
 _BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -23,16 +24,24 @@ PERCENT_EXAMPLES = "examples: 80%, 92.5%"
 
 
 def parse_duration(value: object) -> float:
-    """'1d12h' -> 129600.0 seconds. A bare number is seconds."""
+    """'1d12h' -> 129600.0 seconds.
+
+    Every duration needs its unit: `older_than: 7` was once read as 7 seconds and selected
+    nearly everything. Only zero may go without one (`settle: 0`): it is zero in every unit.
+    """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
-        return float(value)
+        if value != 0:
+            raise ValueError(_no_unit(value, f"{value:g}"))
+        return 0.0
     text = str(value).strip().lower()
-    if text.isdigit():
-        return float(text)
+    if _BARE_NUMBER_RE.fullmatch(text):
+        if float(text) != 0:
+            raise ValueError(_no_unit(value, text))
+        return 0.0
     pos = 0
     total = 0.0
     for m in _DURATION_RE.finditer(text):
@@ -43,6 +52,10 @@ def parse_duration(value: object) -> float:
     if pos == 0 or text[pos:].strip():
         raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
     return total
+
+
+def _no_unit(value: object, n: str) -> str:
+    return f"{value!r} is a duration without a unit: write {n}d, {n}h, {n}m or {n}s ({DURATION_EXAMPLES})"
 
 
 def parse_size(value: object) -> int:

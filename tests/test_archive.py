@@ -171,7 +171,7 @@ def test_valid_policy_with_each_then(tmp_path: Path) -> None:
 
 def test_startup_does_not_import_boto3(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    for args in (["--help"], ["validate", "-c", str(write_config(tmp_path, tmp_path))]):
+    for args in (["--help"], ["validate", "-c", str(write_config(tmp_path, tmp_path / "d"))]):
         out = subprocess.run([sys.executable, "-X", "importtime", "-m", "janitor", *args],
                              capture_output=True, text=True, env=env, check=True)
         assert "boto" not in out.stderr
@@ -785,7 +785,7 @@ def test_e2e_server_process_killed(private_moto_server: MotoServer, tmp_path: Pa
 def test_e2e_lifecycle_cli(moto_server: MotoServer, tmp_path: Path) -> None:
     endpoint = moto_server.endpoint_url
     bucket = _fresh_bucket(endpoint, "e2e-lifecycle")
-    cfg = write_config(tmp_path, tmp_path, url=f"s3://{bucket}/arch", endpoint=endpoint)
+    cfg = write_config(tmp_path, tmp_path / "d", url=f"s3://{bucket}/arch", endpoint=endpoint)
     r = janitor("archive", "lifecycle", "-c", str(cfg), "--target", "store", "--expire-after", "365d",
                 "--transition-after", "30d", "--storage-class", "GLACIER")
     assert r.returncode == 0, r.stderr
