@@ -447,15 +447,15 @@ def system_path_alias(path: str) -> str | None:
     `/usr/lib` on a merged-/usr system are refused like the directory they stand for.
     None when the path does not exist (yet) or is none of these.
     """
-    ids = _chain_ids(path)
-    if not ids:
+    own = _dir_id(path)
+    if own is None:
         return None
     inside, above = _system_ids()
-    for dir_id in ids[:-1] if canonical_path(path) != "/" else ids:
+    for dir_id in _chain_ids(path):
         if dir_id in inside:
             return inside[dir_id]
-    if ids[0] in above and canonical_path(path) != "/":
-        return above[ids[0]]
+    if own in above:
+        return above[own]
     real = os.path.realpath(path)
     return real if is_system_path(real) else None
 
