@@ -188,9 +188,10 @@ class Policy(_Model):
     max_percent: Percent | None = None
     allow_system_path: bool = False
     # A file some other process holds open only for reading (a download in progress, a
-    # player) is "in use" too: skipped with the reader named. On by default; `false` for
-    # policies whose files are read all the time by something that does not mind.
-    skip_open_readers: bool = True
+    # player) is "in use" too: skipped with the reader named. Off by default, as in
+    # tmpreaper and systemd-tmpfiles (unlinking a file does not disturb its readers on
+    # Linux); download bundles turn it on, so a download in progress keeps its file.
+    skip_open_readers: bool = False
     # Act in directories other accounts can write as this account (logrotate's `su`);
     # janitor.asowner reads it as Credentials.
     su: Annotated[Credentials, PlainValidator(_su)] | None = None

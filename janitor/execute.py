@@ -185,7 +185,7 @@ def recheck(
         return None
     if st.st_size != fact.size or st.st_mtime != fact.mtime:
         return "changed", "modified since the plan"
-    busy = ctx.open_files.busy_reason(st.st_dev, st.st_ino)
+    busy = ctx.open_files.busy_reason(st.st_dev, st.st_ino, readers=ctx.policy.skip_open_readers)
     if busy is not None:
         return busy
     settle = ctx.config.effective_settle(ctx.policy)

@@ -258,7 +258,7 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
     passes, age_by = _age_size_test(policy, now), policy.age_by
     # This loop runs once per matching file (hundreds of thousands for a quota): look the
     # busy tables up directly and build a path only for a file that is skipped.
-    writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
+    busy_keys = ctx.open_files.busy_keys(readers=policy.skip_open_readers)
     root = policy.path
     eligible = []
     for fact in matched:
@@ -270,8 +270,8 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
                                  f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
             continue
         if skips_busy:
-            if key in writers or key in lockers:
-                busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
+            if key in busy_keys:
+                busy = ctx.open_files.busy_reason(fact.dev, fact.ino, readers=policy.skip_open_readers)
                 if busy is not None:
                     pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, *busy))
                     continue
