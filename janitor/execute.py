@@ -18,6 +18,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
+from .runstop import stop_reason
 from .safepath import open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
@@ -207,6 +208,8 @@ def execute_plan(
     result = RunResult(run_id)
     trash = TrashBin(run_id)
     for pp in plan.policies:
+        if stop_reason() is not None:
+            break  # a signal or a replaced state_dir: the runner records and says it
         policy = config.policy(pp.name)
         outcome = PolicyOutcome(pp.name, pp.action)
         result.policies.append(outcome)
@@ -317,6 +320,12 @@ def _execute_batch(
     try:
         action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
+            halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (janitor/runstop.py)
+            if halt is not None:
+                results.append((row_id, "skipped", f"not attempted: {halt}", {}))
+                outcome.skipped["interrupted"] += 1
+                keep_going = False
+                continue
             if stopped_by is not None:
                 results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
                 outcome.skipped["not_attempted"] += 1

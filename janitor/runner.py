@@ -16,6 +16,7 @@ from .events import EventLog
 from .execute import RunResult, execute_plan
 from .plan import Plan
 from .planner import build_plan
+from .runstop import RunInterrupted, acting, run_stop
 from .state import RunLock, ensure_private_dir
 from .trash import purge_from_trash
 
@@ -30,12 +31,20 @@ def locked_state(
     config: Config, *, lock_wait: float = 0.0, on_lock_wait: Callable[[str], None] | None = None
 ) -> Iterator[Catalog]:
     """Hold the run lock and an open catalog for the duration (waiting up to lock_wait s)."""
+    with _locked(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as (_, catalog):
+        yield catalog
+
+
+@contextmanager
+def _locked(
+    config: Config, *, lock_wait: float = 0.0, on_lock_wait: Callable[[str], None] | None = None
+) -> Iterator[tuple[RunLock, Catalog]]:
     state_dir = config.settings.state_dir
     ensure_private_dir(state_dir)
-    with RunLock(state_dir, lock_wait, on_lock_wait):
+    with RunLock(state_dir, lock_wait, on_lock_wait) as lock:
         catalog = open_catalog(state_dir)
         try:
-            yield catalog
+            yield lock, catalog
         finally:
             catalog.close()
 
@@ -62,35 +71,57 @@ def run_policies(
     run_id = new_run_id()
     wall_started = time.time()
     events.bind(run_id)
-    with locked_state(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as catalog:
+    with _locked(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as (lock, catalog):
         catalog.start_run(run_id, command)
         events.emit("run_started", policies=",".join(p.name for p in policies), pid=os.getpid())
         started = time.monotonic()
-        try:
-            reconciled = reconcile(catalog, run_id, events, config)
-            plan = build_plan(config, policies)
-            if not plan.procfs_complete:
-                events.emit("open_files_incomplete", "warning",
-                            message="some processes could not be inspected (not root?): files they hold open "
-                            "for writing may not be detected")
-            result = execute_plan(plan, config, catalog, run_id, events, force=force)
-        except BaseException as exc:
-            catalog.finish_run(run_id, "failed", 0, 0, 1, f"{type(exc).__name__}: {exc}")
-            events.emit("run_failed", "error", message=str(exc), code=getattr(exc, "code", "E_INTERNAL"))
-            raise
-        status = "ok" if result.exit_code == 0 else "partial"
-        catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
-        events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
-                    errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
-        metrics_path = metrics_file or config.settings.metrics_file
-        if metrics_path:
-            from .metrics import write_run_metrics
-
+        recorded = False
+        # signals are handled from here on; before, SIGTERM kills (the next run reconciles)
+        with run_stop(lock.verify) as stop:
             try:
-                write_run_metrics(metrics_path, config, result, catalog, wall_started, time.time())
-            except OSError as exc:
-                events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
-                            message=f"cannot write metrics: {exc.strerror}")
+                with acting(stop):  # reconcile settles files too: a signal waits for it
+                    reconciled = reconcile(catalog, run_id, events, config)
+                if stop.reason() is not None:
+                    raise stop.error("only an earlier run's journal was settled")
+                plan = build_plan(config, policies)
+                if not plan.procfs_complete:
+                    events.emit("open_files_incomplete", "warning",
+                                message="some processes could not be inspected (not root?): files they hold open "
+                                "for writing may not be detected")
+                with acting(stop):  # the executor asks stop_reason() before each file
+                    result = execute_plan(plan, config, catalog, run_id, events, force=force)
+                if stop.reason() is not None:
+                    catalog.finish_run(run_id, "interrupted", result.files, result.bytes, result.failed,
+                                       _summary(result))
+                    recorded = True
+                    interrupted = stop.error(f"{result.files} file{'s' if result.files != 1 else ''} done")
+                    events.emit("run_interrupted", message=str(interrupted), code=interrupted.code, files=result.files,
+                                bytes=result.bytes, errors=result.failed,
+                                duration_seconds=round(time.monotonic() - started, 3))
+                    raise interrupted
+            except RunInterrupted as exc:
+                if not recorded:  # stopped before the executor ran (while planning)
+                    catalog.finish_run(run_id, "interrupted", 0, 0, 0, str(exc))
+                    events.emit("run_interrupted", message=str(exc), code=exc.code, files=0, bytes=0, errors=0,
+                                duration_seconds=round(time.monotonic() - started, 3))
+                raise
+            except BaseException as exc:
+                catalog.finish_run(run_id, "failed", 0, 0, 1, f"{type(exc).__name__}: {exc}")
+                events.emit("run_failed", "error", message=str(exc), code=getattr(exc, "code", "E_INTERNAL"))
+                raise
+            status = "ok" if result.exit_code == 0 else "partial"
+            catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
+            events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
+                        errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
+            metrics_path = metrics_file or config.settings.metrics_file
+            if metrics_path:
+                from .metrics import write_run_metrics
+
+                try:
+                    write_run_metrics(metrics_path, config, result, catalog, wall_started, time.time())
+                except OSError as exc:
+                    events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
+                                message=f"cannot write metrics: {exc.strerror}")
     return RunReport(plan, result, reconciled)
 
 

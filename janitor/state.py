@@ -48,10 +48,12 @@ class RunLock:
     """
 
     def __init__(self, state_dir: str, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> None:
+        self.state_dir = state_dir
         self.path = os.path.join(state_dir, "lock")
         self.fd: int | None = None
         self.wait = wait
         self.on_wait = on_wait
+        self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -79,8 +81,47 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        lock_st = os.fstat(fd)
+        try:
+            dir_st = os.stat(self.state_dir, follow_symlinks=False)
+            named = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (lock_st.st_dev, lock_st.st_ino):
+            # the lock file was removed or replaced between open and flock: a lock on it
+            # would exclude nobody
+            self.release()
+            raise JanitorError(f"{self.path} changed while janitor took the lock; not running",
+                               code="E_STATE_CHANGED")
+        self._identity = ((dir_st.st_dev, dir_st.st_ino), (lock_st.st_dev, lock_st.st_ino))
+
+    def verify(self) -> str | None:
+        """None while the state directory and the lock file are still the ones locked.
+
+        The lock only excludes runs that open the same inode: if the state directory is
+        removed or replaced (or the lock file in it), the next run takes a lock of its own
+        and the two would overlap. The holder notices here and stops.
+        """
+        if self._identity is None:
+            return None
+        dir_id, lock_id = self._identity
+        overlap = "; another run could take a lock of its own"
+        try:
+            dir_st = os.stat(self.state_dir, follow_symlinks=False)
+        except OSError:
+            return f"the state directory {self.state_dir} was removed during the run"
+        if (dir_st.st_dev, dir_st.st_ino) != dir_id:
+            return f"the state directory {self.state_dir} was replaced during the run{overlap}"
+        try:
+            lock_st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return f"the lock {self.path} was removed during the run{overlap}"
+        if (lock_st.st_dev, lock_st.st_ino) != lock_id:
+            return f"the lock {self.path} was replaced during the run{overlap}"
+        return None
 
     def release(self) -> None:
+        self._identity = None
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)
