@@ -155,19 +155,16 @@ def scan_open_files(devices: set[int] | None = None) -> OpenFiles:
 
 
 def _scan_maps(pid: str, devices: set[int] | None, mappers: dict[Key, list[int]],
-               readers: dict[Key, list[int]]) -> bool:
+               readers: dict[Key, list[int]]) -> None:
     """File mappings of one process: `rw-s` ones write the file, the others read it.
 
     `7f..-7f.. rw-s 00000000 08:01 1234   /srv/x` (major:minor in hex, inode in decimal).
-    False when the process could not be inspected.
     """
     try:
         with open(f"/proc/{pid}/maps", "rb") as f:
             data = f.read()
-    except PermissionError:
-        return False
     except OSError:
-        return True  # exited
+        return  # exited, or not ours to read (see the caller)
     seen: set[tuple[Key, bool]] = set()
     for line in data.splitlines():
         parts = line.split(None, 5)
@@ -186,7 +183,6 @@ def _scan_maps(pid: str, devices: set[int] | None, mappers: dict[Key, list[int]]
             continue
         seen.add((key, writes))
         (mappers if writes else readers)[key].append(int(pid))
-    return True
 
 
 def scan_loop_backing(devices: set[int] | None = None) -> dict[Key, list[str]]:

@@ -214,3 +214,41 @@ def test_the_download_bundle_policy_counts_readers() -> None:
     config = load_config(ROOT / "policies" / "heygem-digital-human.yaml")
     assert config.policy("heygem-tmp-zips").skip_open_readers is True
     assert all(not p.skip_open_readers for p in config.policies if p.name != "heygem-tmp-zips")
+
+
+def test_another_accounts_mapping_is_seen_by_root(attacker, hostile_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A service account (here the harness's unprivileged user) writes its file through a
+    shared mapping and has closed the fd: root's janitor must see it in that user's maps."""
+    out = attacker.mkdir(hostile_root / "out")
+    attacker.run(f"""
+        import os
+        for name in ("live.bin", "done.bin"):
+            with open({str(out)!r} + "/" + name, "wb") as f:
+                f.write(bytes(8192))
+            os.utime({str(out)!r} + "/" + name, (1, 1))
+    """).check_returncode()
+    proc = attacker.start(f"""
+        import ctypes, mmap, os, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        fd = os.open({str(out / "live.bin")!r}, os.O_RDWR)
+        addr = libc.mmap(None, 8192, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+        os.close(fd)
+        print("ready", flush=True)
+        n = 0
+        while time.monotonic() < DEADLINE:
+            ctypes.memmove(addr, b"%08d" % n, 8)  # writes through the mapping, no fd, no write(2)
+            n += 1
+            time.sleep(0.01)
+    """, seconds=20)
+    attacker.wait_ready(proc)
+    cfg = tmp_path / "janitor.yaml"
+    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n  settle: 0s\npolicies:\n"
+                   f"  - name: p\n    path: {out}\n    action: delete\n")
+    config = load_config(cfg)
+    pp = build_plan(config, config.policies).policies[0]
+    assert [a.fact.relpath for a in pp.actions] == ["done.bin"]
+    assert [(os.path.basename(s.path), s.code) for s in pp.skips] == [("live.bin", "mapped_for_write")]
+    assert f"pid {proc.pid}" in pp.skips[0].reason
