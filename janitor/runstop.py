@@ -46,7 +46,7 @@ class RunStop:
         if self.signum is not None:
             return f"interrupted by {signal.Signals(self.signum).name}"
         if self._state_problem is None and self._verify_state is not None:
-            self._state_problem = self._verify_state()
+            self._state_problem = self._verify_state()  # one stat per file (RunLock.verify)
         return self._state_problem
 
     def error(self, done: str) -> RunInterrupted:

@@ -105,6 +105,14 @@ class RunLock:
         if self._identity is None:
             return None
         dir_id, lock_id = self._identity
+        try:
+            # one lookup in the common case: `state_dir/lock` still names the inode locked, so
+            # state_dir is still the directory holding it (only root could link it elsewhere)
+            st = os.stat(self.path, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) == lock_id:
+                return None
+        except OSError:
+            pass
         overlap = "; another run could take a lock of its own"
         try:
             dir_st = os.stat(self.state_dir, follow_symlinks=False)
