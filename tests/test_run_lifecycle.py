@@ -72,7 +72,11 @@ def _catches(pid: int, signum: int) -> bool:
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
     os.kill(proc.pid, signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
+    assert proc.stderr is not None
+    # through the same buffered reader that read the first lines (communicate() would read
+    # the fd behind its back and cut a line in two); stdout stays small
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
     return proc.returncode, [line for line in err.splitlines() if not line.startswith("info: ")]
 
 
