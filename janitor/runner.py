@@ -88,8 +88,10 @@ def run_policies(
                     events.emit("open_files_incomplete", "warning",
                                 message="some processes could not be inspected (not root?): files they hold open "
                                 "for writing may not be detected")
-                with acting(stop):  # the executor asks stop_reason() before each file
-                    result = execute_plan(plan, config, catalog, run_id, events, force=force)
+                # From here to the end a signal only sets the flag: the executor asks
+                # stop_reason() before each file, and the run's record is always written.
+                stop.acting = True
+                result = execute_plan(plan, config, catalog, run_id, events, force=force)
                 if stop.reason() is not None:
                     catalog.finish_run(run_id, "interrupted", result.files, result.bytes, result.failed,
                                        _summary(result))
