@@ -333,3 +333,26 @@ def test_su_names_unknown_users_with_line_and_field(tmp_path: Path, value: str, 
     cfg = write(tmp_path, f"  - name: a\n    path: /srv/x\n    action: delete\n    older_than: 1d\n    su: {value}\n")
     found = problems(cfg)
     assert any(f.startswith(expected) for f in found), found
+
+
+def test_a_bind_mount_of_the_state_dir_is_refused(tmp_path: Path, bind_mount) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    (state / "trash").mkdir(parents=True)
+    alias = bind_mount(str(state), "alias")
+    for path, how in ((alias, "is the state_dir"), (alias / "trash", "lies inside the state_dir")):
+        cfg = write(tmp_path, f"  - name: a\n    path: {path}\n    action: delete\n    older_than: 1d\n")
+        found = problems(cfg)
+        assert any(f.startswith("6: policies[0].path: ") and how in f for f in found), found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["", ".", "..", "a", "b", "etc", "x y"]), max_size=8), st.integers(1, 3),
+       st.booleans())
+def test_canonical_path_has_one_spelling(parts: list[str], slashes: int, trailing: bool) -> None:
+    from janitor.config import canonical_path
+
+    path = "/" * slashes + "/".join(parts) + ("/" if trailing else "")
+    once = canonical_path(path)
+    assert once == canonical_path(once) == os.path.normpath(once)  # idempotent, already normal
+    assert once.startswith("/") and not once.startswith("//")
+    assert "." not in once.split("/") and ".." not in once.split("/")
