@@ -784,6 +784,9 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = 
                 continue
             for key, message in action_cls.check_policy(pol, set(targets)):
                 report(key, message)
+            if pol.skip_open_readers and not action_cls.skips_busy:
+                report("skip_open_readers", f"does not apply to action {pol.action!r}, which acts on files in use "
+                       "by design")
             if pol.larger_than is not None and pol.smaller_than is not None and pol.larger_than >= pol.smaller_than:
                 report("smaller_than", "must be greater than larger_than, or nothing can match")
 

@@ -308,6 +308,13 @@ def test_warnings_exit_0_and_strict_makes_them_errors(tmp_path: Path, cli) -> No
     assert proc.stderr.splitlines() == [*expected, "janitor: 2 problems in the policy files"]
 
 
+def test_skip_open_readers_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "  - name: a\n    path: /srv/x\n    action: truncate\n    larger_than: 1MiB\n"
+                          "    skip_open_readers: true\n")
+    found = problems(cfg)
+    assert any(f.startswith("9: policies[0].skip_open_readers: does not apply to action 'truncate'") for f in found), found
+
+
 # -- su: USER[:GROUP] --------------------------------------------------------------------------
 
 
