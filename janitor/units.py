@@ -26,22 +26,18 @@ PERCENT_EXAMPLES = "examples: 80%, 92.5%"
 def parse_duration(value: object) -> float:
     """'1d12h' -> 129600.0 seconds.
 
-    Every duration needs its unit: `older_than: 7` was once read as 7 seconds and selected
-    nearly everything. Only zero may go without one (`settle: 0`): it is zero in every unit.
+    Every duration carries its unit, zero included (the policy-format contract):
+    `older_than: 7` was once read as 7 seconds and selected nearly everything.
     """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{value!r} is not a duration ({DURATION_EXAMPLES})")
-        if value != 0:
-            raise ValueError(_no_unit(value, f"{value:g}"))
-        return 0.0
+        raise ValueError(_no_unit(value, f"{value:g}"))
     text = str(value).strip().lower()
     if _BARE_NUMBER_RE.fullmatch(text):
-        if float(text) != 0:
-            raise ValueError(_no_unit(value, text))
-        return 0.0
+        raise ValueError(_no_unit(value, text))
     pos = 0
     total = 0.0
     for m in _DURATION_RE.finditer(text):

@@ -260,13 +260,16 @@ def test_a_duration_without_a_unit_is_refused(tmp_path: Path, lines: str, extra:
     assert any(f.startswith(expected) for f in found), found
 
 
-def test_zero_needs_no_unit_and_version_may_be_quoted(tmp_path: Path) -> None:
+def test_version_may_be_quoted_and_zero_carries_a_unit_too(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(f'version: "1"\nsettings:\n  state_dir: {tmp_path / "s"}\n  settle: 0\npolicies:\n'
+    cfg.write_text(f'version: "1"\nsettings:\n  state_dir: {tmp_path / "s"}\n  settle: 0s\npolicies:\n'
                    f"  - name: a\n    path: {tmp_path / 'd'}\n    action: delete\n    older_than: 0s\n")
     config = load_config(cfg)
     assert config.settings.settle == 0 and config.policies[0].older_than == 0
+    cfg.write_text(cfg.read_text().replace("settle: 0s", "settle: 0"))
+    assert problems(cfg) == ["4: settings.settle: 0 is a duration without a unit: write 0d, 0h, 0m or 0s "
+                             "(examples: 7d, 12h, 30m)"]
 
 
 @pytest.mark.parametrize("version", ["1.0", "'1.0'", "true", "'one'", "2"])
