@@ -91,7 +91,20 @@ def run_policies(
             except OSError as exc:
                 events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
                             message=f"cannot write metrics: {exc.strerror}")
+        _record_samples(config, events)
     return RunReport(plan, result, reconciled)
+
+
+def _record_samples(config: Config, events: EventLog) -> None:
+    """A storage trend sample after every run (janitor/samples.py; the dashboard draws them)."""
+    import sqlite3
+
+    from .samples import record
+
+    try:
+        record(config)
+    except (OSError, sqlite3.Error) as exc:
+        events.emit("samples_failed", "warning", code="E_IO", message=f"cannot record a trend sample: {exc}")
 
 
 def _summary(result: RunResult) -> str:
