@@ -441,19 +441,26 @@ class BodyLimit:
                 await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
                 return
         received = 0
-        started = False
+        started = too_large = False
 
         async def limited_receive() -> Any:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Any) -> None:
             nonlocal started
+            if too_large:
+                # the app turned the aborted read into its own error (FastAPI: a 400): say 413
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -461,8 +468,9 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+            pass
+        if too_large and not started:
+            await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -769,6 +777,11 @@ def serve(opts: ServeOptions) -> int:
     state.start_sampler()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_graceful_shutdown=10))
+    import signal
+
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler
+    # that was there before it: make that one a no-op so the clean-up below runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run(sockets=[sock])
     finally:
