@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .server import ServerState
 
 CHART_W, CHART_H = 600, 150
-PAD_L, PAD_R, PAD_T, PAD_B = 56, 8, 8, 22
+PAD_L, PAD_R, PAD_T, PAD_B = 74, 8, 8, 22
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +71,7 @@ class Chart:
     width: int = CHART_W
     height: int = CHART_H
     empty: bool = False
+    pad_l: int = PAD_L
 
 
 def _scale(values: list[float], lo: float, hi: float) -> list[float]:
@@ -162,9 +163,11 @@ def path_views(config: Any, report: Report, checks: list[Any] | None = None) -> 
 def _context(state: ServerState) -> dict[str, Any]:
     from .report import build_report
     from .server import recent_runs
+    from .watch import check_all
 
     report = build_report(state.config)
-    return {"report": report, "views": path_views(state.config, report, state.last_checks),
+    # measured now, like the rest of the page (the sampler's last checks may be minutes old)
+    return {"report": report, "views": path_views(state.config, report, check_all(state.config)),
             "runs": recent_runs(state.config, 10), "generated": report.generated, "host": state.host}
 
 
