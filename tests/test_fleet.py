@@ -7,7 +7,17 @@ import os
 from pathlib import Path
 
 import pytest
-from test_archive import BUCKET, aws_env, make_tree, mocked_s3, objects, run_inprocess  # noqa: F401 (fixtures)
+from test_archive import (  # noqa: F401 (fixtures)
+    BUCKET,
+    _fresh_bucket,
+    _s3,
+    aws_env,
+    janitor,
+    make_tree,
+    mocked_s3,
+    objects,
+    run_inprocess,
+)
 from test_archive import write_config as archive_config
 
 from janitor.targets.base import join_key, join_prefix
@@ -67,3 +77,17 @@ def test_file_target_directory_per_host(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("JANITOR_HOSTNAME", "gpu-07")
     target = make_target(TargetSpec(name="nas", url=f"file://{tmp_path}/{{hostname}}"))
     assert target.describe() == f"file://{tmp_path}/gpu-07"
+
+
+def test_each_host_writes_its_own_lifecycle_rule(moto_server, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = moto_server.endpoint_url
+    bucket = _fresh_bucket(endpoint, "fleet-lifecycle")
+    cfg = archive_config(tmp_path, tmp_path, url=f"s3://{bucket}/fleet/{{hostname}}/{{policy}}", endpoint=endpoint)
+    for host in ("gpu-01", "gpu-02"):
+        monkeypatch.setenv("JANITOR_HOSTNAME", host)
+        r = janitor("archive", "lifecycle", "-c", str(cfg), "--target", "store", "--expire-after", "365d")
+        assert r.returncode == 0, r.stderr
+    rules = _s3(endpoint).get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert sorted((x["ID"], x["Filter"]["Prefix"]) for x in rules) == [
+        ("janitor-store-gpu-01", "fleet/gpu-01/"), ("janitor-store-gpu-02", "fleet/gpu-02/")]
