@@ -238,3 +238,10 @@ def test_server_killed_mid_run_the_next_run_reconciles(tree: Tree, write_config,
     history = json.loads(cli("history", "-c", cfg, "--json", "--limit", "0").stdout)
     assert {h["state"] for h in history} <= {"done", "aborted"}
     assert sum(1 for h in history if h["state"] == "done") == 3000
+
+
+def test_serve_has_help(cli) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("serve", "--help")
+    assert proc.returncode == 0 and "Usage: janitor serve" in proc.stdout
+    for option in ("--listen", "--token-file", "--no-auth", "--metrics-no-auth", "--sample-interval"):
+        assert option in proc.stdout
