@@ -141,10 +141,28 @@ class RunState:
                 "result": self.result, "error": self.error}
 
 
-def _run_events(base_fmt: str, log_file: str | None, state: RunState, server: ServerState) -> EventLog:
+_EMIT_LOCK = threading.Lock()
+# what a run emits for each file it is done with (docs/events.md)
+DONE_EVENTS = frozenset({"file_deleted", "file_soft_deleted", "file_archived", "log_truncated"})
+
+
+def _locked_event_log(fmt: str, log_file: str | None) -> EventLog:
+    """An EventLog whose lines never interleave: the sampler, request handlers and runs
+    emit from different threads onto one stderr and one log file."""
     from .events import EventLog
 
-    class RunEvents(EventLog):
+    class LockedEvents(EventLog):
+        def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+            with _EMIT_LOCK:
+                super().emit(event, level, **fields)
+
+    return LockedEvents(fmt, log_file=log_file)
+
+
+def _run_events(base_fmt: str, log_file: str | None, state: RunState, server: ServerState) -> EventLog:
+    base = type(_locked_event_log(base_fmt, None))
+
+    class RunEvents(base):  # type: ignore[valid-type,misc]
         """The run's events as usual (JSON on stderr, the log file), and its progress for the API."""
 
         def bind(self, run_id: str) -> None:
@@ -156,7 +174,7 @@ def _run_events(base_fmt: str, log_file: str | None, state: RunState, server: Se
             if event == "run_started":
                 state.status, state.started = "running", time.time()
                 state.started_event.set()
-            elif event.startswith("file_") and event != "file_skipped" and fields.get("bytes") is not None:
+            elif event in DONE_EVENTS:
                 state.files_done += 1
                 state.bytes_done += int(fields.get("bytes") or 0)
             elif event in ("file_failed", "policy_failed"):
@@ -172,7 +190,6 @@ class ServerState:
 
     def __init__(self, config: Config, config_path: str | None, token: str | None, *, metrics_no_auth: bool,
                  sample_interval: float, listen: Listen | None = None, log_format: str = "json") -> None:
-        from .events import EventLog
         from .fleet import host_name
 
         self.config = config
@@ -184,7 +201,7 @@ class ServerState:
         self.listen = listen
         self.host = host_name()
         self.log_format = log_format
-        self.events = EventLog(log_format, log_file=config.settings.log_file)
+        self.events = _locked_event_log(log_format, config.settings.log_file)
         self.runs: dict[str, RunState] = {}
         self.lock = threading.Lock()
         self.exceeded_total: dict[tuple[str, str], int] = {}

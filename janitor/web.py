@@ -180,5 +180,4 @@ def render_dashboard(state: ServerState, *, with_content: bool) -> str:
 
     content = Markup(render_dashboard_content(state)) if with_content else None
     return environment().get_template("dashboard.html.j2").render(
-        content=content, needs_token=state.token is not None, host=state.host,
-        policies=[p.name for p in state.config.select(None)], refresh_seconds=30)
+        content=content, needs_token=state.token is not None, host=state.host, refresh_seconds=30)

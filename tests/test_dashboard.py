@@ -98,6 +98,7 @@ def test_dashboard_in_headless_chromium(populated: Tree, write_config, tmp_path:
         assert "what each policy would do now" in text and "last runs" not in text  # no run yet
         assert "full in" in text and "over its threshold in" in text  # the forecast from the trend
         assert text.count("<polyline") >= 3  # usage, all files, logs
+        assert '<option value="outputs">outputs</option>' in text  # the page's script ran
         assert "logs: size at" in text  # the warn threshold passed (size limit)
         for name, size in (("wall", "1920,1080"), ("phone", "390,1600")):
             shot = Path(os.environ.get("JANITOR_SCREENSHOTS", tmp_path)) / f"dashboard-{name}.png"
