@@ -245,3 +245,27 @@ def test_serve_has_help(cli) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 0 and "Usage: janitor serve" in proc.stdout
     for option in ("--listen", "--token-file", "--no-auth", "--metrics-no-auth", "--sample-interval"):
         assert option in proc.stdout
+
+
+def test_metrics_after_an_api_run_with_an_unreachable_target(tree: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What JanitorArchiveTargetUnreachable and JanitorLastRunFailed read, from serve's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tree.file("a.mp4", 100, age=3 * DAY)
+    cfg = write_config("version: 1\nsettings: {{state_dir: {state}, settle: 0s}}\ntargets:\n"
+                       "  s3: {{url: 's3://bucket/{{hostname}}', endpoint_url: 'http://127.0.0.1:1', max_attempts: 1,"
+                       " connect_timeout: 1s}}\npolicies:\n"
+                       "  - {{name: arch, path: {root}, action: archive, target: s3, older_than: 1d}}\n",
+                       root=tree.root)
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    with served("-c", cfg, "--no-auth", "--sample-interval", "0", env=env) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/api/v1/runs", json={"policies": ["arch"]})
+        run = _wait_run(c, r.json()["run_id"], {})
+        assert run["status"] == "partial" and run["result"]["exit_code"] == 1
+        samples = {(s.name, s.labels.get("code") or s.labels.get("status")): s.value
+                   for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples}
+        assert samples[("janitor_errors", "E_TARGET_UNAVAILABLE")] == 1
+        assert samples[("janitor_policy_status", "error")] == 1
+        assert samples[("janitor_last_run_exit_code", None)] == 1
+    assert (tree.root / "a.mp4").exists()
