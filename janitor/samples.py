@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import Config
+    from .execute import RunResult
 
 DEFAULT_RETAIN = 30 * 86400.0
 FORECAST_WINDOW = 24 * 3600.0  # growth rate from the samples of the last day
@@ -36,6 +37,20 @@ CREATE TABLE IF NOT EXISTS samples (
     log_bytes INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_path_ts ON samples(path, ts);
+CREATE TABLE IF NOT EXISTS run_outcomes (
+    run_id TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    policy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    skipped TEXT NOT NULL,
+    errors TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_outcomes_run ON run_outcomes(run_id);
 """
 
 
@@ -183,3 +198,43 @@ def forecast(samples: list[Sample], threshold_pct: float | None, now: float | No
     if threshold_pct is not None:
         threshold_in = max(0.0, (threshold_pct / 100.0 * capacity - last.fs_used) / slope - elapsed)
     return Forecast(last.path, slope, threshold_in, full_in)
+
+
+def record_run(config: Config, result: RunResult, started: float, finished: float) -> None:
+    """Each policy's outcome of a run (status, counts, skip reasons, error codes): what the
+    runs table does not keep and `janitor serve`'s /metrics needs to say what the textfile says."""
+    import json
+
+    db = _open(config.settings.state_dir)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO run_outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?)", [
+            (result.run_id, started, finished, p.name, p.action, p.status, p.files, p.bytes, p.failed,
+             json.dumps(dict(p.skipped)), json.dumps(dict(p.errors))) for p in result.policies])
+        db.execute("DELETE FROM run_outcomes WHERE finished < ?", (time.time() - retain_seconds(config),))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def load_run(config: Config, run_id: str) -> tuple[RunResult, float, float] | None:
+    """A run as `record_run` stored it, or None."""
+    import json
+    from collections import Counter
+
+    from .execute import PolicyOutcome, RunResult
+
+    if not os.path.exists(os.path.join(config.settings.state_dir, "samples.db")):
+        return None
+    db = _open(config.settings.state_dir)
+    try:
+        rows = db.execute("SELECT * FROM run_outcomes WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
+    finally:
+        db.close()
+    if not rows:
+        return None
+    result = RunResult(run_id)
+    for _, _, _, policy, action, status, files, nbytes, failed, skipped, errors in rows:
+        result.policies.append(PolicyOutcome(policy, action, status, files, nbytes, failed,
+                                             Counter(json.loads(skipped)), Counter(json.loads(errors))))
+    return result, rows[0][1], rows[0][2]

@@ -209,8 +209,6 @@ class ServerState:
         self.stop = threading.Event()
         self.sampler: threading.Thread | None = None
         self.started = time.time()
-        # the run this server made last: its full result (error codes too) feeds /metrics
-        self.last_result: tuple[Any, float, float] | None = None
         # every warn threshold starts at 0, so `increase()` counts the first event too
         for policy in config.select(None):
             if policy.action == "warn":
@@ -285,9 +283,7 @@ class ServerState:
 
         events = _run_events(self.log_format, self.config.settings.log_file, state, self)
         try:
-            wall_started = time.time()
             report = run_policies(self.config, selected, events, command="serve")
-            self.last_result = (report.result, wall_started, time.time())
             state.result = run_to_dict(report)
             state.status = "ok" if report.result.exit_code == 0 else "partial"
         except LockHeld as exc:
@@ -334,6 +330,11 @@ def _result_from_catalog(catalog: Catalog, config: Config) -> tuple[Any, float, 
     if row is None:
         return None
     run_id, started, finished, status, summary = row
+    from .samples import load_run
+
+    stored = load_run(config, run_id)  # the full outcome, recorded by the runner
+    if stored is not None:
+        return stored
     actions = {p.name: p.action for p in config.policies}
 
     class CatalogRunResult(RunResult):
@@ -368,8 +369,6 @@ def metrics_text(state: ServerState) -> bytes:
     with existing_catalog(config.settings.state_dir) as catalog:
         if catalog is not None:
             last = _result_from_catalog(catalog, config)
-            if last is not None and state.last_result is not None and state.last_result[0].run_id == last[0].run_id:
-                last = state.last_result  # ours: with error codes and skip reasons the runs table lacks
             if last is not None:
                 result, started, finished = last
                 add_run_metrics(registry, config, result, catalog, started, finished)
