@@ -449,6 +449,48 @@ class RunRequest(BaseModel):
     dry_run: bool = False
 
 
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str = Field(description="running (a run holds the lock) or ok/failed (a dry run that already ended)")
+    href: str
+
+
+class RunProgress(BaseModel):
+    files: int
+    bytes: int
+    errors: int
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    status: str = Field(description="starting | running | ok | partial | failed")
+    dry_run: bool
+    policies: list[str] = []
+    requested_by: str | None = None
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    progress: RunProgress | None = None
+    result: dict[str, Any] | None = Field(None, description="`janitor run --json` (a dry run: the plan's totals)")
+    error: str | None = None
+
+
+class ReadyCheck(BaseModel):
+    path: str
+    used_pct: float
+    problems: list[str] = []
+
+
+class Ready(BaseModel):
+    ready: bool
+    over: list[ReadyCheck]
+    checked: list[ReadyCheck]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -579,7 +621,8 @@ def create_app(state: ServerState) -> FastAPI:
         """Liveness: 200 while the process serves."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "a filesystem is over its threshold"}})
+    @app.get("/readyz", tags=["health"], responses={200: {"model": Ready},
+                                                    503: {"model": Ready, "description": "a filesystem is over its threshold"}})
     def readyz(_: str = Depends(check_monitoring_token)) -> Response:
         """The guard over HTTP: 200 while every threshold holds, 503 naming each filesystem over it."""
         from .guard import check, thresholds_from_config
@@ -609,8 +652,10 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(_clean(plan.to_dict()))
 
     @app.post("/api/v1/runs", tags=["api"], status_code=202,
-              responses={404: {"description": "unknown policy"}, 409: {"description": "another run holds the lock"},
-                         413: {"description": "body too large"}, 415: {"description": "not JSON"}})
+              responses={202: {"model": RunAccepted}, 404: {"model": Problem, "description": "unknown policy"},
+                         409: {"model": Problem, "description": "another run holds the lock"},
+                         413: {"model": Problem, "description": "body too large"},
+                         415: {"model": Problem, "description": "not JSON"}})
     def post_run(body: RunRequest, request: Request, token: str = Depends(check_token)) -> Response:
         """Start a run (or a dry run) of configured policies, by name, in the background."""
         same_origin(request)
@@ -631,7 +676,8 @@ def create_app(state: ServerState) -> FastAPI:
         """The latest runs from the catalog (CLI and API alike), newest first."""
         return JSONResponse(_clean(recent_runs(config, limit)))
 
-    @app.get("/api/v1/runs/{run_id}", tags=["api"], responses={404: {"description": "no such run"}})
+    @app.get("/api/v1/runs/{run_id}", tags=["api"],
+             responses={200: {"model": RunStatus}, 404: {"model": Problem, "description": "no such run"}})
     def get_run(run_id: str, _: str = Depends(check_token)) -> Response:
         """A run's state and progress, then its result (`janitor run --json`)."""
         if not RUN_ID_RE.fullmatch(run_id):
