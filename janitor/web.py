@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .server import ServerState
 
 CHART_W, CHART_H = 600, 150
-PAD_L, PAD_R, PAD_T, PAD_B = 74, 8, 8, 22
+PAD_L, PAD_R, PAD_T, PAD_B = 92, 8, 14, 26
 
 
 @lru_cache(maxsize=1)
