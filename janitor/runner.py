@@ -104,7 +104,7 @@ def _record_samples(config: Config, events: EventLog, result: RunResult, started
 
     try:
         record_run(config, result, started, time.time())
-        record(config)
+        record(config, min_interval=60.0)
     except (OSError, sqlite3.Error) as exc:
         events.emit("samples_failed", "warning", code="E_IO", message=f"cannot record a trend sample: {exc}")
 

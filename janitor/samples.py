@@ -109,16 +109,17 @@ def _open(state_dir: str) -> sqlite3.Connection:
     return db
 
 
-def measure(config: Config, now: float | None = None) -> list[Sample]:
-    """One sample per distinct policy path (enabled policies): statvfs plus a read-only walk."""
+def measure(config: Config, now: float | None = None, skip: frozenset[str] = frozenset()) -> list[Sample]:
+    """One sample per distinct policy path (enabled policies, not in `skip`): statvfs plus a
+    read-only walk."""
     from .disk import disk_usage
     from .planner import janitor_dirs
     from .scan import walk_files
 
     now = time.time() if now is None else now
-    skip = janitor_dirs(config)
+    janitor_own = janitor_dirs(config)
     out: list[Sample] = []
-    seen: set[str] = set()
+    seen: set[str] = set(skip)
     for policy in config.select(None):
         if policy.path in seen:
             continue
@@ -130,7 +131,7 @@ def measure(config: Config, now: float | None = None) -> list[Sample]:
         files = nbytes = log_bytes = 0
         try:
             for rel, _kind, st in walk_files(policy.path, one_filesystem=config.effective_one_filesystem(policy),
-                                             skip_inodes=skip):
+                                             skip_inodes=janitor_own):
                 if st is None:
                     continue
                 files += 1
@@ -143,11 +144,22 @@ def measure(config: Config, now: float | None = None) -> list[Sample]:
     return out
 
 
-def record(config: Config, samples: Iterable[Sample] | None = None) -> list[Sample]:
-    """Store samples (measured now unless given) and prune those older than the retention."""
-    taken = list(measure(config) if samples is None else samples)
+def record(config: Config, samples: Iterable[Sample] | None = None, *, min_interval: float = 0.0) -> list[Sample]:
+    """Store samples (measured now unless given) and prune those older than the retention.
+
+    `min_interval`: paths sampled less than this many seconds ago are not walked again (runs
+    in quick succession, e.g. a `guard --clean` per service start, cost one walk a minute).
+    """
     db = _open(config.settings.state_dir)
     try:
+        if samples is None:
+            recent: frozenset[str] = frozenset()
+            if min_interval > 0:
+                rows = db.execute("SELECT DISTINCT path FROM samples WHERE ts > ?", (time.time() - min_interval,))
+                recent = frozenset(os.fsdecode(r[0]) for r in rows)
+            taken = measure(config, skip=recent)
+        else:
+            taken = list(samples)
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?)",
                        [(s.ts, os.fsencode(s.path), s.fs_total, s.fs_used, s.fs_free, s.files, s.bytes, s.log_bytes)
