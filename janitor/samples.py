@@ -105,6 +105,7 @@ def _open(state_dir: str) -> sqlite3.Connection:
     os.close(fd)
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # a trend sample lost to a power cut costs nothing
     db.executescript(_SCHEMA)
     return db
 
@@ -117,6 +118,8 @@ def measure(config: Config, now: float | None = None, skip: frozenset[str] = fro
     from .scan import walk_files
 
     now = time.time() if now is None else now
+    if {p.path for p in config.select(None)} <= skip:
+        return []
     janitor_own = janitor_dirs(config)
     out: list[Sample] = []
     seen: set[str] = set(skip)

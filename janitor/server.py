@@ -36,11 +36,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import JanitorError, LockHeld, UsageError
+from .events import EventLog
 
 if TYPE_CHECKING:
     from .catalog import Catalog
     from .config import Config
-    from .events import EventLog
     from .watch import ThresholdCheck
 
 DEFAULT_PORT = 8427
@@ -146,43 +146,40 @@ _EMIT_LOCK = threading.Lock()
 DONE_EVENTS = frozenset({"file_deleted", "file_soft_deleted", "file_archived", "log_truncated"})
 
 
-def _locked_event_log(fmt: str, log_file: str | None) -> EventLog:
+class LockedEvents(EventLog):
     """An EventLog whose lines never interleave: the sampler, request handlers and runs
     emit from different threads onto one stderr and one log file."""
-    from .events import EventLog
 
-    class LockedEvents(EventLog):
-        def emit(self, event: str, level: str = "info", **fields: Any) -> None:
-            with _EMIT_LOCK:
-                super().emit(event, level, **fields)
-
-    return LockedEvents(fmt, log_file=log_file)
-
-
-def _run_events(base_fmt: str, log_file: str | None, state: RunState, server: ServerState) -> EventLog:
-    base = type(_locked_event_log(base_fmt, None))
-
-    class RunEvents(base):  # type: ignore[valid-type,misc]
-        """The run's events as usual (JSON on stderr, the log file), and its progress for the API."""
-
-        def bind(self, run_id: str) -> None:
-            super().bind(run_id)
-            state.id = run_id
-
-        def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+    def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+        with _EMIT_LOCK:
             super().emit(event, level, **fields)
-            if event == "run_started":
-                state.status, state.started = "running", time.time()
-                state.started_event.set()
-            elif event in DONE_EVENTS:
-                state.files_done += 1
-                state.bytes_done += int(fields.get("bytes") or 0)
-            elif event in ("file_failed", "policy_failed"):
-                state.errors += 1
-            elif event == "threshold_exceeded":
-                server.count_exceeded(str(fields.get("policy")), str(fields.get("kind")))
 
-    return RunEvents(base_fmt, log_file=log_file)
+
+class RunEvents(LockedEvents):
+    """A run's events as usual (JSON on stderr, the log file), and its progress for the API."""
+
+    def __init__(self, fmt: str, log_file: str | None, state: RunState, server: ServerState) -> None:
+        super().__init__(fmt, log_file=log_file)
+        self.state = state
+        self.server = server
+
+    def bind(self, run_id: str) -> None:
+        super().bind(run_id)
+        self.state.id = run_id
+
+    def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+        super().emit(event, level, **fields)
+        state = self.state
+        if event == "run_started":
+            state.status, state.started = "running", time.time()
+            state.started_event.set()
+        elif event in DONE_EVENTS:
+            state.files_done += 1
+            state.bytes_done += int(fields.get("bytes") or 0)
+        elif event in ("file_failed", "policy_failed"):
+            state.errors += 1
+        elif event == "threshold_exceeded":
+            self.server.count_exceeded(str(fields.get("policy")), str(fields.get("kind")))
 
 
 class ServerState:
@@ -201,7 +198,7 @@ class ServerState:
         self.listen = listen
         self.host = host_name()
         self.log_format = log_format
-        self.events = _locked_event_log(log_format, config.settings.log_file)
+        self.events = LockedEvents(log_format, log_file=config.settings.log_file)
         self.runs: dict[str, RunState] = {}
         self.lock = threading.Lock()
         self.exceeded_total: dict[tuple[str, str], int] = {}
@@ -281,7 +278,7 @@ class ServerState:
         from .render import run_to_dict
         from .runner import run_policies
 
-        events = _run_events(self.log_format, self.config.settings.log_file, state, self)
+        events = RunEvents(self.log_format, self.config.settings.log_file, state, self)
         try:
             report = run_policies(self.config, selected, events, command="serve")
             state.result = run_to_dict(report)
