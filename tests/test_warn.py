@@ -34,10 +34,17 @@ def test_warn_reports_both_thresholds_and_touches_nothing(tmpfs, write_config, c
     (root / "old.bin").write_bytes(b"y" * 1000)
     before = snapshot(root)
     cfg = write_config(_warn("50%", "1MiB", ""), root=root)
-    proc = cli("run", "-c", cfg, "--log-format", "json")
+    metrics = root.parent / "janitor.prom"
+    proc = cli("run", "-c", cfg, "--log-format", "json", "--metrics-file", metrics)
     assert proc.returncode == 0, proc.stderr
     exceeded = [e for e in _events(proc.stderr) if e["event"] == "threshold_exceeded"]
     assert {e["kind"] for e in exceeded} == {"disk", "size"}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gauges = {(s.labels["policy"], s.labels["kind"]): s.value
+              for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples
+              if s.name == "janitor_threshold_exceeded"}
+    assert gauges == {("cache", "disk"): 1, ("cache", "size"): 1}  # the gauge per policy, in the textfile
     disk = next(e for e in exceeded if e["kind"] == "disk")
     size = next(e for e in exceeded if e["kind"] == "size")
     assert disk["path"] == str(root) and disk["threshold"] == "50%" and disk["percent"] > 50
