@@ -565,8 +565,13 @@ def create_app(state: ServerState) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
 
+    def client_of(request: Request) -> str:
+        if request.client is None:
+            return "unix"
+        return f"{request.client.host}:{request.client.port}"
+
     @app.middleware("http")
-    async def loopback_host_only(request: Request, call_next: Any) -> Response:
+    async def request_guards(request: Request, call_next: Any) -> Response:
         # Without a token, a page on another site could reach us through DNS rebinding
         # (its own name resolving to 127.0.0.1): only loopback names are answered then.
         if state.token is None and state.listen is not None and state.listen.kind == "tcp":
@@ -574,13 +579,17 @@ def create_app(state: ServerState) -> FastAPI:
             if hostname not in ("127.0.0.1", "localhost", "::1") and not hostname.startswith("127."):
                 return JSONResponse({"detail": "unauthenticated server: only loopback host names are answered"},
                                     status_code=421)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            # Before anything reads the body: a page on another site gets no further.
+            origin = request.headers.get("origin")
+            if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")):
+                state.events.emit("api_forbidden", "warning", client=client_of(request), origin=origin,
+                                  route=request.url.path, message="cross-origin request refused")
+                return JSONResponse({"detail": "cross-origin requests are refused"}, status_code=403)
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+                return JSONResponse({"detail": "send the body as application/json"}, status_code=415)
         response: Response = await call_next(request)
         return response
-
-    def client_of(request: Request) -> str:
-        if request.client is None:
-            return "unix"
-        return f"{request.client.host}:{request.client.port}"
 
     def check_token(request: Request) -> str:
         """The caller's token id ("none" without auth); 401 otherwise."""
@@ -595,17 +604,6 @@ def create_app(state: ServerState) -> FastAPI:
 
     def check_monitoring_token(request: Request) -> str:
         return "none" if state.metrics_no_auth else check_token(request)
-
-    def same_origin(request: Request) -> None:
-        """Refuse an acting call a browser made from another site's page."""
-        origin = request.headers.get("origin")
-        if origin is None:
-            return
-        host = request.headers.get("host", "")
-        if origin == "null" or urlsplit(origin).netloc != host:
-            state.events.emit("api_forbidden", "warning", client=client_of(request), origin=origin,
-                              route=request.url.path, message="cross-origin request refused")
-            raise HTTPException(403, "cross-origin requests are refused")
 
     def unknown_policy(names: list[str]) -> None:
         known = {p.name for p in config.policies}
@@ -655,9 +653,7 @@ def create_app(state: ServerState) -> FastAPI:
                          415: {"model": Problem, "description": "not JSON"}})
     def post_run(body: RunRequest, request: Request, token: str = Depends(check_token)) -> Response:
         """Start a run (or a dry run) of configured policies, by name, in the background."""
-        same_origin(request)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise HTTPException(415, "send the body as application/json")
+        # Origin and Content-Type were checked by the middleware, before the body was read
         unknown_policy(body.policies)
         run = state.start_run(body.policies, body.dry_run, f"{client_of(request)} token {token}")
         state.events.emit("api_run_requested", "warning" if run.status == "conflict" else "info",

@@ -129,3 +129,59 @@ def test_report_html_uses_the_same_templates(populated: Tree, write_config, cli,
     assert "<script" not in text and "&lt;img src=x onerror=alert(1)&gt;.mp4" in text and CJK in text
     assert "Noto Sans CJK SC" in text and "WenQuanYi Zen Hei" in text  # the font stack's CJK fallbacks
     assert "<polyline" in text and "full in" in text
+
+
+HOSTILE_PAGE = """<!doctype html><html><body>
+<form id="f" method="POST" action="{api}/api/v1/runs" enctype="text/plain" target="sink">
+  <input name='{{"policies": ["outputs"], "x": "' value='"}}'>
+</form>
+<iframe name="sink"></iframe>
+<script>
+const api = "{api}";
+const body = JSON.stringify({{policies: ["outputs"], dry_run: false}});
+// a "simple" request needs no preflight: the browser sends it as it is
+fetch(api + "/api/v1/runs", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body}});
+// a JSON request needs a CORS preflight, which the server never answers
+fetch(api + "/api/v1/runs", {{method: "POST", headers: {{"Content-Type": "application/json"}}, body}})
+  .then(() => document.title = "json-sent", e => document.title = "json-blocked");
+document.getElementById("f").submit();
+</script></body></html>"""
+
+
+def test_another_sites_page_cannot_start_a_run(populated: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Even with --no-auth on loopback, a page from another origin in a real browser starts nothing."""
+    import http.server
+    import threading
+
+    cfg = write_config(POLICY, root=populated.root)
+    victim = populated.root / "out" / "render_1017.mp4"
+    with served("-c", cfg, "--no-auth", "--sample-interval", "0") as srv:
+        page = HOSTILE_PAGE.format(api=srv.url)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                data = page.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            dom = _chromium(f"http://127.0.0.1:{evil.server_address[1]}/", tmp_path, "--dump-dom",
+                            "--virtual-time-budget=5000")
+            if dom.returncode != 0 and not dom.stdout:
+                pytest.skip(f"chromium cannot start here: {dom.stderr.strip()[-300:]}")
+        finally:
+            evil.shutdown()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/api/v1/runs").json() == []  # no run was started
+        forbidden = srv.events("api_forbidden")
+        assert forbidden and all(e["origin"].startswith("http://127.0.0.1:") for e in forbidden)  # it did try
+        assert "<title>json-sent</title>" not in dom.stdout  # the preflight failed: the JSON request never left
+    assert victim.exists()
