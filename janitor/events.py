@@ -132,12 +132,9 @@ _HOST: list[str] = []
 def _host() -> str:
     """The host name every JSON event carries (a fleet's logs end up in one place)."""
     if not _HOST:
-        from .fleet import host_name
+        from .fleet import label_host
 
-        try:
-            _HOST.append(host_name())
-        except ValueError:
-            _HOST.append(os.uname().nodename)
+        _HOST.append(label_host())
     return _HOST[0]
 
 

@@ -28,6 +28,15 @@ def host_name() -> str:
     return name
 
 
+def label_host() -> str:
+    """The host for labels and log fields: `host_name()`, or the raw node name when
+    $JANITOR_HOSTNAME is unusable (a label must never stop a run; archive keys do refuse it)."""
+    try:
+        return host_name()
+    except ValueError:
+        return os.uname().nodename
+
+
 def expand_prefix(prefix: str, policy: str) -> tuple[str, bool]:
     """(prefix with `{hostname}` and `{policy}` filled in, whether `{policy}` was in it).
 
@@ -48,7 +57,7 @@ class HostLabelled:
 
     def __init__(self, inner: Collector, host: str | None = None) -> None:
         self.inner = inner
-        self.host = host or host_name()
+        self.host = host or label_host()
 
     def collect(self) -> Iterator[Metric]:
         for family in self.inner.collect():

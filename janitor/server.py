@@ -187,7 +187,7 @@ class ServerState:
 
     def __init__(self, config: Config, config_path: str | None, token: str | None, *, metrics_no_auth: bool,
                  sample_interval: float, listen: Listen | None = None, log_format: str = "json") -> None:
-        from .fleet import host_name
+        from .fleet import label_host
 
         self.config = config
         self.config_path = config_path
@@ -196,7 +196,7 @@ class ServerState:
         self.metrics_no_auth = metrics_no_auth
         self.sample_interval = sample_interval
         self.listen = listen
-        self.host = host_name()
+        self.host = label_host()
         self.log_format = log_format
         self.events = LockedEvents(log_format, log_file=config.settings.log_file)
         self.runs: dict[str, RunState] = {}
@@ -309,9 +309,6 @@ class ServerState:
             state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             state.finished = time.time()
-
-    def running(self) -> bool:
-        return any(r.status in ("starting", "running") for r in self.runs.values())
 
 
 # -- metrics ------------------------------------------------------------------------------

@@ -91,3 +91,14 @@ def test_each_host_writes_its_own_lifecycle_rule(moto_server, tmp_path: Path,  #
     rules = _s3(endpoint).get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert sorted((x["ID"], x["Filter"]["Prefix"]) for x in rules) == [
         ("janitor-store-gpu-01", "fleet/gpu-01/"), ("janitor-store-gpu-02", "fleet/gpu-02/")]
+
+
+def test_an_unusable_hostname_never_stops_a_run(tmp_path: Path, write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    """Labels fall back to the node name; only archive keys refuse a name that would climb."""
+    (tmp_path / "data").mkdir()
+    cfg = write_config("version: 1\nsettings: {{state_dir: {state}}}\npolicies:\n"
+                       "  - {{name: v, path: {root}, action: delete, older_than: 1d}}\n")
+    proc = cli("run", "-c", cfg, "--log-format", "json", "--metrics-file", tmp_path / "m.prom",
+               env={"JANITOR_HOSTNAME": "../evil"})
+    assert proc.returncode == 0, proc.stderr
+    assert f'host="{os.uname().nodename}"' in (tmp_path / "m.prom").read_text()
