@@ -206,6 +206,9 @@ class ServerState:
         self.stop = threading.Event()
         self.sampler: threading.Thread | None = None
         self.started = time.time()
+        # the dashboard's rendered data, shared by every viewer for a few seconds (janitor/web.py)
+        self.content_lock = threading.Lock()
+        self.content_cache: tuple[float, str] | None = None
         # every warn threshold starts at 0, so `increase()` counts the first event too
         for policy in config.select(None):
             if policy.action == "warn":
@@ -289,6 +292,7 @@ class ServerState:
             state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             state.finished = time.time()
+            self.content_cache = None  # the next dashboard refresh shows the run's effect
             events.close()
             state.started_event.set()
 

@@ -171,8 +171,18 @@ def _context(state: ServerState) -> dict[str, Any]:
             "runs": recent_runs(state.config, 10), "generated": report.generated, "host": state.host}
 
 
+CONTENT_TTL = 10.0  # seconds: many open dashboards cost one plan, walk and /proc scan per TTL
+
+
 def render_dashboard_content(state: ServerState) -> str:
-    return environment().get_template("dashboard_content.html.j2").render(**_context(state))
+    """The dashboard's data as HTML, rendered at most once per CONTENT_TTL for all viewers."""
+    with state.content_lock:
+        cached = state.content_cache
+        if cached is not None and time.monotonic() - cached[0] < CONTENT_TTL:
+            return cached[1]
+        html = environment().get_template("dashboard_content.html.j2").render(**_context(state))
+        state.content_cache = (time.monotonic(), html)
+        return html
 
 
 def render_dashboard(state: ServerState, *, with_content: bool) -> str:
