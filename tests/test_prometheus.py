@@ -51,6 +51,23 @@ def test_scrape_example_is_a_valid_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_serve_metrics_pass_promtool_check_metrics(tmp_path: Path, write_config, tree) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus's own parser and linter on what /metrics serves (after a run, with a warn policy)."""
+    promtool = _need("promtool")
+    tree.file("运行实时日志.log", 5000)
+    cfg = write_config("version: 1\nsettings: {{state_dir: {state}, settle: 0s}}\npolicies:\n"
+                       "  - {{name: logs, path: {root}, action: warn, when_size_above: 1KiB, when_disk_above: 1%}}\n",
+                       root=tree.root)
+    with served("-c", cfg, "--no-auth", "--sample-interval", "1s") as srv, httpx.Client(base_url=srv.url) as c:
+        srv.wait_event("threshold_exceeded")
+        r = c.post("/api/v1/runs", json={})
+        assert r.status_code == 202
+        text = c.get("/metrics").text
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'janitor_threshold_exceeded{host="' in text
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
