@@ -683,7 +683,8 @@ def create_app(state: ServerState) -> FastAPI:
             if row["run_id"] == run_id:
                 return JSONResponse(_clean({"run_id": run_id, "status": row["status"], "dry_run": False,
                                             "started": row["started"], "finished": row["finished"],
-                                            "result": row}))
+                                            "requested_by": f"{row['command']} (pid {row['pid']})",
+                                            "result": _stored_result(row)}))
         raise HTTPException(404, "no such run")
 
     @app.get("/api/v1/report", tags=["api"])
@@ -756,6 +757,13 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def _stored_result(row: dict[str, Any]) -> dict[str, Any]:
+    """A run someone else made, in `janitor run --json`'s shape when its outcome was recorded."""
+    return {"run_id": row["run_id"], "files": row["files"], "bytes": row["bytes"], "failed": row["errors"],
+            "exit_code": None if row["status"] == "running" else (0 if row["status"] == "ok" else 1),
+            "summary": row["summary"]}
 
 
 def recent_runs(config: Config, limit: int) -> list[dict[str, Any]]:

@@ -276,3 +276,13 @@ def test_metrics_after_runs_with_an_unreachable_target(tree: Tree, write_config,
             run = _wait_run(c, r.json()["run_id"], {})
             assert run["status"] == "partial" and run["result"]["exit_code"] == 1
     assert (tree.root / "a.mp4").exists()
+
+
+def test_a_cli_run_is_found_by_id(populated: Tree, write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(POLICY, root=populated.root)
+    run = json.loads(cli("run", "-c", cfg, "--policy", "videos", "--json").stdout)
+    with served("-c", cfg, "--no-auth", "--sample-interval", "0") as srv, httpx.Client(base_url=srv.url) as c:
+        got = c.get(f"/api/v1/runs/{run['run_id']}").json()
+        assert got["status"] == "ok" and got["requested_by"].startswith("run (pid ")
+        assert (got["result"]["files"], got["result"]["bytes"], got["result"]["exit_code"]) == (2, 4000, 0)
+        assert c.get("/api/v1/runs/20991231T000000Z-000000").status_code == 404
