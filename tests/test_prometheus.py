@@ -107,8 +107,8 @@ def test_alert_fires_in_a_real_prometheus(tmpfs, write_config, tmp_path: Path) -
                         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                         try:
                             result = check(c)
-                        except httpx.HTTPError:
-                            result = None
+                        except (httpx.HTTPError, ValueError, KeyError):
+                            result = None  # Prometheus still starting: "Service Unavailable", not JSON
                         if result:
                             return result
                         time.sleep(0.5)  # Prometheus's own evaluation interval is 1 s
