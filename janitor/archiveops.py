@@ -199,13 +199,21 @@ def set_lifecycle(
         raise UsageError("--transition-after must be shorter than --expire-after")
     target = target_for(config, target_name)
     prefix = str(getattr(target, "prefix", "") or "")
+    rule_id = rule_id_for(target_name)
+    if "{" in prefix:
+        # a fleet prefix (docs/fleet.md): this host's part of the bucket, under a rule of its own
+        from .fleet import host_name
+
+        if "{hostname}" in prefix:
+            rule_id += "-" + host_name()
+        prefix = prefix.split("{policy}", 1)[0].replace("{hostname}", host_name())
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     try:
-        target.set_lifecycle(rule_id_for(target_name), prefix, expire_days, transition_days, storage_class)
+        target.set_lifecycle(rule_id, prefix, expire_days, transition_days, storage_class)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rules = target.get_lifecycle()
-    written = next((r for r in rules if r.get("ID") == rule_id_for(target_name)), None)
+    written = next((r for r in rules if r.get("ID") == rule_id), None)
     return LifecycleResult(target_name, target.describe(), rules, written)
 
 

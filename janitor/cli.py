@@ -337,7 +337,7 @@ def report(
         tmp = html_file + ".tmp"
         # undecodable bytes in file names are shown as \xNN rather than breaking the page
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(render_report_html(result).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+            f.write(render_report_html(result, cfg).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         os.replace(tmp, html_file)
     if json_out:
         print_json(result.to_dict())
@@ -417,6 +417,34 @@ def guard(
         lock_timeout=lock_timeout, verbose=OPTS.verbose, debug=OPTS.debug,
         log_format=OPTS.log_format, log_file=OPTS.log_file,
     ))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="ADDR", help="HOST:PORT (default 127.0.0.1:8427) or unix:/path/to.sock.")] = "127.0.0.1:8427",
+    token_file: Annotated[Optional[str], typer.Option(
+        "--token-file", metavar="FILE", help="Bearer token, in a file we own with mode 0600.", show_default=False)] = None,
+    no_auth: Annotated[bool, typer.Option(
+        "--no-auth", help="Serve without a token (only on loopback or a Unix socket).")] = False,
+    metrics_no_auth: Annotated[bool, typer.Option(
+        "--metrics-no-auth", help="Let /metrics and /readyz be read without the token (scrapers, probes).")] = False,
+    sample_interval: Annotated[str, typer.Option(
+        "--sample-interval", metavar="DURATION", help="Record a storage sample and check warn thresholds this often "
+                                                    "(0: only after runs).")] = "5m",
+) -> int:
+    """HTTP API, /healthz, /readyz, /metrics and the storage dashboard (docs/api.md)."""
+    from .server import ServeOptions
+    from .server import serve as run_server
+    from .units import parse_duration
+
+    try:
+        interval = parse_duration(sample_interval) if sample_interval not in ("0", "0s") else 0.0
+    except ValueError as exc:
+        raise UsageError(f"--sample-interval: {exc}") from None
+    return run_server(ServeOptions(config, listen, token_file, no_auth, metrics_no_auth, interval,
+                                   log_format=OPTS.log_format or "json"))
 
 
 @app.command()

@@ -216,6 +216,9 @@ class Policy(_Model):
     max_files: int | None = Field(None, ge=0)
     evict: Literal["oldest", "largest"] | None = None
     low_watermark: Percent | None = None
+    # warn (watch-only thresholds; janitor/actions/warn.py)
+    when_size_above: Size | None = None
+    block_guard: bool | None = None
 
     _globs: Any = PrivateAttr(default=None)
 

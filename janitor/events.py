@@ -99,7 +99,7 @@ class EventLog:
             return
         record = {k: escape_undecodable(v) for k, v in fields.items() if v is not None}
         if self._render is not None:
-            line = self._render({"event": event, "level": level, "run_id": self.run_id, **record})
+            line = self._render({"event": event, "level": level, "run_id": self.run_id, "host": _host(), **record})
             if self.fmt == "json":
                 self._print(line)
             if self._file is not None:
@@ -124,6 +124,18 @@ class EventLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+_HOST: list[str] = []
+
+
+def _host() -> str:
+    """The host name every JSON event carries (a fleet's logs end up in one place)."""
+    if not _HOST:
+        from .fleet import label_host
+
+        _HOST.append(label_host())
+    return _HOST[0]
 
 
 def _text_line(event: str, fields: dict[str, Any]) -> str:

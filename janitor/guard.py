@@ -188,7 +188,8 @@ def thresholds_from_config(config: Config, min_free: int | None) -> list[Thresho
             continue
         if guard_max is not None:
             out.append(Threshold(policy.path, max_used=guard_max, source="settings.guard_max_used"))
-        if policy.when_disk_above is not None:
+        # a watch-only policy (action: warn) only reports, unless it asks to hold guard too
+        if policy.when_disk_above is not None and (policy.action != "warn" or policy.block_guard):
             out.append(Threshold(policy.path, max_used=policy.when_disk_above,
                                  source=f"when_disk_above of policy {policy.name}"))
         if min_free is not None:

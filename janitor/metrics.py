@@ -10,6 +10,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .catalog import Catalog
     from .config import Config
     from .execute import RunResult
@@ -17,11 +19,25 @@ if TYPE_CHECKING:
 
 def write_run_metrics(path: str, config: Config, result: RunResult, catalog: Catalog,
                       started: float, finished: float) -> None:
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, write_to_textfile
 
-    from .disk import disk_usage
+    from .fleet import HostLabelled
 
     registry = CollectorRegistry()
+    add_run_metrics(registry, config, result, catalog, started, finished)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    # every series carries host="<nodename>" (a fleet's textfiles stay apart)
+    write_to_textfile(path, HostLabelled(registry))  # writes a temp file and renames it: readers never see half
+
+
+def add_run_metrics(registry: CollectorRegistry, config: Config, result: RunResult, catalog: Catalog,
+                    started: float, finished: float) -> None:
+    """The run's metrics into `registry`: the textfile and `janitor serve`'s /metrics share this."""
+    from prometheus_client import Gauge
+
+    from .disk import disk_usage
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
         return Gauge(name, doc, labels, registry=registry)
@@ -61,10 +77,9 @@ def write_run_metrics(path: str, config: Config, result: RunResult, catalog: Cat
     gauge("janitor_trash_files", "Files in the trash (restorable).").set(trash_files)
     gauge("janitor_trash_bytes", "Bytes in the trash (restorable).").set(trash_bytes)
 
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    write_to_textfile(path, registry)  # writes a temp file and renames it: readers never see half
+    from .watch import add_threshold_metrics
+
+    add_threshold_metrics(registry, config)
 
 
 def _last_success(catalog: Catalog) -> float | None:

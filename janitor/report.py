@@ -8,7 +8,6 @@ right now and how much that frees; then the trash and archive totals and the las
 from __future__ import annotations
 
 import heapq
-import html
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -210,76 +209,10 @@ def render_report(report: Report, out: Any) -> None:
         out.print("last run: none recorded")
 
 
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
-color:#1d2330;background:#f6f7f9;padding:0 1rem}
-h1{font-size:1.6rem;margin:0 0 .2rem}h2{font-size:1.15rem;margin:0 0 .6rem}.sub{color:#667}
-.card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:1.1rem 1.3rem;margin:1rem 0}
-.bar{position:relative;height:22px;background:#e6e9ef;border-radius:6px;overflow:hidden;margin:.4rem 0 .2rem}
-.bar .used{height:100%;background:#3d7be0}.bar .used.over{background:#d9534f}
-.bar .mark{position:absolute;top:0;bottom:0;width:2px;background:#1d2330}
-.hist{display:grid;grid-template-columns:7rem 1fr 9rem;gap:.25rem .6rem;align-items:center;margin-top:.6rem}
-.hist .b{height:14px;background:#7fb069;border-radius:3px}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eee}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;width:1%}.pill{padding:.05rem .5rem;border-radius:9px;font-size:.85em}
-.ready{background:#e3f4e1}.blocked,.error{background:#fde2e1}.inactive{background:#eceff4}
-.kpis{display:flex;gap:1rem;flex-wrap:wrap}.kpi{flex:1;min-width:12rem}.kpi b{display:block;font-size:1.3rem}
-code{font-size:.9em;word-break:break-all}
-"""
+def render_report_html(report: Report, config: Config | None = None) -> str:
+    """The self-contained HTML page (Jinja2 templates shared with the `serve` dashboard,
+    autoescaped: file names are attacker-chosen text). With `config`, trend charts and the
+    forecast from the samples janitor recorded are drawn too."""
+    from .web import path_views, render_report_page
 
-
-def render_report_html(report: Report) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-        f"<title>janitor storage report</title><style>{_CSS}</style></head><body>",
-        "<h1>janitor storage report</h1>",
-        f"<div class='sub'>generated {e(time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(report.generated)))}</div>",
-    ]
-    run = report.last_run
-    run_text = "none recorded" if not run else (
-        f"{e(run['status'])} &middot; {run['files']} files, {e(format_size(run['bytes'] or 0))}, {run['errors']} errors")
-    parts.append("<div class='card kpis'>"
-                 f"<div class='kpi'>trash<b>{e(format_size(report.trash_bytes))}</b>{report.trash_files} files</div>"
-                 + "".join(f"<div class='kpi'>archived to {e(t)}<b>{e(format_size(v['bytes']))}</b>{v['files']} files</div>"
-                           for t, v in report.archived.items())
-                 + f"<div class='kpi'>last run<b>{e(run['run_id']) if run else '&mdash;'}</b>{run_text}</div></div>")
-    for p in report.paths:
-        parts.append(f"<section class='card'><h2><code>{e(p.path)}</code></h2>")
-        parts.append(f"<div class='sub'>policies: {e(', '.join(p.policies))}</div>")
-        if not p.exists:
-            parts.append("<p>does not exist</p></section>")
-            continue
-        over = " over" if p.over_threshold else ""
-        mark = (f"<div class='mark' style='left:{p.threshold_pct:.2f}%' title='threshold'></div>"
-                if p.threshold_pct is not None else "")
-        parts.append(f"<div class='bar'><div class='used{over}' style='width:{p.used_pct:.2f}%'></div>{mark}</div>")
-        threshold = (f", threshold {p.threshold_pct:g}% ({e(p.threshold_from or '')})" if p.threshold_pct is not None else "")
-        parts.append(f"<div>filesystem {e(format_size(p.total))}: <b>{p.used_pct:.1f}% used</b>, "
-                     f"{e(format_size(p.free))} free{threshold}</div>")
-        parts.append(f"<div>under the path: {p.files} files, {e(format_size(p.bytes))}</div>")
-        biggest = max((b.bytes for b in p.ages), default=0) or 1
-        parts.append("<div class='hist'>")
-        for b in p.ages:
-            width = 100.0 * b.bytes / biggest
-            parts.append(f"<div>{e(b.label)}</div><div><div class='b' style='width:{width:.1f}%'></div></div>"
-                         f"<div class='n'>{b.files} files, {e(format_size(b.bytes))}</div>")
-        parts.append("</div>")
-        if p.largest:
-            parts.append("<h3>largest files</h3><table><tr><th class='n'>size</th><th class='n'>age</th><th>file</th></tr>")
-            for f in p.largest:
-                parts.append(f"<tr><td class='n'>{e(format_size(f.bytes))}</td><td class='n'>{e(format_duration(f.age_seconds))}</td>"
-                             f"<td><code>{e(f.path)}</code></td></tr>")
-            parts.append("</table>")
-        parts.append("</section>")
-    parts.append("<section class='card'><h2>what each policy would do now</h2><table>"
-                 "<tr><th>policy</th><th>action</th><th>status</th><th class='n'>files</th><th class='n'>frees</th>"
-                 "<th class='n'>skipped</th><th>note</th></tr>")
-    for pol in report.policies:
-        parts.append(f"<tr><td>{e(pol.name)}</td><td>{e(pol.action)}</td><td><span class='pill {e(pol.status)}'>"
-                     f"{e(pol.status)}</span></td><td class='n'>{pol.would_files}</td>"
-                     f"<td class='n'>{e(format_size(pol.would_bytes))}</td><td class='n'>{pol.skipped}</td>"
-                     f"<td>{e(pol.note or '')}</td></tr>")
-    parts.append("</table></section></body></html>")
-    return "\n".join(parts)
+    return render_report_page(report, path_views(config, report) if config is not None else None)

@@ -124,7 +124,22 @@ def run_policies(
                 except OSError as exc:
                     events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
                                 message=f"cannot write metrics: {exc.strerror}")
+            _record_samples(config, events, result, wall_started)
     return RunReport(plan, result, reconciled)
+
+
+def _record_samples(config: Config, events: EventLog, result: RunResult, started: float) -> None:
+    """A storage trend sample after every run, and the run's outcome per policy
+    (janitor/samples.py; `janitor serve`'s dashboard and /metrics read them)."""
+    import sqlite3
+
+    from .samples import record, record_run
+
+    try:
+        record_run(config, result, started, time.time())
+        record(config, min_interval=60.0)
+    except (OSError, sqlite3.Error) as exc:
+        events.emit("samples_failed", "warning", code="E_IO", message=f"cannot record a trend sample: {exc}")
 
 
 def _summary(result: RunResult) -> str:

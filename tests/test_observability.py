@@ -118,6 +118,7 @@ def test_metrics_file_parses_with_prometheus_client(populated: Tree, write_confi
     samples = {}
     for family in text_string_to_metric_families(metrics.read_text()):
         for s in family.samples:
+            assert s.labels.pop("host") == os.uname().nodename  # every series names its host (fleet)
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     assert samples[("janitor_files", (("action", "soft-delete"), ("policy", "videos")))] == 2
     assert samples[("janitor_bytes", (("action", "soft-delete"), ("policy", "videos")))] == 4000

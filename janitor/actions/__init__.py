@@ -8,9 +8,11 @@ from .delete import DeleteAction
 from .quota import QuotaAction
 from .softdelete import SoftDeleteAction
 from .truncate import TruncateAction
+from .warn import WarnAction
 
 ACTIONS: dict[str, type[Action]] = {
-    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction, ArchiveAction, QuotaAction)
+    cls.name: cls for cls in (DeleteAction, SoftDeleteAction, TruncateAction, ArchiveAction, QuotaAction,
+                                WarnAction)
 }
 
 

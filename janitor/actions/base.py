@@ -26,6 +26,7 @@ ACTION_SPECIFIC_KEYS = frozenset(
         "rotate", "compress", "delay_compress", "keep_tail", "olddir", "mode", "reopen",
         "postrotate", "allow_non_append_writers",
         "max_size", "max_files", "evict", "low_watermark",
+        "when_size_above", "block_guard",
     }
 )  # fmt: skip
 

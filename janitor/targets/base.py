@@ -136,8 +136,9 @@ def join_key(prefix: str, policy: str, relpath: str) -> str:
     rel_parts = clean_key_parts(relpath, what="path")
     if not rel_parts:
         raise ValueError("path must not be empty")
+    prefix, placed = _fleet_prefix(prefix, policy)
     prefix_parts = [p for p in prefix.split("/") if p]
-    return posixpath.join(*prefix_parts, *policy_parts, *rel_parts)
+    return posixpath.join(*prefix_parts, *([] if placed else policy_parts), *rel_parts)
 
 
 def join_prefix(prefix: str, policy: str) -> str:
@@ -145,7 +146,19 @@ def join_prefix(prefix: str, policy: str) -> str:
     policy_parts = clean_key_parts(policy, what="policy name")
     if len(policy_parts) != 1:
         raise ValueError(f"policy name {policy!r} must be a single path component")
-    return posixpath.join(*[p for p in prefix.split("/") if p], policy_parts[0]) + "/"
+    prefix, placed = _fleet_prefix(prefix, policy)
+    return posixpath.join(*[p for p in prefix.split("/") if p], *([] if placed else policy_parts)) + "/"
+
+
+def _fleet_prefix(prefix: str, policy: str) -> tuple[str, bool]:
+    """`{hostname}`/`{policy}` in a key prefix filled in (janitor/fleet.py), checked as key parts."""
+    if "{" not in prefix:
+        return prefix, False
+    from janitor.fleet import expand_prefix
+
+    expanded, placed = expand_prefix(prefix, policy)
+    clean_key_parts(expanded, what="key prefix")
+    return expanded, placed
 
 
 def validate_lifecycle_args(

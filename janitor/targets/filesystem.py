@@ -84,6 +84,10 @@ class FileTarget:
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise ValueError(f"target {spec.name}: file URL {spec.url!r} needs an absolute path")
+        if "{hostname}" in path:  # a fleet sharing one mount: a directory per host (janitor/fleet.py)
+            from janitor.fleet import host_name
+
+            path = path.replace("{hostname}", host_name())
         self.spec = spec
         self.base = os.path.normpath(path)
 
