@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from .asowner import Credentials, parse_su
 from .errors import ConfigError
 from .globs import compile_globs, prunable_dir_regex
 from .units import parse_duration, parse_percent, parse_size
@@ -51,6 +52,28 @@ def _size(v: object) -> int:
 
 def _percent(v: object) -> float:
     return parse_percent(v)
+
+
+ROTATE_WORDS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _rotate_every(v: object) -> str:
+    """logrotate's period words, or a duration (kept as written; janitor.actions.truncate reads it)."""
+    if isinstance(v, str) and v.strip().lower() in ROTATE_WORDS:
+        return v.strip().lower()
+    try:
+        parse_duration(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a rotation period (examples: daily, weekly, monthly, 12h)") from None
+    return str(v)
+
+
+def _su(v: object) -> Credentials:
+    if isinstance(v, Credentials):
+        return v
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not USER or USER:GROUP")
+    return parse_su(v)
 
 
 def _str_list(v: object) -> object:
@@ -180,6 +203,15 @@ class Policy(_Model):
     reopen: Reopen | None = None
     postrotate: tuple[str, ...] | None = None
     allow_non_append_writers: bool | None = None
+    # truncate, time-based rotation (logrotate's daily/weekly/monthly, dateext, minsize,
+    # notifempty, missingok; see docs/truncate.md). Added by sec-logs, kept in one group.
+    rotate_every: Annotated[str, BeforeValidator(_rotate_every)] | None = None
+    dateext: bool | None = None
+    min_size: Size | None = None
+    notifempty: bool | None = None
+    missingok: bool | None = None
+    # act in a directory others can write as this account (logrotate's `su`; janitor/asowner.py)
+    su: Annotated[Credentials, BeforeValidator(_su)] | None = None
     # quota
     max_size: Size | None = None
     max_files: int | None = Field(None, ge=0)
