@@ -987,13 +987,13 @@ def _cut_in_place(where: _Where, options: CutOptions, record: LogRecord, expect:
                     where.ledger.save(where.key, record)
                 else:
                     with contextlib.suppress(OSError, JanitorError):
-                        _place_new(where, options, record, new, now, st)
+                        _place_new(where, options, record, new, now, st, [])
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                 raise DiskFull(f"no space left to collapse {where.display}; left untouched") from e
             raise
         rotated: str | None = None
         if new is not None:
-            rotated = _place_new(where, options, record, new, now, st)
+            rotated = _place_new(where, options, record, new, now, st, warnings)
         else:
             record.live, record.last_rotated = (st.st_dev, st.st_ino), now
             where.ledger.save(where.key, record)
@@ -1024,8 +1024,20 @@ def _probe(fd: int, offset: int) -> str:
 
 
 def _place_new(where: _Where, options: CutOptions, record: LogRecord, new: CopyInfo, now: float,
-               st: os.stat_result) -> str:
-    copies, _ = where.act(lambda: _place(where.dest_fd, where.name, new, options, record.copies, now))
+               st: os.stat_result, warnings: list[str]) -> str:
+    try:
+        copies, _ = where.act(lambda: _place(where.dest_fd, where.name, new, options, record.copies, now))
+    except (ForeignCopy, FileExistsError) as exc:
+        # Something else took the copy's name during the cut (a writer that rotates its log
+        # itself): the prefix is only in janitor's scratch copy. Park it under a name no
+        # rotator uses and say so, rather than lose it or fight for the name.
+        parked = f"{where.name}.janitor-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{new.ino}"
+        where.act(lambda: _rename_noreplace(where.dest_fd, new.name, where.dest_fd, parked))
+        record.pending = None
+        where.ledger.save(where.key, record)
+        warnings.append(f"the rotated copy of {where.display} was kept as {where.shown(parked)}: "
+                        f"{exc}")
+        return parked
     record.copies = copies
     record.pending = None
     record.live, record.last_rotated = (st.st_dev, st.st_ino), now
@@ -1112,11 +1124,9 @@ def _recover(where: _Where, options: CutOptions, record: LogRecord) -> str | Non
             if _prefix_was_cut(where, pending):
                 placeable = where.act(lambda: _lexists(where.dest_fd, tmp))
                 if placeable:
-                    copies, _ = where.act(lambda: _place(where.dest_fd, where.name, info,
-                                                         CutOptions(**{**options.__dict__,
-                                                                       "rotate": max(options.rotate, 1)}),
-                                                         record.copies, info.t))
-                    record.copies = copies
+                    _place_new(where, CutOptions(**{**options.__dict__, "rotate": max(options.rotate, 1)}),
+                               record, info, info.t, os.fstat(where.dir_fd), [])
+                    record.live = None
                 else:  # killed after placing the copy, before the ledger said so
                     _resync(where, options, record, [info])
                 outcome = "kept"
@@ -1275,8 +1285,9 @@ def _move_down_and_truncate(fd: int, start: int) -> tuple[int, float]:
         return _move_down_and_truncate_now(fd, start)
 
 
-def _move_down_and_truncate_now(fd: int, start: int, deadline: float = _MOVE_DEADLINE) -> tuple[int, float]:
+def _move_down_and_truncate_now(fd: int, start: int) -> tuple[int, float]:
     src, dst = start, 0
+    deadline = _MOVE_DEADLINE
     give_up = time.monotonic() + deadline
     while True:
         t0 = time.perf_counter()

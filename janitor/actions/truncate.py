@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 ROTATED_COPY_RE = re.compile(r".+\.\d+(?:\.gz|\.zst)?")
 # NAME-20261204, NAME-20261204-1.gz: dated copies (dateext).
 DATED_COPY_RE = re.compile(r".+-\d{8}(?:-\d+)?(?:\.gz|\.zst)?")
+# NAME.janitor-20261204-183000-INO: a copy logcut parked because another rotator took NAME.1.
+PARKED_COPY_RE = re.compile(r".+\.janitor-\d{8}-\d{6}-\d+")
 # logcut's scratch files: .NAME.XXXX.tmp (copy in progress), .janitor-z-XXXX.tmp
 # (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0),
 # .NAME.janitor-cut (the record of a cut in progress).
@@ -147,6 +149,58 @@ def rotation_due(every: str, last: float | None, now: float) -> bool:
     return now - last >= parse_duration(every)
 
 
+_LOGROTATE_FLAGS: dict[str, tuple[str, object]] = {
+    "compress": ("compress", "gzip"), "nocompress": ("compress", "none"),
+    "delaycompress": ("delay_compress", True), "nodelaycompress": ("delay_compress", False),
+    "missingok": ("missingok", True), "nomissingok": ("missingok", False),
+    "notifempty": ("notifempty", True), "ifempty": ("notifempty", False),
+    "copytruncate": ("mode", "copytruncate"), "nocopytruncate": ("mode", "rename"), "create": ("mode", "rename"),
+    "dateext": ("dateext", True), "nodateext": ("dateext", False),
+}
+_LOGROTATE_PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _logrotate_size(text: str) -> str:
+    unit = {"k": "KiB", "m": "MiB", "g": "GiB"}.get(text[-1:].lower())
+    return f"{text[:-1]}{unit}" if unit else text
+
+
+def from_logrotate(stanza: str) -> tuple[list[str], dict[str, Any]]:
+    """A logrotate stanza (`PATHS { directives }`) as (paths, truncate policy keys), one to one.
+
+    ValueError names any directive without a janitor equivalent (scripts, mail, sharedscripts...),
+    so a translation is either exact or refused.
+    """
+    head, brace, rest = stanza.partition("{")
+    body, close, _ = rest.partition("}")
+    if not brace or not close:
+        raise ValueError("expected PATHS { directives }")
+    keys: dict[str, Any] = {}
+    for raw in body.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        word, args = words[0].lower(), words[1:]
+        if word in _LOGROTATE_PERIODS and not args:
+            keys["rotate_every"] = word
+        elif word in _LOGROTATE_FLAGS and not args:
+            key, value = _LOGROTATE_FLAGS[word]
+            keys[key] = value
+        elif word == "rotate" and len(args) == 1 and args[0].isdigit():
+            keys["rotate"] = int(args[0])
+        elif word == "minsize" and len(args) == 1:
+            keys["min_size"] = _logrotate_size(args[0])
+        elif word == "size" and len(args) == 1:
+            keys["larger_than"] = _logrotate_size(args[0])
+        elif word == "olddir" and len(args) == 1:
+            keys["olddir"] = args[0]
+        elif word == "su" and len(args) in (1, 2):
+            keys["su"] = ":".join(args)
+        else:
+            raise ValueError(f"logrotate directive {raw.strip()!r} has no janitor equivalent")
+    return head.split(), keys
+
+
 def _ledger_record(policy: Policy, path: str, state_dir: str) -> LogRecord:
     """janitor's record of this log (read only: plans write nothing)."""
     dest = policy.olddir or os.path.dirname(path)
@@ -191,6 +245,8 @@ class TruncateAction(Action):
     # settle checks for this action and re-check only the file's identity.
     skips_busy = False
     done_event = "log_truncated"
+    # Skips the operator must hear about: another rotator, or a planted name among the copies.
+    warning_skip_codes = frozenset({"rotated_by_writer", "unsafe_copy"})
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
@@ -222,7 +278,8 @@ class TruncateAction(Action):
         for fact in eligible:
             path = os.path.join(policy.path, fact.relpath)
             name = os.path.basename(fact.relpath)
-            if is_rotated_copy(name) or (options.dateext and DATED_COPY_RE.fullmatch(name)):
+            if (is_rotated_copy(name) or PARKED_COPY_RE.fullmatch(name)
+                    or (options.dateext and DATED_COPY_RE.fullmatch(name))):
                 yield Skip(policy.name, path, fact.size, "rotated_copy",
                            "a rotated copy (NAME.N, NAME-YYYYMMDD, with .gz/.zst): never truncated itself")
                 continue
