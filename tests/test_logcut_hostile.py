@@ -1,0 +1,184 @@
+"""truncate's rotation, compression and crash records against a real unprivileged attacker (issue 11).
+
+The attacker owns the log directory (a service account's `logs/`) or shares a sticky one, knows
+every name janitor uses, and plants or races symlinks, FIFOs and hard links among the rotated
+copies, with fs.protected_hardlinks/protected_symlinks at 0 and at 1. janitor runs as root
+through the real CLI. Afterwards every file's owner, mode, content and location is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from attacker import Attacker
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+SECRET = b"root:$6$only-root-may-read-this\n"
+
+
+def _setup(hostile_root: Path, attacker: Attacker, *, logs_mode: int = 0o755, owner: bool = True,
+           extra: str = "") -> tuple[Path, Path, Path]:
+    """(policy file, logs dir, root's secret) with the attacker's app.log in it."""
+    secret = hostile_root / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    logs = hostile_root / "logs"
+    if owner:
+        attacker.mkdir(logs, logs_mode)
+    else:
+        logs.mkdir()
+        logs.chmod(logs_mode)
+    log = logs / "app.log"
+    log.write_bytes(b"".join(b"%09d\n" % i for i in range(50_000)))
+    attacker.give(log, 0o640)
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: applogs\n    path: {logs}\n    match: ['*.log']\n"
+                      f"    action: truncate\n    rotate: 3\n    compress: gzip\n{extra}")
+    return config, logs, secret
+
+
+def _secret_intact(secret: Path) -> None:
+    st = secret.lstat()
+    assert stat.S_ISREG(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert secret.read_bytes() == SECRET
+
+
+def _no_root_files(logs: Path) -> None:
+    """janitor never leaves a root-owned file in a directory it acted in as the owner."""
+    rooted = [p.name for p in logs.iterdir() if p.lstat().st_uid == 0]
+    assert rooted == [], rooted
+
+
+def test_planted_symlink_fifo_and_hard_link_among_the_copies_are_refused(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    config, logs, secret = _setup(hostile_root, attacker)
+    before = (logs / "app.log").read_bytes()
+    made = attacker.run(f"""
+        import os
+        os.mkfifo({str(logs / 'app.log.1')!r})
+        os.symlink({str(secret)!r}, {str(logs / 'app.log.2')!r})
+        try:
+            os.link({str(secret)!r}, {str(logs / 'app.log.3')!r})
+            print("linked")
+        except OSError:
+            print("not linked")
+    """)
+    assert made.returncode == 0, made.stderr
+    linked = made.stdout.strip() == "linked"
+    assert linked == (sysctl_protection == 0)
+
+    # the old code blocked for ever opening the FIFO to compress it
+    done = cli("run", "-c", config, "--log-format", "json", timeout=60)
+    assert "Traceback" not in done.stderr
+    skips = [json.loads(line) for line in done.stderr.splitlines()
+             if line.startswith("{") and '"file_skipped"' in line]
+    assert [(s["code"], s["level"]) for s in skips] == [("unsafe_copy", "warning")], done.stderr
+    assert "is a FIFO" in skips[0]["reason"]
+    # nothing followed, read, renamed or unlinked
+    _secret_intact(secret)
+    assert stat.S_ISFIFO((logs / "app.log.1").lstat().st_mode)
+    assert os.readlink(logs / "app.log.2") == str(secret)
+    assert (logs / "app.log.3").exists() == linked
+    assert (logs / "app.log").read_bytes() == before
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.1", "app.log.2"] + (
+        ["app.log.3"] if linked else [])
+
+
+RACE = """
+import os, random
+logs, secret = {logs!r}, {secret!r}
+names = ["app.log.1", "app.log.2", "app.log.3", "app.log.4", "app.log.1.gz", "app.log.2.gz",
+         "app.log.3.gz", "app.log.4.gz"]
+moves = 0
+print("ready", flush=True)
+while time.monotonic() < DEADLINE:
+    with open(os.path.join(logs, "app.log"), "ab") as f:
+        f.write(b"attacker line\\n" * 2000)
+    # janitor's scratch names are random: race whatever dot-file appears, and every copy name
+    for name in names + [n for n in os.listdir(logs) if n.startswith(".")]:
+        path = os.path.join(logs, name)
+        move = random.choice(("symlink", "fifo", "link", "swap", "leave"))
+        try:
+            if move == "leave":
+                continue
+            if move == "swap" and os.path.exists(path):
+                os.rename(path, path + ".moved")
+                os.symlink(secret, path)
+            elif move != "swap":
+                if os.path.lexists(path):
+                    os.unlink(path)
+                if move == "symlink":
+                    os.symlink(secret, path)
+                elif move == "fifo":
+                    os.mkfifo(path)
+                else:
+                    os.link(secret, path)
+            moves += 1
+        except OSError:
+            pass
+print(moves)
+"""
+
+
+def test_a_racing_attacker_cannot_steer_rotation_or_hang_it(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    config, logs, secret = _setup(hostile_root, attacker)
+    proc = attacker.start(RACE.format(logs=str(logs), secret=str(secret)), seconds=12)
+    attacker.wait_ready(proc)
+    for _ in range(5):
+        done = cli("run", "-c", config, timeout=60)
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    attacker.finish(proc)
+    _secret_intact(secret)
+    _no_root_files(logs)  # every name janitor made there, it made as the directory's owner
+    for path in logs.iterdir():
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_ino == secret.stat().st_ino:
+            continue  # the attacker's own hard link (protected_hardlinks=0)
+        if stat.S_ISREG(st.st_mode):
+            assert st.st_uid == attacker.uid and not st.st_mode & 0o007, (path.name, oct(st.st_mode))
+
+
+def _planted_record(logs: Path, victim: str) -> str:
+    """The old code's crash record at its predictable name, pointing at someone else's file."""
+    log = logs / "app.log"
+    st = log.stat()
+    with log.open("rb") as f:
+        head = hashlib.sha256(f.read(4096)).hexdigest()
+    return json.dumps({"copy": victim, "cut": 4096, "size": st.st_size, "dev": st.st_dev, "ino": st.st_ino,
+                       "head": head, "next": "0" * 64})
+
+
+def test_a_shared_directory_needs_su_and_records_planted_there_are_never_trusted(
+        cli: CLI, attacker: Attacker, hostile_root: Path) -> None:
+    config, logs, secret = _setup(hostile_root, attacker, logs_mode=0o1777, owner=False)
+    keep = logs / "keep.me"  # root's file in a sticky directory: the attacker cannot remove it
+    keep.write_bytes(b"root's\n")
+    planted = attacker.run(f"""
+        open({str(logs / '.app.log.janitor-cut')!r}, "w").write({_planted_record(logs, 'keep.me')!r})
+    """)
+    assert planted.returncode == 0, planted.stderr
+    before = {p.name: p.read_bytes() for p in logs.iterdir()}
+
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 1
+    [line] = [x for x in done.stderr.splitlines() if "su: USER" in x]
+    assert str(logs) in line and "writable by everyone" in line
+    assert {p.name: p.read_bytes() for p in logs.iterdir()} == before
+
+    config.write_text(config.read_text() + f"    su: {attacker.name}\n")
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert keep.read_bytes() == b"root's\n" and keep.stat().st_uid == 0
+    copy = logs / "app.log.1.gz"
+    assert (copy.stat().st_uid, stat.S_IMODE(copy.stat().st_mode)) == (attacker.uid, 0o640)
+    assert (logs / ".app.log.janitor-cut").exists()  # not janitor's: neither read nor removed
+    _secret_intact(secret)
