@@ -706,3 +706,38 @@ def test_recover_cut_removes_only_what_janitors_records_prove_it_wrote(tmp_path:
     assert sorted(os.listdir(where)) == sorted(["app.log", "app.log.1.gz", *foreign])
     assert all((where / name).read_bytes() == content for name, content in foreign.items())
     assert gzip.decompress((where / "app.log.1.gz").read_bytes()) + log.read_bytes() == data
+
+
+def test_an_endlessly_growing_file_cannot_hold_the_move_down_forever(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11.4: the copy-truncate move stops at its deadline (duplicates, never a loss)."""
+    import janitor.logcut as lc
+    from janitor.errors import FileChanged
+
+    log = tmp_path / "app.log"
+    data = numbered(1, 10_000)
+    log.write_bytes(data)
+    fd = os.open(log, os.O_RDWR)
+    real_fstat = os.fstat
+    grown = iter(range(1, 1 << 30))
+
+    def growing(f: int) -> os.stat_result:  # a writer that always has 10 more bytes
+        st = real_fstat(f)
+        if f != fd:
+            return st
+        fields = list(st)
+        fields[6] = st.st_size + 10 * next(grown)
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(lc, "_MOVE_DEADLINE", 0.2)
+    monkeypatch.setattr(os, "fstat", growing)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FileChanged, match="kept growing"):
+            lc._move_down_and_truncate_now(fd, 50_000)
+    finally:
+        monkeypatch.setattr(os, "fstat", real_fstat)
+        os.close(fd)
+    assert time.monotonic() - started < 5
+    after = log.read_bytes()
+    assert len(after) == len(data) and after.endswith(data[50_000:])  # not truncated: nothing lost

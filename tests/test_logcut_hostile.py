@@ -182,3 +182,41 @@ def test_a_shared_directory_needs_su_and_records_planted_there_are_never_trusted
     assert (copy.stat().st_uid, stat.S_IMODE(copy.stat().st_mode)) == (attacker.uid, 0o640)
     assert (logs / ".app.log.janitor-cut").exists()  # not janitor's: neither read nor removed
     _secret_intact(secret)
+
+
+def test_a_fifo_as_pidfile_or_as_the_log_cannot_hang_a_run(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    run_dir = attacker.mkdir(hostile_root / "run")
+    pidfile = run_dir / "app.pid"
+    config, logs, secret = _setup(hostile_root, attacker, extra=(
+        f"    mode: rename\n    reopen: {{signal: HUP, pidfile: {pidfile}}}\n"))
+    config.write_text(config.read_text().replace("compress: gzip", "compress: none"))
+    assert attacker.run(f"import os; os.mkfifo({str(pidfile)!r})").returncode == 0
+    done = cli("run", "-c", config, timeout=60)  # the old code blocked opening the FIFO
+    assert done.returncode == 1 and "cannot read a pid" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+    # the log itself swapped for a FIFO between the plan and the run
+    from janitor.config import load_config
+    from janitor.events import EventLog
+    from janitor.execute import execute_plan
+    from janitor.planner import build_plan
+    from janitor.runner import locked_state, new_run_id
+
+    config.write_text(config.read_text().replace("mode: rename", "mode: copytruncate")
+                      .replace(f"    reopen: {{signal: HUP, pidfile: {pidfile}}}\n", ""))
+    (logs / "app.log").write_bytes(b"x\n" * 10_000)  # the rename above left it empty
+    loaded = load_config(str(config))
+    plan = build_plan(loaded, loaded.policies)
+    assert [a.path for a in plan.policies[0].actions] == [str(logs / "app.log")]
+    swapped = attacker.run(f"""
+        import os
+        os.rename({str(logs / 'app.log')!r}, {str(logs / 'app.log.real')!r})
+        os.mkfifo({str(logs / 'app.log')!r})
+    """)
+    assert swapped.returncode == 0, swapped.stderr
+    with locked_state(loaded) as catalog:
+        result = execute_plan(plan, loaded, catalog, new_run_id(), EventLog())
+    assert result.files == 0
+    assert stat.S_ISFIFO((logs / "app.log").lstat().st_mode)
+    _secret_intact(secret)
