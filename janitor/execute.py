@@ -235,7 +235,7 @@ def _execute_policy(
 
     action = get_action(pp.action)
     ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())
-    warn_codes = getattr(action, "warning_skip_codes", frozenset())  # e.g. truncate: another rotator
+    warn_codes: frozenset[str] = getattr(action, "warning_skip_codes", frozenset())  # e.g. truncate: another rotator
     for skip in pp.skips:  # decided while planning; counted and logged with the run
         outcome.skipped[skip.code] += 1
         events.emit("file_skipped", "warning" if skip.code in warn_codes else "info", policy=pp.name,

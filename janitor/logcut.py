@@ -910,6 +910,21 @@ def _open_log(where: _Where, expect: tuple[int, int] | None) -> tuple[int, os.st
     return fd, st
 
 
+_NAME_MAX = 255
+
+
+def _check_copy_names(where: _Where, options: CutOptions) -> None:
+    """Refuse, before anything is touched, a log whose copies' names would not fit (NAME_MAX)."""
+    if options.rotate == 0:
+        return
+    suffix = COMPRESS_SUFFIX[options.compress]
+    longest = (f"{where.name}-YYYYMMDD-99{suffix}" if options.dateext
+               else f"{where.name}.{options.rotate}{suffix}")
+    if len(os.fsencode(longest)) > _NAME_MAX:
+        raise JanitorError(f"{where.display}: the name is too long for its rotated copies ({longest!r} would "
+                           f"exceed {_NAME_MAX} bytes); not cutting it", code="E_NAME_TOO_LONG")
+
+
 def _note_live(where: _Where, record: LogRecord, st: os.stat_result) -> list[str]:
     """A warning when the live log is another inode than at janitor's last cut."""
     if record.live is not None and record.live != (st.st_dev, st.st_ino):
@@ -920,6 +935,7 @@ def _note_live(where: _Where, record: LogRecord, st: os.stat_result) -> list[str
 
 def _cut_in_place(where: _Where, options: CutOptions, record: LogRecord, expect: tuple[int, int] | None,
                   max_size: int | None, now: float) -> CutResult:
+    _check_copy_names(where, options)
     fd, st = _open_log(where, expect)
     try:
         if options.rotate > 0:
@@ -1316,6 +1332,7 @@ def _move_down_and_truncate_now(fd: int, start: int) -> tuple[int, float]:
 
 def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: tuple[int, int] | None,
                 now: float) -> CutResult:
+    _check_copy_names(where, options)
     lst = _lstat_log(where, expect)
     if os.fstat(where.dest_fd).st_dev != lst.st_dev:
         raise JanitorError(

@@ -741,3 +741,16 @@ def test_an_endlessly_growing_file_cannot_hold_the_move_down_forever(
     assert time.monotonic() - started < 5
     after = log.read_bytes()
     assert len(after) == len(data) and after.endswith(data[50_000:])  # not truncated: nothing lost
+
+
+def test_a_name_too_long_for_its_copies_fails_that_log_only_and_touches_nothing(tmp_path: Path) -> None:
+    """Issue 11.4: a hostile name fails one file before anything is cut."""
+    long_log = tmp_path / ("l" * 250 + ".log")  # 254 bytes: NAME.3.gz would be 259
+    long_log.write_bytes(numbered(1, 5000))
+    with pytest.raises(JanitorError, match="too long for its rotated copies"):
+        cut_log(long_log, CutOptions(rotate=3, compress="gzip"))
+    assert long_log.read_bytes() == numbered(1, 5000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [long_log.name]
+    short = tmp_path / "app.log"
+    short.write_bytes(numbered(1, 5000))
+    assert cut_log(short, CutOptions(rotate=3, compress="gzip")).bytes_cut > 0
