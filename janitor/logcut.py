@@ -113,7 +113,7 @@ _POSTROTATE_TIMEOUT = 60.0
 _SLOW_WINDOW = 0.001  # copy-truncate: warn when fstat->ftruncate took longer than this
 _REOPEN_WAIT = 5.0  # rename mode: how long to wait for the service to let go of NAME.1
 _MOVE_DEADLINE = 10.0  # copy-truncate: give up moving down (duplicates, no loss) after this
-_FP_BYTES = 65536  # bytes fingerprinted at each end of a copy
+_FP_BYTES = 4096  # bytes fingerprinted at each end of a copy (with dev, ino and size: against inode reuse)
 _PROBE = 4096  # bytes fingerprinted on each side of a cut (crash records)
 _LEDGER_MAX = 4 << 20  # a ledger file larger than this is not ours
 _PIDFILE_MAX = 64
@@ -439,7 +439,10 @@ class Ledger:
         except (ValueError, TypeError, KeyError):
             return LogRecord()
 
-    def save(self, key: str, record: LogRecord) -> None:
+    def save(self, key: str, record: LogRecord, *, durable: bool = True) -> None:
+        """Replace the record atomically. `durable=False` skips the directory's fsync: for
+        records whose loss in a crash only brings back the previous one, which recovery
+        settles by inode (`_resync`)."""
         body = json.dumps({
             "copies": [c.as_json() for c in record.copies], "pending": record.pending,
             "live": list(record.live) if record.live else None, "last_rotated": record.last_rotated,
@@ -455,7 +458,8 @@ class Ledger:
             finally:
                 os.close(fd)
             os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+            if durable:
+                os.fsync(dfd)
         finally:
             os.close(dfd)
 
@@ -493,8 +497,11 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _why_not_ours(dest_fd: int, name: str, record: LogRecord, *, expect_present: bool = True) -> str | None:
-    """None when `name` is exactly a copy janitor wrote (ledger: dev, ino, size, fingerprint)."""
+def _why_not_ours(dest_fd: int, name: str, record: LogRecord, *, expect_present: bool = True,
+                  read: bool = True) -> str | None:
+    """None when `name` is exactly a copy janitor wrote (ledger: dev, ino, size, fingerprint).
+
+    `read=False` skips the fingerprint (a re-check of names verified moments ago in this run)."""
     try:
         st = os.stat(name, dir_fd=dest_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -510,6 +517,8 @@ def _why_not_ours(dest_fd: int, name: str, record: LogRecord, *, expect_present:
         return "is not the file janitor wrote there (another inode)"
     if st.st_size != info.size and not (info.grows and st.st_size > info.size):
         return f"is not the file janitor wrote there ({st.st_size} bytes, janitor wrote {info.size})"
+    if not read:
+        return None
     fd = _open_candidate(dest_fd, name, os.O_RDONLY)
     try:
         fst = os.fstat(fd)
@@ -670,7 +679,6 @@ def _make_copy(src: int, st: os.stat_result, end: int, dest_fd: int, tmp: str, d
         raise
     try:
         _copy_range(src, fd, 0, end)
-        os.fsync(fd)
         _adopt_owner(fd, st)
         os.fsync(fd)
         cst = os.fstat(fd)
@@ -713,7 +721,7 @@ def _place(dest_fd: int, base: str, new: CopyInfo, options: CutOptions, copies: 
     if not options.dateext:
         pattern = _copy_re(base, False)
         for info in sorted(copies, key=lambda c: _index_of(pattern, c.name), reverse=True):
-            why = _why_not_ours(dest_fd, info.name, record, expect_present=False)
+            why = _why_not_ours(dest_fd, info.name, record, expect_present=False, read=False)
             if why is not None:
                 raise ForeignCopy(f"{info.name} {why}; janitor does not rotate through it", skip_code="unsafe_copy")
             if not _lexists(dest_fd, info.name):
@@ -736,7 +744,7 @@ def _place(dest_fd: int, base: str, new: CopyInfo, options: CutOptions, copies: 
             first = f"{first}-{n}"  # a second cut on one day: NAME-YYYYMMDD-1
         survivors = sorted(copies, key=lambda c: -c.t)
         for info in survivors[keep - 1:]:
-            if _why_not_ours(dest_fd, info.name, record, expect_present=False) is None and _unlink_if(
+            if _why_not_ours(dest_fd, info.name, record, expect_present=False, read=False) is None and _unlink_if(
                     dest_fd, info.name, info.dev, info.ino):
                 dropped.append(info.name)
         kept = [c for c in survivors[: keep - 1] if _lexists(dest_fd, c.name)]
@@ -1057,7 +1065,7 @@ def _place_new(where: _Where, options: CutOptions, record: LogRecord, new: CopyI
     record.copies = copies
     record.pending = None
     record.live, record.last_rotated = (st.st_dev, st.st_ino), now
-    where.ledger.save(where.key, record)
+    where.ledger.save(where.key, record, durable=False)
     return copies[0].name
 
 
