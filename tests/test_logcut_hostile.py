@@ -220,3 +220,51 @@ def test_a_fifo_as_pidfile_or_as_the_log_cannot_hang_a_run(
     assert result.files == 0
     assert stat.S_ISFIFO((logs / "app.log").lstat().st_mode)
     _secret_intact(secret)
+
+
+READER = """
+import os
+logs = {logs!r}
+got = set()
+print("ready", flush=True)
+while time.monotonic() < DEADLINE:
+    for name in os.listdir(logs):
+        try:
+            fd = os.open(os.path.join(logs, name), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if os.read(fd, 64):
+                got.add(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+print(sorted(got))
+"""
+
+
+def test_copies_of_a_private_log_are_never_readable_by_others(
+        cli: CLI, attacker: Attacker, hostile_root: Path) -> None:
+    """Issue 11.3: copies and compressed copies are 0600 until complete, then the log's mode."""
+    logs = hostile_root / "logs"
+    logs.mkdir(mode=0o755)
+    log = logs / "app.log"
+    log.write_bytes(os.urandom(4 << 20))
+    log.chmod(0o600)
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: applogs\n    path: {logs}\n    match: ['*.log']\n"
+                      f"    action: truncate\n    rotate: 5\n    compress: gzip\n")
+    proc = attacker.start(READER.format(logs=str(logs)), seconds=8)
+    attacker.wait_ready(proc)
+    for _ in range(4):
+        with log.open("ab") as f:
+            f.write(os.urandom(4 << 20))
+        done = cli("run", "-c", config, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == "[]"  # not one byte of any file in there
+    for path in logs.iterdir():
+        st = path.lstat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600), path.name

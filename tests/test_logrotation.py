@@ -253,3 +253,22 @@ def test_the_plan_and_the_run_share_one_method_predictor_and_one_proc_scanner() 
     assert '"/proc' not in source and "/proc/self/fd" not in source and "mkstemp" not in source
     assert "/proc/self/fd" not in inspect.getsource(truncate)
     assert truncate.predict_method is logcut.predict_method
+
+
+def test_an_untrusted_ledger_proves_nothing(cli: CLI, tmp_path: Path, ext4_logs: Path) -> None:
+    """A record another account could have written (mode 0666) is not janitor's word."""
+    log = ext4_logs / "app.log"
+    config = config_file(tmp_path, ext4_logs, {"rotate": 2}, match="app.log")
+    log.write_bytes(b"one\n" * 5000)
+    assert cli("run", "-c", config).returncode == 0
+    log.write_bytes(log.read_bytes() + b"two\n" * 5000)
+    assert cli("run", "-c", config).returncode == 0
+    assert sorted(p.name for p in ext4_logs.iterdir()) == ["app.log", "app.log.1", "app.log.2"]
+    [record] = (tmp_path / "state" / "logcut").glob("*.json")
+    record.chmod(0o666)
+    log.write_bytes(log.read_bytes() + b"three\n" * 5000)
+    before = {p.name: p.read_bytes() for p in ext4_logs.iterdir()}
+    done, events = run_events(cli, config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.name: p.read_bytes() for p in ext4_logs.iterdir()} == before  # app.log.2 not dropped
+    assert [e["code"] for e in events if e["event"] == "file_skipped"] == ["rotated_by_writer"]
