@@ -270,3 +270,26 @@ def test_copies_of_a_private_log_are_never_readable_by_others(
     for path in logs.iterdir():
         st = path.lstat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600), path.name
+
+
+def test_an_olddir_swapped_for_a_symlink_receives_nothing(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """olddir below the policy path is reached by descriptors from the root, never through a symlink."""
+    elsewhere = hostile_root / "elsewhere"  # root's directory the attacker would like janitor to fill
+    elsewhere.mkdir(mode=0o755)
+    config, logs, secret = _setup(hostile_root, attacker, extra="")
+    olddir = logs / "old" / "archive"
+    config.write_text(config.read_text() + f"    olddir: {olddir}\n")
+    made = attacker.run(f"""
+        import os
+        os.symlink({str(elsewhere)!r}, {str(logs / 'old')!r})
+    """)
+    assert made.returncode == 0, made.stderr
+    (elsewhere / "archive").mkdir(mode=0o755)
+    before = (logs / "app.log").read_bytes()
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert list((elsewhere / "archive").iterdir()) == []
+    assert (logs / "app.log").read_bytes() == before
+    _secret_intact(secret)

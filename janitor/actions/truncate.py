@@ -33,7 +33,7 @@ from ..logcut import (
 )
 from ..plan import Skip
 from ..procfs import _describe_pids
-from ..safepath import open_parent_below
+from ..safepath import open_dirs_below, open_parent_below
 from ..scan import O_DIR
 from ..units import format_size, parse_duration
 from .base import Action
@@ -329,7 +329,7 @@ class TruncateAction(Action):
         try:
             if options.olddir:
                 try:
-                    dest_fd = os.open(options.olddir, O_DIR)
+                    dest_fd = _open_olddir(options.olddir, policy.path, ctx)
                 except OSError as exc:
                     raise JanitorError(f"olddir {options.olddir} cannot be opened: {exc.strerror}",
                                        code="E_OLDDIR") from exc
@@ -400,6 +400,17 @@ class TruncateAction(Action):
         if outcome == "dropped":
             return "aborted", "interrupted before the cut; the unused copy was removed, the log is whole"
         return "aborted", "interrupted; no cut was in progress, the log is as it was"
+
+
+def _open_olddir(olddir: str, root: str, ctx: ExecContext) -> int:
+    """olddir below the policy path is reached from the executor's root descriptor, one
+    component at a time without following symlinks (safepath); elsewhere it is the operator's
+    own directory, opened without following a final symlink."""
+    inside = os.path.normpath(olddir).startswith(os.path.normpath(root).rstrip("/") + "/")
+    if inside and ctx.dirs is not None:
+        parts = os.path.relpath(os.path.normpath(olddir), os.path.normpath(root)).split("/")
+        return open_dirs_below(ctx.dirs.root_fd, parts)
+    return os.open(olddir, O_DIR)
 
 
 def _acting_account(dir_fd: int, dest_fd: int | None, log_dir: str, olddir: str | None,
