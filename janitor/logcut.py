@@ -472,9 +472,12 @@ def _ledger_for(state_dir: str | None) -> Ledger:
     global _default_ledger_dir
     if state_dir is None:
         if _default_ledger_dir is None:
+            import atexit
+            import shutil
             import tempfile
 
             _default_ledger_dir = tempfile.mkdtemp(prefix="janitor-logcut-")
+            atexit.register(shutil.rmtree, _default_ledger_dir, True)
         state_dir = _default_ledger_dir
     return Ledger(state_dir)
 
