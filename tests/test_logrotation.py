@@ -272,3 +272,11 @@ def test_an_untrusted_ledger_proves_nothing(cli: CLI, tmp_path: Path, ext4_logs:
     assert done.returncode == 0, done.stdout + done.stderr
     assert {p.name: p.read_bytes() for p in ext4_logs.iterdir()} == before  # app.log.2 not dropped
     assert [e["code"] for e in events if e["event"] == "file_skipped"] == ["rotated_by_writer"]
+
+
+def test_missingok_false_says_when_no_log_matches(cli: CLI, tmp_path: Path, ext4_logs: Path) -> None:
+    quiet = config_file(tmp_path, ext4_logs, {"rotate": 1, "missingok": True}, match="*.log")
+    assert json.loads(cli("plan", "-c", quiet, "--json").stdout)["policies"][0]["notes"] == []
+    loud = config_file(tmp_path, ext4_logs, {"rotate": 1, "missingok": False}, match="*.log")
+    [note] = json.loads(cli("plan", "-c", loud, "--json").stdout)["policies"][0]["notes"]
+    assert "no log matches *.log (missingok: false)" in note
