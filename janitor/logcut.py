@@ -936,6 +936,26 @@ def _check_copy_names(where: _Where, options: CutOptions) -> None:
                            f"exceed {_NAME_MAX} bytes); not cutting it", code="E_NAME_TOO_LONG")
 
 
+def _check_reader(where: _Where, st: os.stat_result) -> None:
+    """Refuse to copy a log that the acting account may not read (asowner: the directory's owner).
+
+    A copy made as that account belongs to it: copying root's 0600 log in a directory a
+    service account owns would hand the account the log's content (and, in mode rename, the
+    new log the writer fills next). logrotate, which opens the log as its `su` user, fails the
+    same way.
+    """
+    creds = where.creds
+    if creds.is_root or st.st_uid == creds.uid:
+        return
+    mode = st.st_mode
+    if mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid == creds.gid):
+        return
+    raise JanitorError(
+        f"{where.display} belongs to uid {st.st_uid} (mode {stat.S_IMODE(mode):o}) but its rotated copies would "
+        f"be made as {creds.describe()}, who may write the directory but not read the log: not rotating it "
+        f"(set `su:` to the log's owner, or give the directory to the log's owner)", code="E_UNSAFE_DIR")
+
+
 def _note_live(where: _Where, record: LogRecord, st: os.stat_result) -> list[str]:
     """A warning when the live log is another inode than at janitor's last cut."""
     if record.live is not None and record.live != (st.st_dev, st.st_ino):
@@ -950,6 +970,7 @@ def _cut_in_place(where: _Where, options: CutOptions, record: LogRecord, expect:
     fd, st = _open_log(where, expect)
     try:
         if options.rotate > 0:
+            _check_reader(where, st)
             check_chain(where.dest_fd, where.name, options, record, where.dest_display)
         warnings = _note_live(where, record, st)
         if not options.allow_non_append_writers:
@@ -1345,6 +1366,7 @@ def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: t
                 now: float) -> CutResult:
     _check_copy_names(where, options)
     lst = _lstat_log(where, expect)
+    _check_reader(where, lst)
     if os.fstat(where.dest_fd).st_dev != lst.st_dev:
         raise JanitorError(
             f"olddir {where.dest_display} is on another filesystem than {where.display}; mode rename needs both "

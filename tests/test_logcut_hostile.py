@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from attacker import Attacker
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
@@ -293,3 +294,18 @@ def test_an_olddir_swapped_for_a_symlink_receives_nothing(
     assert list((elsewhere / "archive").iterdir()) == []
     assert (logs / "app.log").read_bytes() == before
     _secret_intact(secret)
+
+
+@pytest.mark.parametrize("mode", ["copytruncate", "rename"])
+def test_roots_private_log_in_a_users_directory_is_not_copied_as_that_user(
+        cli: CLI, attacker: Attacker, hostile_root: Path, mode: str) -> None:
+    """Acting as the directory's owner must not hand the owner a log it could not read."""
+    config, logs, secret = _setup(hostile_root, attacker, extra=f"    mode: {mode}\n")
+    log = logs / "app.log"
+    os.chown(log, 0, 0)
+    log.chmod(0o600)
+    before = log.read_bytes()
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 1 and "may write the directory but not read the log" in done.stderr, done.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
+    assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o600)
