@@ -55,6 +55,20 @@ def _percent(v: object) -> float:
     return parse_percent(v)
 
 
+ROTATE_WORDS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _rotate_every(v: object) -> str:
+    """logrotate's period words, or a duration (kept as written; janitor.actions.truncate reads it)."""
+    if isinstance(v, str) and v.strip().lower() in ROTATE_WORDS:
+        return v.strip().lower()
+    try:
+        parse_duration(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a rotation period (examples: daily, weekly, monthly, 12h)") from None
+    return str(v)
+
+
 def _su(v: object) -> Credentials:
     if isinstance(v, Credentials):
         return v
@@ -211,6 +225,13 @@ class Policy(_Model):
     reopen: Reopen | None = None
     postrotate: tuple[str, ...] | None = None
     allow_non_append_writers: bool | None = None
+    # truncate, time-based rotation (logrotate's daily/weekly/monthly, dateext, minsize,
+    # notifempty, missingok; see docs/truncate.md). Added by sec-logs, kept in one group.
+    rotate_every: Annotated[str, BeforeValidator(_rotate_every)] | None = None
+    dateext: bool | None = None
+    min_size: Size | None = None
+    notifempty: bool | None = None
+    missingok: bool | None = None
     # quota
     max_size: Size | None = None
     max_files: int | None = Field(None, ge=0)

@@ -238,10 +238,11 @@ def _execute_policy(
 
     action = get_action(pp.action)
     ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())
+    warn_codes: frozenset[str] = getattr(action, "warning_skip_codes", frozenset())  # e.g. truncate: another rotator
     for skip in pp.skips:  # decided while planning; counted and logged with the run
         outcome.skipped[skip.code] += 1
-        events.emit("file_skipped", policy=pp.name, action=pp.action, path=skip.path, bytes=skip.bytes,
-                    reason=skip.reason, code=skip.code)
+        events.emit("file_skipped", "warning" if skip.code in warn_codes else "info", policy=pp.name,
+                    action=pp.action, path=skip.path, bytes=skip.bytes, reason=skip.reason, code=skip.code)
     if pp.error:
         outcome.status = "error"
         outcome.errors["E_PATH"] += 1

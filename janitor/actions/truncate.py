@@ -9,21 +9,33 @@ themselves (NAME.1, NAME.2.gz ...) are never cut, even when the globs match them
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
+import datetime
 import json
 import os
 import re
-import struct
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..disk import fstype
+from ..asowner import Credentials, credentials_for_dir
 from ..errors import FileSkipped, JanitorError
-from ..logcut import CutOptions, NonAppendWriter, cut_log, recover_cut, validate_options
+from ..logcut import (
+    CutOptions,
+    ForeignCopy,
+    Ledger,
+    LogRecord,
+    NonAppendWriter,
+    check_chain,
+    cut_log_at,
+    predict_method,
+    recover_cut_at,
+    validate_options,
+)
 from ..plan import Skip
 from ..procfs import _describe_pids
-from ..safepath import open_parent_below
+from ..safepath import open_dirs_below, open_parent_below
+from ..scan import O_DIR
+from ..units import format_size, parse_duration
 from .base import Action
 
 if TYPE_CHECKING:
@@ -36,14 +48,14 @@ if TYPE_CHECKING:
 
 # NAME.1, NAME.12.gz, NAME.3.zst: what logcut names its rotated copies.
 ROTATED_COPY_RE = re.compile(r".+\.\d+(?:\.gz|\.zst)?")
+# NAME-20261204, NAME-20261204-1.gz: dated copies (dateext).
+DATED_COPY_RE = re.compile(r".+-\d{8}(?:-\d+)?(?:\.gz|\.zst)?")
+# NAME.janitor-20261204-183000-INO: a copy logcut parked because another rotator took NAME.1.
+PARKED_COPY_RE = re.compile(r".+\.janitor-\d{8}-\d{6}-\d+")
 # logcut's scratch files: .NAME.XXXX.tmp (copy in progress), .janitor-z-XXXX.tmp
 # (compression), .janitor-probe-XXXX, .NAME.PID.old (rename mode with rotate 0),
 # .NAME.janitor-cut (the record of a cut in progress).
 SCRATCH_RE = re.compile(r"\.janitor-.*|\..+\.(?:tmp|old)|\..+\.janitor-cut")
-
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_EXTENT_FL = 0x00080000
-_COLLAPSE_FS = ("ext4", "xfs")
 
 # Engine option names as operators know them from the policy file.
 _ENGINE_WORDS = (
@@ -72,6 +84,7 @@ def cut_options(policy: Policy) -> CutOptions:
         reopen_signal=policy.reopen.signal if policy.reopen else None,
         reopen_pidfile=policy.reopen.pidfile if policy.reopen else None,
         postrotate=tuple(policy.postrotate or ()),
+        dateext=bool(getattr(policy, "dateext", None)),
     )
 
 
@@ -99,52 +112,141 @@ def is_rotated_copy(name: str) -> bool:
 
 
 def expected_method(path: str, options: CutOptions) -> str:
-    """The method `cut_log` will use, found without writing anything (plans only read).
-
-    logcut's own `plan_method` probes by collapsing a scratch file next to the log, which
-    would change the directory during a dry run. Here: ext4 or XFS (from mountinfo, by
-    the file's device) and, on ext4, an extent-mapped file (FS_EXTENT_FL); collapse-range
-    works exactly there. Anything else gets copy-truncate.
-    """
+    """The method a cut of `path` will use: logcut's one predictor (writes nothing)."""
     if options.mode == "rename":
         return "rename"
     try:
-        st = os.stat(path, follow_symlinks=False)
+        dev = os.stat(path, follow_symlinks=False).st_dev
     except OSError:
         return "copy-truncate"
-    kind = fstype(st.st_dev)
-    if kind not in _COLLAPSE_FS:
-        return "copy-truncate"
-    if kind == "ext4" and not _uses_extents(path):
-        return "copy-truncate"
-    return "collapse-range"
+    return predict_method(options, dev)
 
 
-def _uses_extents(path: str) -> bool:
+def rotation_due(every: str, last: float | None, now: float) -> bool:
+    """Whether a log last rotated at `last` is due under `rotate_every: every` at `now`.
+
+    The words compare calendar periods in local time as logrotate does (`daily`: another
+    day than the last rotation; `weekly`: another ISO week, or 7 days; `monthly`: another
+    month); a duration is the time since the last rotation. A log janitor never rotated is
+    due at once (logrotate instead waits one period after it first sees a log).
+    """
+    if last is None:
+        return True
+    if now < last:
+        return False  # the clock went back: wait for it
+    a, b = time.localtime(last), time.localtime(now)
+    if every == "hourly":
+        return (a.tm_year, a.tm_yday, a.tm_hour) != (b.tm_year, b.tm_yday, b.tm_hour)
+    if every == "daily":
+        return (a.tm_year, a.tm_yday) != (b.tm_year, b.tm_yday)
+    if every == "weekly":
+        week = lambda t: datetime.date(t.tm_year, t.tm_mon, t.tm_mday).isocalendar()[:2]  # noqa: E731
+        return week(a) != week(b) or now - last >= 7 * 86400
+    if every == "monthly":
+        return (a.tm_year, a.tm_mon) != (b.tm_year, b.tm_mon)
+    if every == "yearly":
+        return a.tm_year != b.tm_year
+    return now - last >= parse_duration(every)
+
+
+_LOGROTATE_FLAGS: dict[str, tuple[str, object]] = {
+    "compress": ("compress", "gzip"), "nocompress": ("compress", "none"),
+    "delaycompress": ("delay_compress", True), "nodelaycompress": ("delay_compress", False),
+    "missingok": ("missingok", True), "nomissingok": ("missingok", False),
+    "notifempty": ("notifempty", True), "ifempty": ("notifempty", False),
+    "copytruncate": ("mode", "copytruncate"), "nocopytruncate": ("mode", "rename"), "create": ("mode", "rename"),
+    "dateext": ("dateext", True), "nodateext": ("dateext", False),
+}
+_LOGROTATE_PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _logrotate_size(text: str) -> str:
+    unit = {"k": "KiB", "m": "MiB", "g": "GiB"}.get(text[-1:].lower())
+    return f"{text[:-1]}{unit}" if unit else text
+
+
+def from_logrotate(stanza: str) -> tuple[list[str], dict[str, Any]]:
+    """A logrotate stanza (`PATHS { directives }`) as (paths, truncate policy keys), one to one.
+
+    ValueError names any directive without a janitor equivalent (scripts, mail, sharedscripts...),
+    so a translation is either exact or refused.
+    """
+    head, brace, rest = stanza.partition("{")
+    body, close, _ = rest.partition("}")
+    if not brace or not close:
+        raise ValueError("expected PATHS { directives }")
+    keys: dict[str, Any] = {}
+    for raw in body.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        word, args = words[0].lower(), words[1:]
+        if word in _LOGROTATE_PERIODS and not args:
+            keys["rotate_every"] = word
+        elif word in _LOGROTATE_FLAGS and not args:
+            key, value = _LOGROTATE_FLAGS[word]
+            keys[key] = value
+        elif word == "rotate" and len(args) == 1 and args[0].isdigit():
+            keys["rotate"] = int(args[0])
+        elif word == "minsize" and len(args) == 1:
+            keys["min_size"] = _logrotate_size(args[0])
+        elif word == "size" and len(args) == 1:
+            keys["larger_than"] = _logrotate_size(args[0])
+        elif word == "olddir" and len(args) == 1:
+            keys["olddir"] = args[0]
+        elif word == "su" and len(args) in (1, 2):
+            keys["su"] = ":".join(args)
+        else:
+            raise ValueError(f"logrotate directive {raw.strip()!r} has no janitor equivalent")
+    return head.split(), keys
+
+
+def _ledger_record(policy: Policy, path: str, state_dir: str) -> LogRecord:
+    """janitor's record of this log (read only: plans write nothing)."""
+    dest = policy.olddir or os.path.dirname(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(dest, O_DIR)
     except OSError:
-        return False
+        return LogRecord()
     try:
-        buf = fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 8)
-        flags = struct.unpack("l", buf)[0]
-    except OSError:
-        return False
+        return Ledger(state_dir).load(Ledger.key(fd, os.path.basename(path)))
     finally:
         os.close(fd)
-    return bool(flags & _FS_EXTENT_FL)
+
+
+def _foreign_copy(policy: Policy, path: str, options: CutOptions, record: LogRecord) -> ForeignCopy | None:
+    """The reason a run would leave this log alone because of its copies (read only)."""
+    if options.rotate == 0:
+        return None
+    dest = policy.olddir or os.path.dirname(path)
+    try:
+        fd = os.open(dest, O_DIR)
+    except OSError:
+        return None
+    try:
+        check_chain(fd, os.path.basename(path), options, record, dest)
+    except ForeignCopy as exc:
+        return exc
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 class TruncateAction(Action):
     name = "truncate"
     options = frozenset(
         {"rotate", "compress", "delay_compress", "keep_tail", "olddir", "mode", "reopen",
-         "postrotate", "allow_non_append_writers"}
+         "postrotate", "allow_non_append_writers", "rotate_every", "dateext", "min_size", "notifempty",
+         "missingok", "su"}
     )  # fmt: skip
     # Open for writing is the point: the planner and the executor skip the busy and
     # settle checks for this action and re-check only the file's identity.
     skips_busy = False
     done_event = "log_truncated"
+    # Skips the operator must hear about: another rotator, or a planted name among the copies.
+    warning_skip_codes = frozenset({"rotated_by_writer", "unsafe_copy"})
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
@@ -154,6 +256,9 @@ class TruncateAction(Action):
             problems.append((_policy_key(message, policy), _policy_words(message)))
         if policy.postrotate is not None and not policy.postrotate:
             problems.append(("postrotate", "needs at least the program to run (an argv list)"))
+        if getattr(policy, "notifempty", None) is False:
+            problems.append(("notifempty", "janitor never rotates an empty log (logrotate's ifempty is not "
+                                           "supported); leave notifempty out or set it to true"))
         if policy.compress == "zstd":
             try:
                 import zstandard  # noqa: F401
@@ -165,19 +270,29 @@ class TruncateAction(Action):
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
     ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None] | Skip]:
         options = cut_options(policy)
+        every: str | None = getattr(policy, "rotate_every", None)
+        min_size: int | None = getattr(policy, "min_size", None)
+        state_dir = ctx.config.settings.state_dir
+        if getattr(policy, "missingok", None) is False and not matched:
+            ctx.note(f"no log matches {', '.join(policy.match)} (missingok: false)")
         for fact in eligible:
             path = os.path.join(policy.path, fact.relpath)
             name = os.path.basename(fact.relpath)
-            if is_rotated_copy(name):
+            if (is_rotated_copy(name) or PARKED_COPY_RE.fullmatch(name)
+                    or (options.dateext and DATED_COPY_RE.fullmatch(name))):
                 yield Skip(policy.name, path, fact.size, "rotated_copy",
-                           "a rotated copy (NAME.N, NAME.N.gz, NAME.N.zst): never truncated itself")
+                           "a rotated copy (NAME.N, NAME-YYYYMMDD, with .gz/.zst): never truncated itself")
                 continue
             if SCRATCH_RE.fullmatch(name):
                 yield Skip(policy.name, path, fact.size, "janitor_temp",
                            "a temporary file of an unfinished cut: never truncated")
                 continue
             if fact.size == 0:
-                yield Skip(policy.name, path, 0, "empty", "empty: nothing to cut")
+                yield Skip(policy.name, path, 0, "empty", "empty: nothing to cut (notifempty)")
+                continue
+            if min_size is not None and fact.size < min_size:
+                yield Skip(policy.name, path, fact.size, "below_min_size",
+                           f"smaller than min_size {format_size(min_size)}")
                 continue
             if options.mode == "copytruncate" and not options.allow_non_append_writers:
                 pids = ctx.open_files.non_append_writers.get((fact.dev, fact.ino))
@@ -187,34 +302,56 @@ class TruncateAction(Action):
                                "leave a NUL-filled head; make the writer append ('>>' not '>'), use "
                                "mode: rename, or set allow_non_append_writers: true")
                     continue
-            yield fact, ctx.reason_for(policy, fact), {"method": expected_method(path, options)}
+            reason = ctx.reason_for(policy, fact)
+            if every is not None or options.rotate > 0:
+                record = _ledger_record(policy, path, state_dir)
+                if every is not None:
+                    if not rotation_due(every, record.last_rotated, ctx.now):
+                        assert record.last_rotated is not None
+                        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.last_rotated))
+                        yield Skip(policy.name, path, fact.size, "not_due",
+                                   f"rotated {when}; rotate_every {every} is not due yet")
+                        continue
+                    reason = f"rotate_every {every}" + (f", {reason}" if reason else "")
+                foreign = _foreign_copy(policy, path, options, record)
+                if foreign is not None:
+                    yield Skip(policy.name, path, fact.size, foreign.skip_code, str(foreign))
+                    continue
+            yield fact, reason, {"method": predict_method(options, fact.dev)}
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any],
               ctx: ExecContext) -> dict[str, Any]:
         _check_link_count(item, dir_fd, name)
-        # cut_log works with paths (the copy goes next to the log, older copies are
-        # renamed). /proc/self/fd/N/NAME names the log inside the directory the executor
-        # opened with O_NOFOLLOW and re-checked: no path component is looked up again, so
-        # a directory swapped for a symlink after the check cannot send the cut elsewhere.
-        pinned_dir = f"/proc/self/fd/{dir_fd}"
-        real_dir = os.path.dirname(item.path)
-
-        def shown(text: str) -> str:
-            return text.replace(pinned_dir, real_dir)
-
+        policy = ctx.policy
+        options = cut_options(policy)
+        log_dir = os.path.dirname(item.path)
+        dest_fd: int | None = None
         try:
-            result = cut_log(f"{pinned_dir}/{name}", cut_options(ctx.policy))
+            if options.olddir:
+                try:
+                    dest_fd = _open_olddir(options.olddir, policy.path, ctx)
+                except OSError as exc:
+                    raise JanitorError(f"olddir {options.olddir} cannot be opened: {exc.strerror}",
+                                       code="E_OLDDIR") from exc
+            creds = _acting_account(dir_fd, dest_fd, log_dir, options.olddir, policy)
+            result = cut_log_at(dir_fd, name, options, state_dir=ctx.config.settings.state_dir,
+                                display=item.path, dest_fd=dest_fd, dest_display=options.olddir or log_dir,
+                                expect=(item.fact.dev, item.fact.ino), max_size=item.fact.size, creds=creds,
+                                now=ctx.now)
         except NonAppendWriter as exc:
             # A writer without O_APPEND appeared after the plan: a skip, as in the plan.
-            raise FileSkipped(shown(str(exc)), skip_code="non_append_writer") from exc
-        except JanitorError as exc:
-            raise JanitorError(shown(str(exc)), code=exc.code) from exc
+            raise FileSkipped(str(exc), skip_code="non_append_writer") from exc
+        except ForeignCopy as exc:
+            # Another rotator (the writer itself, logrotate) or a planted name: never fight it.
+            ctx.events.emit("log_rotated_elsewhere", "warning", policy=item.policy, path=item.path,
+                            code=exc.skip_code, message=str(exc))
+            raise FileSkipped(str(exc), skip_code=exc.skip_code) from exc
+        finally:
+            if dest_fd is not None:
+                os.close(dest_fd)
         for warning in result.warnings:
             ctx.events.emit("log_truncate_warning", "warning", policy=item.policy, path=item.path,
-                            method=result.method, message=shown(warning))
-        rotated_to = shown(result.rotated_to) if result.rotated_to else None
-        result = dataclasses.replace(result, path=item.path, rotated_to=rotated_to,
-                                     compressed=tuple(shown(c) for c in result.compressed))
+                            method=result.method, message=warning)
         detail = {"method": result.method, "bytes_cut": result.bytes_cut, "bytes_after": result.bytes_after,
                   "rotated_to": result.rotated_to, "compressed": list(result.compressed)}
         out: dict[str, Any] = {"detail": json.dumps(detail), "bytes": result.bytes_cut,
@@ -230,23 +367,34 @@ class TruncateAction(Action):
 
     @classmethod
     def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
-        # The log never leaves its path, so presence says nothing; the record of the cut
-        # in progress (logcut.recover_cut) does: the copy is kept if the live file lost
+        # The log never leaves its path, so presence says nothing; janitor's ledger of the cut
+        # in progress (logcut.recover_cut_at) does: the copy is kept if the live file lost
         # the prefix, dropped if it did not. Either way every byte is there exactly once.
         policy = None
         if config is not None:
             policy = next((p for p in config.policies if p.name == entry.policy), None)
         options = cut_options(policy) if policy is not None else CutOptions(rotate=1)
+        state_dir = config.settings.state_dir if config is not None else None
+        if state_dir is None:
+            return "aborted", "interrupted; no configuration to find janitor's records, the log is as it was"
+        dest_fd: int | None = None
         try:
             dir_fd, name = open_parent_below(entry.root, entry.path)
         except (OSError, JanitorError) as exc:
             return "failed", f"interrupted; the log's directory cannot be opened safely: {exc}"
         try:
-            outcome = recover_cut(f"/proc/self/fd/{dir_fd}/{name}", options)
-        except OSError as exc:
-            return "failed", f"interrupted; could not settle the cut in progress: {exc.strerror or exc}"
+            if options.olddir:
+                dest_fd = os.open(options.olddir, O_DIR)
+            creds = _acting_account(dir_fd, dest_fd, os.path.dirname(entry.path), options.olddir, policy)
+            outcome = recover_cut_at(dir_fd, name, options, state_dir=state_dir, display=entry.path,
+                                     dest_fd=dest_fd, creds=creds)
+        except (OSError, JanitorError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return "failed", f"interrupted; could not settle the cut in progress: {message}"
         finally:
             os.close(dir_fd)
+            if dest_fd is not None:
+                os.close(dest_fd)
         if outcome == "kept":
             return "done", "interrupted after the cut; the rotated copy was put in place"
         if outcome == "dropped":
@@ -254,12 +402,40 @@ class TruncateAction(Action):
         return "aborted", "interrupted; no cut was in progress, the log is as it was"
 
 
+def _open_olddir(olddir: str, root: str, ctx: ExecContext) -> int:
+    """olddir below the policy path is reached from the executor's root descriptor, one
+    component at a time without following symlinks (safepath); elsewhere it is the operator's
+    own directory, opened without following a final symlink."""
+    inside = os.path.normpath(olddir).startswith(os.path.normpath(root).rstrip("/") + "/")
+    if inside and ctx.dirs is not None:
+        parts = os.path.relpath(os.path.normpath(olddir), os.path.normpath(root)).split("/")
+        return open_dirs_below(ctx.dirs.root_fd, parts)
+    return os.open(olddir, O_DIR)
+
+
+def _acting_account(dir_fd: int, dest_fd: int | None, log_dir: str, olddir: str | None,
+                    policy: Policy | None) -> Credentials:
+    """Whom rotation acts as (janitor.asowner): root in a root-only directory, the owner in a
+    directory only its owner can write, `su` where set; a shared directory without `su` is refused."""
+    su = getattr(policy, "su", None) if policy is not None else None
+    name = policy.name if policy is not None else "?"
+    creds = credentials_for_dir(dir_fd, log_dir, su=su, policy=name)
+    if dest_fd is not None and olddir is not None:
+        other = credentials_for_dir(dest_fd, olddir, su=su, policy=name)
+        if other != creds:
+            raise JanitorError(f"{log_dir} and olddir {olddir} are writable by different accounts "
+                               f"({creds.describe()}, {other.describe()}): set `su: USER[:GROUP]` on policy "
+                               f"{name!r} to rotate as one account", code="E_UNSAFE_DIR")
+    return creds
+
+
 def _check_link_count(item: PlannedAction, dir_fd: int, name: str) -> None:
     """Refuse a log with other hard links: it may be a user's link to a file they cannot write.
 
     A user who may write into the log directory can hard-link /etc/shadow (where
     protected_hardlinks is off) or another user's file there; cutting "the log" would then
-    truncate that file. logrotate refuses such files for the same reason.
+    truncate that file. logrotate refuses such files for the same reason. (logcut checks
+    again on the descriptor it cuts.)
     """
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if st.st_nlink > 1:
