@@ -31,10 +31,23 @@ def console(stderr: bool = False) -> Console:
 
 
 def heading(out: Console, text: str) -> None:
-    """A rule with a title, never wider than a comfortable reading width."""
+    """A rule with a title, never wider than a comfortable reading width. A title too long
+    for the rule is printed whole on its own line under a plain rule: never cut with an
+    ellipsis (it is often a command to copy)."""
     from rich.rule import Rule
+    from rich.text import Text
 
-    out.print(Rule(text), width=min(out.width, 100))
+    width = min(out.width, 100)
+    if len(text) + 8 <= width:
+        out.print(Rule(Text(text)), width=width)
+    else:
+        out.print(Rule(), width=width)
+        out.print(Text(text, style="bold"), soft_wrap=True)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """'1 file', '2 files', '0 files' (`words` for irregular plurals: 'policy', 'policies')."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 def print_json(data: Any) -> None:
