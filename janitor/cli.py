@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, report_error
+from .errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    ConfigError,
+    OutputClosed,
+    UsageError,
+    report_error,
+)
 
 if TYPE_CHECKING:
     from .config import Config
@@ -41,6 +49,12 @@ class GlobalOptions:
     log_format: str | None = None
     log_file: str | None = None
     verbose: bool = False
+    # What the error boundary in main() needs to know about the command that ran: the
+    # configuration (for settings.log_format/log_file), its event log (did it already log
+    # the failure?) and the exit code its result means if stdout goes away while printing.
+    config: Config | None = None
+    events: EventLog | None = None
+    exit_code: int = EXIT_OK
 
 
 OPTS = GlobalOptions()
@@ -91,13 +105,28 @@ def _global(
 def _load(config_path: str | None) -> Config:
     from .config import load_config
 
-    return load_config(config_path)
+    OPTS.config = load_config(config_path)
+    return OPTS.config
 
 
 def _events(config: Config | None = None) -> EventLog:
     from .events import event_log_for
 
-    return event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)
+    OPTS.events = event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)
+    return OPTS.events
+
+
+_PROBLEM_RE = r"^(?P<file>[^:]+?):(?P<line>\d+): (?P<message>.*)$"
+
+
+def problem_to_dict(problem: str) -> dict[str, object]:
+    """'policies/app.yaml:14: policies[2].older_than: ...' as {file, line, message}."""
+    import re
+
+    m = re.match(_PROBLEM_RE, problem, re.S)
+    if m is None:
+        return {"file": None, "line": None, "message": problem}
+    return {"file": m["file"], "line": int(m["line"]), "message": m["message"]}
 
 
 @app.command()
@@ -105,7 +134,14 @@ def validate(config: ConfigOpt = None, json_out: JsonOpt = False) -> int:
     """Check policy files. Errors name file, line and field; exit 2 when any is found."""
     from .render import console, print_json, render_config
 
-    cfg = _load(config)
+    try:
+        cfg = _load(config)
+    except ConfigError as exc:
+        if not json_out:
+            raise
+        OPTS.exit_code = exc.exit_code
+        print_json({"valid": False, "problems": [problem_to_dict(p) for p in exc.problems]})
+        return exc.exit_code
     if json_out:
         print_json({"valid": True, "policies": [p.name for p in cfg.policies], "targets": list(cfg.targets),
                     "files": list(cfg.sources)})
@@ -127,11 +163,14 @@ def plan(
 
     cfg = _load(config)
     the_plan = build_plan(cfg, cfg.select(policy))
+    # a policy that cannot run (its path a symlink, unreadable...) fails `run` with exit 1:
+    # its plan says so with the same exit code
+    OPTS.exit_code = EXIT_PARTIAL if any(pp.error for pp in the_plan.policies) else EXIT_OK
     if json_out:
         print_json(the_plan.to_dict())
     else:
         render_plan(the_plan, console(), limit=limit or None)
-    return EXIT_OK
+    return OPTS.exit_code
 
 
 @app.command()
@@ -158,10 +197,11 @@ def run(
         report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file)
     finally:
         events.close()
+    OPTS.exit_code = report.result.exit_code
     if json_out:
-        print_json(run_to_dict(report))
+        print_json(run_to_dict(report, events))
     else:
-        render_run(report, console())
+        render_run(report, console(), events)
     return report.result.exit_code
 
 
@@ -196,6 +236,7 @@ def restore(
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
             result = restore_entries(catalog, entries, events, force=force)
+    OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
@@ -254,6 +295,7 @@ def trash_purge(
     with locked_state(cfg) as catalog:
         entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
         result = purge_entries(catalog, entries, events)
+    OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"purged": [entry_to_dict(e) for e in result.done]})
     else:
@@ -458,16 +500,26 @@ def main(argv: list[str] | None = None) -> None:
         from click import exceptions as click_exc  # type: ignore[no-redef]
 
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    command = next((a for a in args if not a.startswith("-")), None)
     try:
         code = app(args=args, prog_name="janitor", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
+    except OutputClosed:
+        # the reader of stdout went away (`janitor plan | head -1`): the command's own
+        # result decides the exit code, not the closed pipe
+        code = OPTS.exit_code
     except click_exc.ClickException as exc:
-        exc.show()
         code = EXIT_USAGE if isinstance(exc, click_exc.UsageError) else exc.exit_code
+        from .errors import log_failure
+
+        if not log_failure(command, "E_USAGE", exc.format_message(), None, OPTS.log_format, OPTS.log_file, None):
+            exc.show()
     except typer.Abort:
         print("janitor: aborted", file=sys.stderr)
         code = 130
     except (Exception, KeyboardInterrupt) as exc:
-        code = report_error(exc, OPTS.debug)
+        logged = OPTS.events is not None and bool(OPTS.events.counts.get("run_failed"))
+        code = report_error(exc, OPTS.debug, command=command, log_format=OPTS.log_format, log_file=OPTS.log_file,
+                            config=OPTS.config, already_logged=logged)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

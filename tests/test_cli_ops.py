@@ -1,0 +1,167 @@
+"""What an operator sees at the command line: exit codes, closed pipes, JSON logs of failed
+commands, escaped names, plurals, summaries (issue 12: defects 10, 12, 14 and friction)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DAY, ROOT, Tree
+
+POLICY = """\
+version: 1
+settings:
+  state_dir: {state}
+  settle: 0s
+policies:
+  - name: logs
+    path: {root}
+    match: ["*.log"]
+    older_than: 1d
+    action: delete
+"""
+
+BAD = "version: 1\npolicies: [{name: x, path: /nonexistent-dir, action: delete, older_than: soon}]\n"
+
+
+def json_lines(text: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("JANITOR_CONFIG", "JANITOR_LOG_FORMAT")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+
+
+@pytest.fixture
+def many_logs(tree: Tree) -> Tree:
+    for i in range(3000):  # far more than a pipe buffer of plan output
+        tree.file(f"app-{i:04d}.log", 10, age=3 * DAY)
+    return tree
+
+
+@pytest.mark.parametrize("extra", ["", "--json"])
+def test_plan_into_head_exits_0(many_logs: Tree, write_config, tmp_path: Path, extra: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(POLICY)
+    proc = shell(f"{sys.executable} -m janitor plan -c {cfg} {extra} | head -1", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1
+    assert "error" not in proc.stderr.lower()
+
+
+def test_run_into_head_keeps_the_runs_exit_code(many_logs: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(POLICY)
+    proc = shell(f"{sys.executable} -m janitor run -c {cfg} --json | head -1", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert many_logs.files() == []  # the run did all its work
+
+
+def test_plan_on_a_symlinked_policy_path_exits_1_like_run(tree: Tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree.file("old.log", 10, age=3 * DAY)
+    link = tmp_path / "link"
+    link.symlink_to(tree.root)
+    cfg = write_config(POLICY, root=link)
+    plan = cli("plan", "-c", cfg)
+    assert plan.returncode == 1 and "symlink" in plan.stdout
+    assert cli("plan", "-c", cfg, "--json").returncode == 1
+    run = cli("run", "-c", cfg)
+    assert run.returncode == 1
+    assert tree.files() == ["old.log"]
+
+
+def test_validate_json_prints_the_problems_of_a_bad_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    proc = cli("validate", "-c", bad, "--json")
+    assert proc.returncode == 2
+    data = json.loads(proc.stdout)
+    assert data["valid"] is False
+    (problem,) = data["problems"]
+    assert problem["file"] == str(bad) and problem["line"] == 2 and "older_than" in problem["message"]
+
+
+@pytest.mark.parametrize("command", [["validate"], ["plan"], ["run"], ["report"], ["trash", "list"], ["history"]])
+def test_a_configuration_error_reaches_the_json_log_and_the_log_file(cli, tmp_path: Path, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    log = tmp_path / "janitor.log"
+    proc = cli(*command, "-c", bad, "--log-format", "json", "--log-file", log)
+    assert proc.returncode == 2
+    (event,) = json_lines(proc.stderr)  # stderr is JSON only
+    assert event["event"] == "command_failed" and event["code"] == "E_CONFIG" and event["level"] == "error"
+    assert event["command"] == command[0]
+    assert any("older_than" in p for p in event["problems"])
+    assert json_lines(log.read_text()) == [event]
+
+
+def test_an_unsafe_state_dir_reaches_the_json_log(tree: Tree, write_config, cli, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    state_dir.mkdir(mode=0o777)
+    state_dir.chmod(0o777)
+    cfg = write_config(POLICY)
+    proc = cli("run", "-c", cfg, "--log-format", "json")
+    assert proc.returncode != 0
+    events = json_lines(proc.stderr)
+    assert [e["event"] for e in events] == ["command_failed"]
+    assert events[0]["code"] == "E_UNSAFE" and "writable by group or others" in events[0]["message"]
+    text = cli("run", "-c", cfg)  # and in text, one line, as before
+    assert text.stderr.startswith("janitor: ") and "writable by group or others" in text.stderr
+
+
+def test_settings_log_file_gets_the_failure_of_a_loaded_config(tree: Tree, write_config, cli, state_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    state_dir.mkdir(mode=0o777)
+    state_dir.chmod(0o777)
+    log = tmp_path / "from-settings.log"
+    cfg = write_config(POLICY.replace("  settle: 0s\n", f"  settle: 0s\n  log_file: {log}\n"))
+    proc = cli("run", "-c", cfg)
+    assert proc.returncode != 0 and "writable by group" in proc.stderr
+    (event,) = json_lines(log.read_text())
+    assert event["event"] == "command_failed" and event["code"] == "E_UNSAFE"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "typer"])
+def test_guard_refusal_reaches_the_json_log(cli, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "guard.log"
+    args = ["guard", "--path", str(tmp_path), "--max-used", "0%", "--log-format", "json", "--log-file", str(log)]
+    if not fast:
+        args.insert(1, "--lock-timeout=5")  # a form the fast path leaves to typer? both must behave the same
+    proc = cli(*args)
+    assert proc.returncode == 1
+    (event,) = json_lines(proc.stderr)
+    assert event["event"] == "guard_refused" and event["level"] == "error" and "must be freed" in event["message"]
+    assert json_lines(log.read_text()) == [event]
+    usage = cli("guard", "--path", str(tmp_path / "nope"), "--max-used", "80%", "--log-format", "json")
+    assert usage.returncode == 2
+    (failed,) = json_lines(usage.stderr)
+    assert failed["event"] == "command_failed" and failed["code"] == "E_USAGE"
+
+
+def test_a_newline_in_a_name_is_escaped_alike_in_error_lines_and_tables(tree: Tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree.file("evil\nname.log", 10, age=3 * DAY)
+    cfg = write_config(POLICY)
+    assert "evil\\nname.log" in cli("plan", "-c", cfg).stdout  # the table
+    link = tmp_path / "li\nnk"
+    link.symlink_to(tree.root)
+    cfg = write_config(POLICY.replace("path: {root}", "path: " + json.dumps(str(link))))
+    plan = cli("plan", "-c", cfg)
+    assert "li\\nnk is a symlink" in plan.stdout
+    run = cli("run", "-c", cfg)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "li\\nnk is a symlink" in errors[0], run.stderr
+    assert not any(line.startswith("nk") for line in run.stderr.splitlines() + run.stdout.splitlines())
+    guard = cli("guard", "--path", str(tmp_path / "no\nsuch"), "--max-used", "80%")
+    assert guard.returncode == 2 and guard.stderr.splitlines() == [f"janitor: --path {tmp_path}/no\\nsuch: no such file or directory"]
+
+
+def test_a_run_error_is_printed_once(tree: Tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    link = tmp_path / "link"
+    link.symlink_to(tree.root)
+    run = cli("run", "-c", write_config(POLICY, root=link))
+    both = run.stdout + run.stderr
+    assert both.count("is a symlink") == 1, both
