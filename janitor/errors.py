@@ -174,13 +174,16 @@ def log_failure(command: str | None, code: str, message: str, problems: list[str
         return False
     from .events import EventLog, log_file_mode_of
 
-    try:
-        events = EventLog(fmt, log_file=log_file, log_file_mode=log_file_mode_of(config),
-                          text_printer=lambda level, text: None)
+    for file in (log_file, None) if log_file and fmt == "json" else (log_file,):
         try:
-            events.emit("command_failed", "error", command=command, code=code, message=message, problems=problems)
-        finally:
-            events.close()
-    except (OSError, ValueError):
-        return False  # the log itself cannot be written: say it in text, as without a log
-    return fmt == "json"
+            events = EventLog(fmt, log_file=file, log_file_mode=log_file_mode_of(config),
+                              text_printer=lambda level, text: None)
+            try:
+                events.emit("command_failed", "error", command=command, code=code, message=message,
+                            problems=problems)
+            finally:
+                events.close()
+            return fmt == "json"
+        except (OSError, ValueError, JanitorError):
+            continue  # the log file itself cannot be written: JSON on stderr only, or text
+    return False

@@ -38,6 +38,27 @@ class _ReopeningFile:
         self._f: TextIO | None = None
         self._ino: tuple[int, int] | None = None
 
+    def open_now(self) -> None:
+        """Open (or create) the file before anything happens, so that a log that cannot be
+        written fails the command at once, with a clear message, and never half way."""
+        from .errors import JanitorError
+
+        try:
+            self._reopen()
+        except OSError as exc:
+            reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+            raise JanitorError(f"log file {self.path}: cannot use it: {reason}",
+                               code="E_UNSAFE" if exc.errno in (errno.ELOOP, errno.EINVAL) else "E_IO") from None
+
+    def _reopen(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        fd = self._open()
+        self._f = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+        st = os.fstat(fd)
+        self._ino = (st.st_dev, st.st_ino)
+
     def write(self, line: str) -> None:
         try:
             st = os.stat(self.path)
@@ -45,12 +66,8 @@ class _ReopeningFile:
         except FileNotFoundError:
             current = None
         if self._f is None or current != self._ino:
-            if self._f is not None:
-                self._f.close()
-            fd = self._open()
-            self._f = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
-            st = os.fstat(fd)
-            self._ino = (st.st_dev, st.st_ino)
+            self._reopen()
+        assert self._f is not None
         self._f.write(line)
         self._f.flush()
 
@@ -137,6 +154,8 @@ class EventLog:
         self.shown: set[str] = set()
         self._stream_closed = False
         self._file = _ReopeningFile(log_file, log_file_mode) if log_file else None
+        if self._file is not None:
+            self._file.open_now()
         self._render: Callable[[dict[str, Any]], str] | None = None
         if fmt == "json" or self._file is not None:
             self._render = _structlog_renderer()
@@ -162,7 +181,7 @@ class EventLog:
             if self.fmt == "json":
                 self._print(line)
             if self._file is not None:
-                self._file.write(line + "\n")
+                self._write_file(line + "\n")
         if self.fmt != "json" and (LEVELS[level] >= LEVELS["warning"] or self.verbose):
             text = _text_line(event, record)
             if self.text_printer is not None:
@@ -172,6 +191,17 @@ class EventLog:
                 if LEVELS[level] >= LEVELS["warning"] and "message" in record:
                     message = str(record["message"])
                     self.shown.add(f"{record['path']}: {message}" if "path" in record else message)
+
+    def _write_file(self, line: str) -> None:
+        """Logging must never stop a run half way: a log file that fails later (its disk
+        full, rotated into a symlink) is reported once on stderr and then left alone."""
+        assert self._file is not None
+        try:
+            self._file.write(line)
+        except OSError as exc:
+            self._file.close()
+            self._file = None
+            self._print(f"warning: log file stopped: {display_text(str(exc))}")
 
     def _print(self, line: str) -> None:
         """To stderr, unless it has gone away (`janitor run ... 2>&1 | head`): logging must

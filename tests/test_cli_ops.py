@@ -165,3 +165,52 @@ def test_a_run_error_is_printed_once(tree: Tree, write_config, cli, tmp_path: Pa
     run = cli("run", "-c", write_config(POLICY, root=link))
     both = run.stdout + run.stderr
     assert both.count("is a symlink") == 1, both
+
+
+def test_metrics_textfile_is_0644_under_the_units_umask(tree: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree.file("old.log", 10, age=3 * DAY)
+    cfg = write_config(POLICY)
+    metrics = tmp_path / "textfile" / "janitor.prom"
+    for _ in range(2):  # created, then replaced: both times 0644, atomically, no temp left behind
+        proc = shell(f"umask 077; {sys.executable} -m janitor run -c {cfg} --metrics-file {metrics}", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        st = metrics.stat()
+        assert oct(st.st_mode & 0o777) == oct(0o644) and st.st_nlink == 1
+        assert "janitor_last_run_timestamp_seconds" in metrics.read_text()
+        assert os.listdir(metrics.parent) == ["janitor.prom"]
+
+
+@pytest.mark.parametrize(("setting", "mode"), [("", 0o640), ("  log_file_mode: '0600'\n", 0o600),
+                                               ("  log_file_mode: '644'\n", 0o644)])
+def test_log_file_is_created_with_the_configured_mode(tree: Tree, write_config, tmp_path: Path, setting: str, mode: int) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "janitor.log"
+    cfg = write_config(POLICY.replace("  settle: 0s\n", f"  settle: 0s\n  log_file: {log}\n{setting}"))
+    proc = shell(f"umask 077; {sys.executable} -m janitor run -c {cfg}", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert oct(log.stat().st_mode & 0o777) == oct(mode)
+    assert json_lines(log.read_text())[0]["event"] == "run_started"
+
+
+def test_an_existing_log_file_keeps_its_mode_and_a_symlink_is_refused(tree: Tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "janitor.log"
+    log.write_text("")
+    log.chmod(0o604)
+    cfg = write_config(POLICY)
+    assert cli("run", "-c", cfg, "--log-file", log).returncode == 0
+    assert log.stat().st_mode & 0o777 == 0o604 and json_lines(log.read_text())
+    secret = tmp_path / "shadow"
+    secret.write_text("root:x\n")
+    link = tmp_path / "evil.log"
+    link.symlink_to(secret)
+    tree.file("old.log", 10, age=3 * DAY)
+    proc = cli("run", "-c", cfg, "--log-file", link)
+    assert proc.returncode == 1 and "cannot use it: a symlink" in proc.stderr and "internal error" not in proc.stderr
+    assert secret.read_text() == "root:x\n"
+    assert tree.files() == ["old.log"]  # refused before the run: nothing was acted on
+
+
+def test_log_file_mode_must_be_a_quoted_octal_mode(write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    for bad in ("0640", "'0777'", "'rw-r-----'"):  # unquoted YAML 0640 is a number
+        cfg = write_config(POLICY.replace("  settle: 0s\n", f"  settle: 0s\n  log_file_mode: {bad}\n"))
+        proc = cli("validate", "-c", cfg)
+        assert proc.returncode == 2 and "log_file_mode" in proc.stderr, (bad, proc.stderr)
