@@ -116,6 +116,16 @@ def _events(config: Config | None = None) -> EventLog:
     return OPTS.events
 
 
+def _command_id() -> str:
+    """The `run_id` of the events of a command outside a run (restore, trash purge): an id
+    in the same form, shared by all its events, so a log pipeline can group them. It is
+    not a run of the catalog's (`history --run` does not know it); each event about a
+    file names the run that trashed or archived it in `run`."""
+    from .runner import new_run_id
+
+    return new_run_id()
+
+
 _PROBLEM_RE = r"^(?P<file>[^:]+?):(?P<line>\d+): (?P<message>.*)$"
 
 
@@ -227,6 +237,7 @@ def restore(
     require_filter(patterns, policy, run_id, all_)
     cfg = _load(config)
     events = _events(cfg)
+    events.bind(_command_id())
     with locked_state(cfg) as catalog:
         if from_archive:
             from .archiveops import restore_from_archive, select_archived
@@ -292,6 +303,7 @@ def trash_purge(
         raise UsageError(f"--older-than: {exc}") from None
     cfg = _load(config)
     events = _events(cfg)
+    events.bind(_command_id())
     with locked_state(cfg) as catalog:
         entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
         result = purge_entries(catalog, entries, events)

@@ -249,7 +249,7 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
             for line in problems:
                 # a refused service start must reach the JSON log (and the log file)
                 if events is not None:
-                    events.emit("guard_refused", "error", message=line, mount=verdict.usage.path,
+                    events.emit("guard_refused", "error", message=line, directory=verdict.usage.path,
                                 used_pct=round(verdict.usage.used_pct, 2), free_bytes=verdict.usage.free)
                 if events is None or events.fmt != "json":
                     print(f"janitor guard: {line}", file=err)

@@ -64,7 +64,7 @@ def run_policies(
     events.bind(run_id)
     with locked_state(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as catalog:
         catalog.start_run(run_id, command)
-        events.emit("run_started", policies=",".join(p.name for p in policies), pid=os.getpid())
+        events.emit("run_started", policies=[p.name for p in policies], pid=os.getpid())
         started = time.monotonic()
         try:
             reconciled = reconcile(catalog, run_id, events, config)
