@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     from .config import Config
     from .events import EventLog
 
+def _metavar_replaces_type() -> None:
+    """typer prints an argument's Python type after its name (`GLOB... <list[str]>`) even
+    when a metavar says what to give: with a metavar, show just the metavar, as options do."""
+    from typer.core import TyperArgument
+
+    shown = TyperArgument.display_type_rich
+
+    def display_type_rich(self: TyperArgument, ctx: typer.Context) -> str | None:
+        return None if self.metavar else shown(self, ctx)
+
+    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_metavar_replaces_type()
+
 app = typer.Typer(
     name="janitor",
     help="Storage-lifecycle janitor: clean, archive, truncate and cap what services leave on disk.",
@@ -61,12 +76,12 @@ OPTS = GlobalOptions()
 
 ConfigOpt = Annotated[
     Optional[str],
-    typer.Option("--config", "-c", help="Policy file or directory of *.yaml files. Default: $JANITOR_CONFIG, else /etc/janitor/.",
+    typer.Option("--config", "-c", metavar="PATH", help="Policy file or directory of *.yaml files. Default: $JANITOR_CONFIG, else /etc/janitor/.",
                  show_default=False),
 ]
 PolicyOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--policy", "-p", help="Only this policy (repeatable).", show_default=False),
+    typer.Option("--policy", "-p", metavar="NAME", help="Only this policy (repeatable).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 
@@ -85,11 +100,13 @@ def _global(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     log_format: Annotated[
         Optional[str],
-        typer.Option("--log-format", help="Event log on stderr: text (default) or json. Also $JANITOR_LOG_FORMAT.",
+        typer.Option("--log-format", metavar="FORMAT", help="Event log on stderr: text (default) or json. Also $JANITOR_LOG_FORMAT.",
                      show_default=False),
     ] = None,
     log_file: Annotated[
-        Optional[str], typer.Option("--log-file", help="Append JSON event lines to this file.", show_default=False)
+        Optional[str], typer.Option("--log-file", metavar="PATH", show_default=False,
+                                        help="Append JSON event lines to this file (created with settings.log_file_mode, "
+                                             "default 0640).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file event in text mode.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
@@ -165,7 +182,7 @@ def plan(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="Rows shown per policy in tables (0: all).")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="Rows shown per policy in tables (0: all).")] = 0,
 ) -> int:
     """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
     from .planner import build_plan
@@ -190,9 +207,9 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show the plan (same as `janitor plan`).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="With --dry-run: rows shown per policy (0: all).")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="With --dry-run: rows shown per policy (0: all).")] = 0,
     metrics_file: Annotated[Optional[str], typer.Option(
-        "--metrics-file", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
+        "--metrics-file", metavar="PATH", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
         show_default=False)] = None,
 ) -> int:
     """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
@@ -217,11 +234,11 @@ def run(
 
 @app.command()
 def restore(
-    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/*.mp4').",
+    patterns: Annotated[Optional[list[str]], typer.Argument(metavar="GLOB", help="Original paths or globs (e.g. '/srv/out/*.mp4').",
                                                              show_default=False)] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash (or the archive).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
     from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
@@ -262,7 +279,7 @@ def restore(
 def trash_list(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """List files in the trash: when, by which policy and run, from where."""
@@ -284,8 +301,8 @@ def trash_list(
 def trash_purge(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
-    older_than: Annotated[Optional[str], typer.Option(help="Only files trashed longer ago than this (e.g. 14d).",
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
+    older_than: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Only files trashed longer ago than this (e.g. 14d).",
                                                       show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
     json_out: JsonOpt = False,
@@ -317,13 +334,13 @@ def trash_purge(
 
 @archive_app.command("lifecycle")
 def archive_lifecycle(
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name from the policy files.", show_default=False)],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="NAME", help="Target name from the policy files.", show_default=False)],
     config: ConfigOpt = None,
-    expire_after: Annotated[Optional[str], typer.Option(help="Delete archived objects this long after upload "
+    expire_after: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Delete archived objects this long after upload "
                                                          "(whole days, e.g. 365d).", show_default=False)] = None,
-    transition_after: Annotated[Optional[str], typer.Option(help="Move objects to --storage-class this long after "
+    transition_after: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Move objects to --storage-class this long after "
                                                              "upload (e.g. 30d).", show_default=False)] = None,
-    storage_class: Annotated[Optional[str], typer.Option(help="Storage class for --transition-after (e.g. GLACIER).",
+    storage_class: Annotated[Optional[str], typer.Option(metavar="CLASS", help="Storage class for --transition-after (e.g. GLACIER).",
                                                           show_default=False)] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the bucket's current lifecycle rules.")] = False,
     json_out: JsonOpt = False,
@@ -370,7 +387,7 @@ def archive_lifecycle(
 def report(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
-    html_file: Annotated[Optional[str], typer.Option("--html", help="Also write a self-contained HTML page here.",
+    html_file: Annotated[Optional[str], typer.Option("--html", metavar="PATH", help="Also write a self-contained HTML page here.",
                                                      show_default=False)] = None,
 ) -> int:
     """Storage health per policy path: usage, ages, largest files, what policies would free, trash, last run."""
@@ -398,12 +415,12 @@ def report(
 def history(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    since: Annotated[Optional[str], typer.Option(help="Only what happened within this long (e.g. 7d).",
+    since: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Only what happened within this long (e.g. 7d).",
                                                  show_default=False)] = None,
-    path: Annotated[Optional[str], typer.Option(help="Only paths matching this glob (e.g. '*/render_1017.mp4').",
+    path: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only paths matching this glob (e.g. '*/render_1017.mp4').",
                                                 show_default=False)] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only this run.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option(help="At most this many entries, newest first (0: all).")] = 1000,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only this run.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many entries, newest first (0: all).")] = 1000,
     json_out: JsonOpt = False,
 ) -> int:
     """What happened to which file, when, in which run, and where it is now."""
@@ -467,7 +484,8 @@ def guard(
 
 @app.command()
 def demo(
-    directory: Annotated[Optional[str], typer.Option("--dir", help="Build the sandbox here instead of a temp dir.",
+    directory: Annotated[Optional[str], typer.Option("--dir", metavar="DIR", help="Build the sandbox in this new or empty directory (or one an "
+                                                     "earlier --keep left) instead of a temp dir.",
                                                      show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox in place afterwards.")] = False,
 ) -> int:
