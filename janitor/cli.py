@@ -310,10 +310,12 @@ def trash_purge(
     """Delete trashed files for good."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
-    from .trashops import purge_entries, require_filter, select_trash
+    from .trashops import purge_entries, select_trash
     from .units import parse_duration
 
-    require_filter(None, policy, run_id, all_ or older_than is not None)
+    if not (policy or run_id or all_ or older_than is not None):
+        # trash purge takes no path glob (restore does): say only what it accepts
+        raise UsageError("say what to purge: --policy NAME, --run RUN_ID, --older-than DURATION, or --all")
     try:
         age = None if older_than is None else parse_duration(older_than)
     except ValueError as exc:
@@ -443,7 +445,7 @@ def history(
 
         print_json([{**entry_to_dict(e), "where_now": where_now(e)} for e in entries])
     else:
-        render_history(entries, console())
+        render_history(entries, console(), {p.name: p.path for p in cfg.policies})
     return EXIT_OK
 
 

@@ -247,9 +247,10 @@ def render_config(config: Config, out: Console) -> None:
         out.print(f"  {_esc(p.name)}: {p.action} on {_esc(p.path)}{flag}")
 
 
-def render_history(entries: list[JournalEntry], out: Console) -> None:
-    """One block per run (its id and time on a line of its own), then one narrow row per
-    file: fits ~120 columns for ordinary paths. --json has every field."""
+def render_history(entries: list[JournalEntry], out: Console, roots: dict[str, str] | None = None) -> None:
+    """One block per run and policy (run id, date, policy and its path on a line of their
+    own), then one narrow row per file, named relative to the policy path: fits ~120 columns
+    for ordinary paths. --json has every field, with full paths."""
     from rich.table import Table
 
     from .history import where_now
@@ -257,18 +258,23 @@ def render_history(entries: list[JournalEntry], out: Console) -> None:
     if not entries:
         out.print("no history matches")
         return
-    runs: dict[str, list[JournalEntry]] = {}
+    roots = roots or {}
+    blocks: dict[tuple[str, str], list[JournalEntry]] = {}
     for e in entries:
-        runs.setdefault(e.run_id, []).append(e)
-    for run_id, rows in runs.items():
-        started = time.strftime("%Y-%m-%d", time.localtime(rows[-1].done_at or rows[-1].ts))
-        out.print(f"[bold]run {run_id}[/] ({started})")
+        blocks.setdefault((e.run_id, e.policy), []).append(e)
+    for (run_id, policy), rows in blocks.items():
+        day = time.strftime("%Y-%m-%d", time.localtime(rows[-1].done_at or rows[-1].ts))
+        root = roots.get(policy)
+        where = f" on {_esc(_display_path(root))}" if root else ""
+        out.print(f"[bold]run {run_id}[/] ({day}), policy [bold]{_esc(policy)}[/]{where}")
         table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
-        for col in ("time", "policy", "action", "file", "size", "where now"):
+        for col in ("  time", "action", "file", "size", "where now"):
             table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
         for e in rows:
-            table.add_row(time.strftime("%H:%M:%S", time.localtime(e.done_at or e.ts)), _esc(e.policy), e.action,
-                          _esc(_display_path(e.path)), format_size(e.size or 0), _esc(_display_path(_short_where(e, where_now(e)))))
+            shown = os.path.relpath(e.path, root) if root and e.path.startswith(root.rstrip("/") + "/") else e.path
+            table.add_row("  " + time.strftime("%H:%M:%S", time.localtime(e.done_at or e.ts)), e.action,
+                          _esc(_display_path(shown)), format_size(e.size or 0),
+                          _esc(_display_path(_short_where(e, where_now(e)))))
         out.print(table)
     out.print(plural(len(entries), "entry", "entries"))
 
@@ -276,5 +282,5 @@ def render_history(entries: list[JournalEntry], out: Console) -> None:
 def _short_where(entry: JournalEntry, where: str) -> str:
     # the trash copy's full path is long and only useful to scripts: --json has it
     if entry.trash_path and where.startswith("in the trash at "):
-        return "in the trash at …/" + os.path.basename(entry.trash_path)
+        return f"in the trash at {os.path.dirname(entry.trash_path) and '.../'}{os.path.basename(entry.trash_path)}"
     return where

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,48 @@ def test_log_file_mode_must_be_a_quoted_octal_mode(write_config, cli) -> None:  
         cfg = write_config(POLICY.replace("  settle: 0s\n", f"  settle: 0s\n  log_file_mode: {bad}\n"))
         proc = cli("validate", "-c", cfg)
         assert proc.returncode == 2 and "log_file_mode" in proc.stderr, (bad, proc.stderr)
+
+
+SOFT = """\
+version: 1
+settings:
+  state_dir: {state}
+  settle: 0s
+policies:
+  - name: renders
+    path: {root}
+    match: ["**/*.mp4"]
+    older_than: 1d
+    action: soft-delete
+    retain: 1s
+"""
+
+
+def test_trash_list_sorted_history_narrow_and_retain_in_the_summary(tree: Tree, write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    for name in ("m/zeta.mp4", "a/alpha.mp4", "q/mid.mp4", "b/beta.mp4"):
+        tree.file(name, 2000, age=3 * DAY)
+    cfg = write_config(SOFT)
+    first = cli("run", "-c", cfg)
+    assert first.returncode == 0 and "4 files, 7.8 KiB; 0 failures" in first.stdout
+    listed = [line.split()[-3] for line in cli("trash", "list", "-c", cfg).stdout.splitlines()[1:-1]]
+    assert listed == sorted(listed) and len(listed) == 4, listed
+    history = cli("history", "-c", cfg, env={"COLUMNS": "120"}).stdout
+    rows = [line.rstrip() for line in history.splitlines() if not line.startswith("run ")]
+    assert rows and max(len(line) for line in rows) <= 120, history  # the header names the (long) policy path once
+    assert "in the trash at" in history and "4 entries" in history
+    trashed = time.time()
+    while time.time() < trashed + 1.5:  # let retain: 1s expire (an age, not a synchronisation)
+        time.sleep(0.1)
+    tree.file("c/one.mp4", 2000, age=3 * DAY)
+    second = cli("run", "-c", cfg)
+    assert second.returncode == 0
+    assert "retain: 4 files purged from the trash for good, 7.8 KiB" in second.stdout
+    assert "1 file, 2.0 KiB; 0 failures" in second.stdout  # "1 file", not "1 files"
+    data = json.loads(cli("run", "-c", cfg, "--json").stdout)
+    assert data["trash_purged"]["bytes"] == 2000 * data["trash_purged"]["files"]
+
+
+def test_trash_purge_without_a_filter_names_only_what_it_accepts(write_config, cli) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("trash", "purge", "-c", write_config(SOFT))
+    assert proc.returncode == 2
+    assert "glob" not in proc.stderr and "--older-than" in proc.stderr and "--all" in proc.stderr
