@@ -166,7 +166,13 @@ def validate(config: ConfigOpt = None, json_out: JsonOpt = False) -> int:
     except ConfigError as exc:
         if not json_out:
             raise
+        from .errors import log_failure
+
         OPTS.exit_code = exc.exit_code
+        # the result is on stdout; a JSON log or log file also gets the failure
+        n = len(exc.problems)
+        log_failure("validate", exc.code, f"{n} problem{'s' if n != 1 else ''} in the policy files", exc.problems,
+                    OPTS.log_format, OPTS.log_file, None)
         print_json({"valid": False, "problems": [problem_to_dict(p) for p in exc.problems]})
         return exc.exit_code
     if json_out:

@@ -260,3 +260,16 @@ def test_trash_purge_without_a_filter_names_only_what_it_accepts(write_config, c
     proc = cli("trash", "purge", "-c", write_config(SOFT))
     assert proc.returncode == 2
     assert "glob" not in proc.stderr and "--older-than" in proc.stderr and "--all" in proc.stderr
+
+
+def test_validate_json_also_logs_and_a_usage_error_is_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    proc = cli("validate", "-c", bad, "--json", "--log-format", "json")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["valid"] is False
+    (event,) = json_lines(proc.stderr)
+    assert event["event"] == "command_failed" and event["message"] == "1 problem in the policy files"
+    usage = cli("run", "--no-such-option", "--log-format", "json")
+    assert usage.returncode == 2
+    (event,) = json_lines(usage.stderr)
+    assert event["code"] == "E_USAGE" and "--no-such-option" in event["message"]
