@@ -292,9 +292,11 @@ def clean(config: Config, req: GuardRequest, out: TextIO, err: TextIO) -> None:
     finally:
         events.close()
     result = report.result
-    line = f"janitor guard: --clean ran {len(result.policies)} policies: {result.files} files, {_size(result.bytes)}"
+    n = len(result.policies)
+    line = (f"janitor guard: --clean ran {n} {'policy' if n == 1 else 'policies'}: "
+            f"{result.files} {'file' if result.files == 1 else 'files'}, {_size(result.bytes)}")
     if result.failed:
-        line += f"; {result.failed} failures (janitor history shows them)"
+        line += f"; {result.failed} {'failure' if result.failed == 1 else 'failures'} (janitor history shows them)"
     print(line, file=out)
 
 

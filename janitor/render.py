@@ -151,7 +151,8 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
 
 def render_run(report: RunReport, out: Console, events: EventLog | None = None) -> None:
     """The run's summary. With the run's event log: messages its text lines already
-    printed on stderr are not repeated, and trash purged by `retain` is counted."""
+    printed on stderr are not repeated when stderr is where this goes too, and trash
+    purged by `retain` is counted."""
     from rich.table import Table
 
     result = report.result
@@ -166,7 +167,8 @@ def render_run(report: RunReport, out: Console, events: EventLog | None = None) 
         table.add_row(_esc(p.name), p.action, status, str(p.files), format_size(p.bytes),
                       str(sum(p.skipped.values())), str(p.failed))
     out.print(table)
-    shown = events.shown if events is not None else set()
+    # printed already where this summary goes (a terminal, the journal): not again
+    shown = events.shown if events is not None and _stdout_is_stderr() else set()
     for p in result.policies:
         for message in p.messages[:20]:
             if message not in shown:
@@ -180,6 +182,15 @@ def render_run(report: RunReport, out: Console, events: EventLog | None = None) 
                   f"{format_size(events.bytes.get('trash_purged', 0) if events is not None else 0)}")
     out.print(f"[bold]{plural(result.files, 'file')}, {format_size(result.bytes)}; "
               f"{plural(result.failed, 'failure')}[/]")
+
+
+def _stdout_is_stderr() -> bool:
+    """Whether stdout and stderr are one file (a terminal, systemd's journal stream, `2>&1`)."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
 
 
 def run_to_dict(report: RunReport, events: EventLog | None = None) -> dict[str, Any]:
@@ -233,7 +244,7 @@ def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
         out.print(f"{verb} {_esc(_display_path(e.path))}")
     for e, reason in result.failed:
         out.print(f"[red]not {verb}[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
-    summary = f"{plural(len(result.done), 'file')} {verb}, {len(result.failed)} failed"
+    summary = f"{len(result.done)} {verb}, {len(result.failed)} failed"
     if result.done:
         summary += f" ({format_size(sum(e.size or 0 for e in result.done))})"
     out.print(summary)
