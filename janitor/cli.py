@@ -296,6 +296,7 @@ def trash_list(
     cfg = _load(config)
     with existing_catalog(cfg.settings.state_dir) as catalog:
         entries = [] if catalog is None else select_trash(catalog, policies=policy, run_id=run_id)
+    entries.sort(key=lambda e: (e.run_id, e.policy, e.path))  # oldest run first, then by name
     if json_out:
         print_json([entry_to_dict(e) for e in entries])
     else:
