@@ -91,7 +91,10 @@ def build_sandbox(root: Path, now: float) -> None:
     _write(logs / "debug-2026-10-01.log", 512 * 1024, now - 50 * DAY, rng, text=True)
     _write(logs / "debug-2026-11-01.log", 256 * 1024, now - 20 * DAY, rng, text=True)
     _write(logs / "app.log", 64 * 1024, now - 30 * DAY, rng, text=True)
-    _write(logs / "render.log", 3 * 1024 * 1024, now, rng, text=True)
+    # 3 MiB + 48 KiB puts the plan's total mid-way between two shown values (9.40 MiB): the
+    # lines the live writer adds before the cut (a few KiB) cannot make the run's total
+    # read differently from the plan's
+    _write(logs / "render.log", 3 * 1024 * 1024 + 48 * 1024, now, rng, text=True)
 
 
 def _write(path: Path, size: int, mtime: float, rng: random.Random, text: bool = False) -> None:
