@@ -249,6 +249,8 @@ def restore(
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
     from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
                                                                       "instead of taking them from the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be restored: which files, "
+                                                                   "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
@@ -259,6 +261,9 @@ def restore(
 
     require_filter(patterns, policy, run_id, all_)
     cfg = _load(config)
+    if dry_run:
+        return _dry_run("restore", cfg, json_out, patterns=patterns, policies=policy, run_id=run_id,
+                        from_archive=from_archive)
     events = _events(cfg)
     events.bind(_command_id())
     with locked_state(cfg) as catalog:
@@ -279,6 +284,47 @@ def restore(
             console().print("nothing in the archive matches" if from_archive else "nothing in the trash matches")
         render_trash_op("restored", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+def _dry_run(verb: str, cfg: Config, json_out: bool, *, patterns: list[str] | None = None,
+             policies: list[str] | None = None, run_id: str | None = None, older_than: float | None = None,
+             from_archive: bool = False) -> int:
+    """What `restore`/`trash purge` would act on, read from the catalog alone: nothing is
+    locked, moved or deleted (as `trash list`, it reads without the run lock)."""
+    from .catalog import existing_catalog
+    from .render import _display_path as shown
+    from .render import console, entry_to_dict, plural, print_json
+    from .units import format_size
+
+    with existing_catalog(cfg.settings.state_dir) as catalog:
+        if catalog is None:
+            entries = []
+        elif from_archive:
+            from .archiveops import select_archived
+
+            entries = select_archived(catalog, patterns=patterns, policies=policies, run_id=run_id)
+        else:
+            from .trashops import select_trash
+
+            entries = select_trash(catalog, patterns=patterns, policies=policies, run_id=run_id, older_than=older_than)
+    if verb == "restore":  # as restore does: the newest entry per original path
+        latest: dict[str, object] = {}
+        for e in sorted(entries, key=lambda e: e.id):
+            latest[e.path] = e
+        entries = [e for e in entries if latest[e.path] is e]
+    entries.sort(key=lambda e: (e.run_id, e.policy, e.path))
+    total = sum(e.size or 0 for e in entries)
+    if json_out:
+        print_json({"dry_run": True, f"would_{verb}": [entry_to_dict(e) for e in entries], "files": len(entries),
+                    "bytes": total})
+        return EXIT_OK
+    out = console()
+    for e in entries:
+        out.print(f"would {verb} {shown(e.path)} ({format_size(e.size or 0)})", markup=False)
+    source = "the archive" if from_archive else "the trash"
+    out.print(f"dry run: {plural(len(entries), 'file')}, {format_size(total)} would be "
+              f"{'restored from ' + source if verb == 'restore' else 'purged from the trash'}; nothing changed")
+    return EXIT_OK
 
 
 @trash_app.command("list")
@@ -312,6 +358,8 @@ def trash_purge(
     older_than: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Only files trashed longer ago than this (e.g. 14d).",
                                                       show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be purged: which files, "
+                                                                   "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Delete trashed files for good."""
@@ -328,6 +376,8 @@ def trash_purge(
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     cfg = _load(config)
+    if dry_run:
+        return _dry_run("purge", cfg, json_out, policies=policy, run_id=run_id, older_than=age)
     events = _events(cfg)
     events.bind(_command_id())
     with locked_state(cfg) as catalog:

@@ -281,3 +281,21 @@ def test_validate_json_also_logs_and_a_usage_error_is_json(cli, tmp_path: Path) 
     assert usage.returncode == 2
     (event,) = json_lines(usage.stderr)
     assert event["code"] == "E_USAGE" and "--no-such-option" in event["message"]
+
+
+def test_restore_and_purge_dry_runs_change_nothing(tree: Tree, write_config, cli, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    tree.file("a/one.mp4", 1500, age=3 * DAY)
+    tree.file("b/two.mp4", 2500, age=3 * DAY)
+    cfg = write_config(SOFT.replace("    retain: 1s\n", ""))
+    assert cli("run", "-c", cfg).returncode == 0
+    before = sorted(str(p) for p in state_dir.rglob("*") if p.is_file() and "catalog" not in p.name)
+    restore = cli("restore", "-c", cfg, "--all", "--dry-run")
+    assert restore.returncode == 0
+    assert "dry run: 2 files, 3.9 KiB would be restored from the trash; nothing changed" in restore.stdout
+    assert f"would restore {tree.root}/a/one.mp4 (1.5 KiB)" in restore.stdout
+    purge = json.loads(cli("trash", "purge", "-c", cfg, "--all", "--dry-run", "--json").stdout)
+    assert purge["dry_run"] is True and (purge["files"], purge["bytes"]) == (2, 4000)
+    assert sorted(e["path"] for e in purge["would_purge"]) == [f"{tree.root}/a/one.mp4", f"{tree.root}/b/two.mp4"]
+    assert tree.files() == []  # nothing restored
+    assert sorted(str(p) for p in state_dir.rglob("*") if p.is_file() and "catalog" not in p.name) == before
+    assert len(json.loads(cli("trash", "list", "-c", cfg, "--json").stdout)) == 2  # nothing purged
