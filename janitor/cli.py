@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TextIO
 
 import typer
 
@@ -581,6 +581,42 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
     return out
 
 
+class _StdoutGuard:
+    """sys.stdout for the duration of a command: a reader that went away (EPIPE) becomes
+    OutputClosed, whoever writes (rich, json.dump, a plain print), instead of click's exit 1."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if self._closed:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            raise OutputClosed() from None
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+            raise OutputClosed() from None
+
+    def _reader_gone(self) -> None:
+        from .render import _silence_stdout
+
+        self._closed = True
+        _silence_stdout()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the one place exceptions become messages and exit codes."""
     try:  # typer >= 0.25 carries its own copy of click
@@ -590,6 +626,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     command = next((a for a in args if not a.startswith("-")), None)
+    real_stdout = sys.stdout
+    if real_stdout is not None:
+        sys.stdout = _StdoutGuard(real_stdout)
     try:
         code = app(args=args, prog_name="janitor", standalone_mode=False)
     except typer.Exit as exc:
@@ -611,4 +650,13 @@ def main(argv: list[str] | None = None) -> None:
         logged = OPTS.events is not None and bool(OPTS.events.counts.get("run_failed"))
         code = report_error(exc, OPTS.debug, command=command, log_format=OPTS.log_format, log_file=OPTS.log_file,
                             config=OPTS.config, already_logged=logged)
+    finally:
+        if real_stdout is not None:
+            try:
+                sys.stdout.flush()  # while OutputClosed can still be told from a failure
+            except OutputClosed:
+                pass
+            except OSError:
+                pass  # left to the console script's final flush, which reports it (exit 120)
+            sys.stdout = real_stdout
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -299,3 +299,22 @@ def test_restore_and_purge_dry_runs_change_nothing(tree: Tree, write_config, cli
     assert tree.files() == []  # nothing restored
     assert sorted(str(p) for p in state_dir.rglob("*") if p.is_file() and "catalog" not in p.name) == before
     assert len(json.loads(cli("trash", "list", "-c", cfg, "--json").stdout)) == 2  # nothing purged
+
+
+@pytest.mark.parametrize("args", [["plan"], ["plan", "--json"], ["validate"], ["validate", "--json"], ["report"],
+                                  ["history"], ["trash", "list"], ["--version"]], ids=" ".join)
+def test_a_reader_gone_before_the_first_byte_is_not_a_failure(tree: Tree, write_config, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """stdout is a pipe whose reader has already exited: every write fails with EPIPE."""
+    tree.file("old.log", 10, age=3 * DAY)
+    cfg = write_config(POLICY)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k not in ("JANITOR_CONFIG", "JANITOR_LOG_FORMAT")}
+    command = [*args] if args == ["--version"] else [*args, "-c", str(cfg)]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "janitor", *command], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
