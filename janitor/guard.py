@@ -252,7 +252,9 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
                     events.emit("guard_refused", "error", message=line, directory=verdict.usage.path,
                                 used_pct=round(verdict.usage.used_pct, 2), free_bytes=verdict.usage.free)
                 if events is None or events.fmt != "json":
-                    print(f"janitor guard: {line}", file=err)
+                    from .events import display_text  # a newline in a path stays on its line
+
+                    print(f"janitor guard: {display_text(line)}", file=err)
             over = over or bool(problems)
             if req.verbose and not problems:
                 print(f"janitor guard: {verdict.summary()}: ok", file=out)

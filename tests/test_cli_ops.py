@@ -162,6 +162,8 @@ def test_a_newline_in_a_name_is_escaped_alike_in_error_lines_and_tables(tree: Tr
     assert not any(line.startswith("nk") for line in run.stderr.splitlines() + run.stdout.splitlines())
     guard = cli("guard", "--path", str(tmp_path / "no\nsuch"), "--max-used", "80%")
     assert guard.returncode == 2 and guard.stderr.splitlines() == [f"janitor: --path {tmp_path}/no\\nsuch: no such file or directory"]
+    over = cli("guard", "--path", str(link), "--max-used", "0%")
+    assert over.returncode == 1 and len(over.stderr.splitlines()) == 1 and "li\\nnk is" in over.stderr, over.stderr
 
 
 def test_a_run_error_is_printed_once(tree: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
