@@ -106,13 +106,13 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
 
     now = plan.created
     for pp in plan.policies:
-        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(pp.root)}"
+        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(_display_path(pp.root))}"
         out.print(header)
         if pp.error:
             out.print(f"  [red]error:[/] {_esc(_display_path(pp.error))}")
             continue
         if pp.inactive:
-            out.print(f"  [dim]inactive: {_esc(pp.inactive)}[/]")
+            out.print(f"  [dim]inactive: {_esc(_display_path(pp.inactive))}[/]")
         for note in pp.notes:
             out.print(f"  [dim]note: {_esc(_display_path(note))}[/]")
         if pp.actions:
@@ -140,7 +140,7 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
         total = f"  total: {plural(len(pp.actions), 'file')}, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
         out.print(total)
         if pp.blocked:
-            out.print(f"  [bold red]circuit breaker:[/] {_esc(pp.blocked)}")
+            out.print(f"  [bold red]circuit breaker:[/] {_esc(_display_path(pp.blocked))}")
         out.print()
     out.print(f"[bold]{title}: {plural(plan.total_files, 'file')}, {format_size(plan.total_bytes)} "
               f"in {plural(len(plan.policies), 'policy', 'policies')}[/]")
@@ -255,7 +255,7 @@ def render_config(config: Config, out: Console) -> None:
               f"{plural(len(config.targets), 'target')} from {plural(len(config.sources), 'file')}")
     for p in config.policies:
         flag = "" if p.enabled else " [dim](disabled)[/]"
-        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(p.path)}{flag}")
+        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(_display_path(p.path))}{flag}")
 
 
 def render_history(entries: list[JournalEntry], out: Console, roots: dict[str, str] | None = None) -> None:
