@@ -135,22 +135,18 @@ def report_error(exc: BaseException, debug: bool = False, *, command: str | None
         raise exc
     from .events import display_text
 
-    if isinstance(exc, JanitorError):
+    problems = exc.problems if isinstance(exc, ConfigError) else None
+    if isinstance(exc, ConfigError):
         code, exit_code = exc.code, exc.exit_code
-        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-        n = len(problems)
-        if isinstance(exc, ConfigError):
-            summary = f"{n} problem{'s' if n != 1 else ''} in the policy files"
-        else:
-            summary = str(exc)
+        summary = f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} in the policy files"
+    elif isinstance(exc, JanitorError):
+        code, exit_code, summary = exc.code, exc.exit_code, str(exc)
     else:  # a bug: say so plainly, details with --debug
         code, exit_code = "E_INTERNAL", EXIT_PARTIAL
         summary = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        problems = [summary]
     json_on_stderr = False
     if not already_logged:
-        json_on_stderr = log_failure(command, code, summary, problems if isinstance(exc, ConfigError) else None,
-                                      log_format, log_file, config)
+        json_on_stderr = log_failure(command, code, summary, problems, log_format, log_file, config)
     if json_on_stderr:
         return exit_code
     if isinstance(exc, ConfigError):
