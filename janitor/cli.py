@@ -10,15 +10,38 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TextIO
 
 import typer
 
-from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, report_error
+from .errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    ConfigError,
+    OutputClosed,
+    UsageError,
+    report_error,
+)
 
 if TYPE_CHECKING:
     from .config import Config
     from .events import EventLog
+
+def _metavar_replaces_type() -> None:
+    """typer prints an argument's Python type after its name (`GLOB... <list[str]>`) even
+    when a metavar says what to give: with a metavar, show just the metavar, as options do."""
+    from typer.core import TyperArgument
+
+    shown = TyperArgument.display_type_rich
+
+    def display_type_rich(self: TyperArgument, ctx: typer.Context) -> str | None:
+        return None if self.metavar else shown(self, ctx)
+
+    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_metavar_replaces_type()
 
 app = typer.Typer(
     name="janitor",
@@ -41,18 +64,24 @@ class GlobalOptions:
     log_format: str | None = None
     log_file: str | None = None
     verbose: bool = False
+    # What the error boundary in main() needs to know about the command that ran: the
+    # configuration (for settings.log_format/log_file), its event log (did it already log
+    # the failure?) and the exit code its result means if stdout goes away while printing.
+    config: Config | None = None
+    events: EventLog | None = None
+    exit_code: int = EXIT_OK
 
 
 OPTS = GlobalOptions()
 
 ConfigOpt = Annotated[
     Optional[str],
-    typer.Option("--config", "-c", help="Policy file or directory of *.yaml files. Default: $JANITOR_CONFIG, else /etc/janitor/.",
+    typer.Option("--config", "-c", metavar="PATH", help="Policy file or directory of *.yaml files. Default: $JANITOR_CONFIG, else /etc/janitor/.",
                  show_default=False),
 ]
 PolicyOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--policy", "-p", help="Only this policy (repeatable).", show_default=False),
+    typer.Option("--policy", "-p", metavar="NAME", help="Only this policy (repeatable).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 
@@ -71,11 +100,13 @@ def _global(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     log_format: Annotated[
         Optional[str],
-        typer.Option("--log-format", help="Event log on stderr: text (default) or json. Also $JANITOR_LOG_FORMAT.",
+        typer.Option("--log-format", metavar="FORMAT", help="Event log on stderr: text (default) or json. Also $JANITOR_LOG_FORMAT.",
                      show_default=False),
     ] = None,
     log_file: Annotated[
-        Optional[str], typer.Option("--log-file", help="Append JSON event lines to this file.", show_default=False)
+        Optional[str], typer.Option("--log-file", metavar="PATH", show_default=False,
+                                        help="Append JSON event lines to this file (created with settings.log_file_mode, "
+                                             "default 0640).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file event in text mode.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
@@ -88,16 +119,41 @@ def _global(
     OPTS.verbose = OPTS.verbose or verbose
 
 
-def _load(config_path: str | None) -> Config:
+def _load(config_path: str | None, *, strict: bool = False) -> Config:
     from .config import load_config
 
-    return load_config(config_path)
+    OPTS.config = load_config(config_path, strict=strict)
+    return OPTS.config
 
 
 def _events(config: Config | None = None) -> EventLog:
     from .events import event_log_for
 
-    return event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)
+    OPTS.events = event_log_for(config, fmt=OPTS.log_format, log_file=OPTS.log_file, verbose=OPTS.verbose)
+    return OPTS.events
+
+
+def _command_id() -> str:
+    """The `run_id` of the events of a command outside a run (restore, trash purge): an id
+    in the same form, shared by all its events, so a log pipeline can group them. It is
+    not a run of the catalog's (`history --run` does not know it); each event about a
+    file names the run that trashed or archived it in `run`."""
+    from .runner import new_run_id
+
+    return new_run_id()
+
+
+_PROBLEM_RE = r"^(?P<file>[^:]+?):(?P<line>\d+): (?P<message>.*)$"
+
+
+def problem_to_dict(problem: str) -> dict[str, object]:
+    """'policies/app.yaml:14: policies[2].older_than: ...' as {file, line, message}."""
+    import re
+
+    m = re.match(_PROBLEM_RE, problem, re.S)
+    if m is None:
+        return {"file": None, "line": None, "message": problem}
+    return {"file": m["file"], "line": int(m["line"]), "message": m["message"]}
 
 
 @app.command()
@@ -108,10 +164,22 @@ def validate(
                                          "a delete with no age or size filter) as errors: exit 2.")] = False,
 ) -> int:
     """Check policy files. Errors name file, line and field; exit 2 when any is found."""
-    from .config import load_config
     from .render import console, print_json, render_config
 
-    cfg = load_config(config, strict=strict)
+    try:
+        cfg = _load(config, strict=strict)
+    except ConfigError as exc:
+        if not json_out:
+            raise
+        from .errors import log_failure
+
+        OPTS.exit_code = exc.exit_code
+        # the result is on stdout; a JSON log or log file also gets the failure
+        n = len(exc.problems)
+        log_failure("validate", exc.code, f"{n} problem{'s' if n != 1 else ''} in the policy files", exc.problems,
+                    OPTS.log_format, OPTS.log_file, None)
+        print_json({"valid": False, "problems": [problem_to_dict(p) for p in exc.problems]})
+        return exc.exit_code
     if json_out:
         print_json({"valid": True, "policies": [p.name for p in cfg.policies], "targets": list(cfg.targets),
                     "files": list(cfg.sources), "warnings": list(cfg.warnings)})
@@ -127,7 +195,7 @@ def plan(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="Rows shown per policy in tables (0: all).")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="Rows shown per policy in tables (0: all).")] = 0,
 ) -> int:
     """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
     from .planner import build_plan
@@ -135,11 +203,14 @@ def plan(
 
     cfg = _load(config)
     the_plan = build_plan(cfg, cfg.select(policy))
+    # a policy that cannot run (its path a symlink, unreadable...) fails `run` with exit 1:
+    # its plan says so with the same exit code
+    OPTS.exit_code = EXIT_PARTIAL if any(pp.error for pp in the_plan.policies) else EXIT_OK
     if json_out:
         print_json(the_plan.to_dict())
     else:
         render_plan(the_plan, console(), limit=limit or None)
-    return EXIT_OK
+    return OPTS.exit_code
 
 
 @app.command()
@@ -149,9 +220,9 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show the plan (same as `janitor plan`).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="With --dry-run: rows shown per policy (0: all).")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="With --dry-run: rows shown per policy (0: all).")] = 0,
     metrics_file: Annotated[Optional[str], typer.Option(
-        "--metrics-file", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
+        "--metrics-file", metavar="PATH", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
         show_default=False)] = None,
 ) -> int:
     """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
@@ -166,24 +237,27 @@ def run(
         report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file)
     finally:
         events.close()
+    OPTS.exit_code = report.result.exit_code
     if json_out:
-        print_json(run_to_dict(report))
+        print_json(run_to_dict(report, events))
     else:
-        render_run(report, console())
+        render_run(report, console(), events)
     return report.result.exit_code
 
 
 @app.command()
 def restore(
-    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/*.mp4').",
+    patterns: Annotated[Optional[list[str]], typer.Argument(metavar="GLOB", help="Original paths or globs (e.g. '/srv/out/*.mp4').",
                                                              show_default=False)] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash (or the archive).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
     from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
                                                                       "instead of taking them from the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be restored: which files, "
+                                                                   "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
@@ -194,7 +268,11 @@ def restore(
 
     require_filter(patterns, policy, run_id, all_)
     cfg = _load(config)
+    if dry_run:
+        return _dry_run("restore", cfg, json_out, patterns=patterns, policies=policy, run_id=run_id,
+                        from_archive=from_archive)
     events = _events(cfg)
+    events.bind(_command_id())
     with locked_state(cfg) as catalog:
         if from_archive:
             from .archiveops import restore_from_archive, select_archived
@@ -204,6 +282,7 @@ def restore(
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
             result = restore_entries(catalog, entries, events, force=force)
+    OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
@@ -214,11 +293,52 @@ def restore(
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
+def _dry_run(verb: str, cfg: Config, json_out: bool, *, patterns: list[str] | None = None,
+             policies: list[str] | None = None, run_id: str | None = None, older_than: float | None = None,
+             from_archive: bool = False) -> int:
+    """What `restore`/`trash purge` would act on, read from the catalog alone: nothing is
+    locked, moved or deleted (as `trash list`, it reads without the run lock)."""
+    from .catalog import existing_catalog
+    from .render import _display_path as shown
+    from .render import console, entry_to_dict, plural, print_json
+    from .units import format_size
+
+    with existing_catalog(cfg.settings.state_dir) as catalog:
+        if catalog is None:
+            entries = []
+        elif from_archive:
+            from .archiveops import select_archived
+
+            entries = select_archived(catalog, patterns=patterns, policies=policies, run_id=run_id)
+        else:
+            from .trashops import select_trash
+
+            entries = select_trash(catalog, patterns=patterns, policies=policies, run_id=run_id, older_than=older_than)
+    if verb == "restore":  # as restore does: the newest entry per original path
+        latest: dict[str, object] = {}
+        for e in sorted(entries, key=lambda e: e.id):
+            latest[e.path] = e
+        entries = [e for e in entries if latest[e.path] is e]
+    entries.sort(key=lambda e: (e.run_id, e.policy, e.path))
+    total = sum(e.size or 0 for e in entries)
+    if json_out:
+        print_json({"dry_run": True, f"would_{verb}": [entry_to_dict(e) for e in entries], "files": len(entries),
+                    "bytes": total})
+        return EXIT_OK
+    out = console()
+    for e in entries:
+        out.print(f"would {verb} {shown(e.path)} ({format_size(e.size or 0)})", markup=False)
+    source = "the archive" if from_archive else "the trash"
+    out.print(f"dry run: {plural(len(entries), 'file')}, {format_size(total)} would be "
+              f"{'restored from ' + source if verb == 'restore' else 'purged from the trash'}; nothing changed")
+    return EXIT_OK
+
+
 @trash_app.command("list")
 def trash_list(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """List files in the trash: when, by which policy and run, from where."""
@@ -229,6 +349,7 @@ def trash_list(
     cfg = _load(config)
     with existing_catalog(cfg.settings.state_dir) as catalog:
         entries = [] if catalog is None else select_trash(catalog, policies=policy, run_id=run_id)
+    entries.sort(key=lambda e: (e.run_id, e.policy, e.path))  # oldest run first, then by name
     if json_out:
         print_json([entry_to_dict(e) for e in entries])
     else:
@@ -240,28 +361,36 @@ def trash_list(
 def trash_purge(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
-    older_than: Annotated[Optional[str], typer.Option(help="Only files trashed longer ago than this (e.g. 14d).",
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
+    older_than: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Only files trashed longer ago than this (e.g. 14d).",
                                                       show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be purged: which files, "
+                                                                   "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Delete trashed files for good."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
-    from .trashops import purge_entries, require_filter, select_trash
+    from .trashops import purge_entries, select_trash
     from .units import parse_duration
 
-    require_filter(None, policy, run_id, all_ or older_than is not None)
+    if not (policy or run_id or all_ or older_than is not None):
+        # trash purge takes no path glob (restore does): say only what it accepts
+        raise UsageError("say what to purge: --policy NAME, --run RUN_ID, --older-than DURATION, or --all")
     try:
         age = None if older_than is None else parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     cfg = _load(config)
+    if dry_run:
+        return _dry_run("purge", cfg, json_out, policies=policy, run_id=run_id, older_than=age)
     events = _events(cfg)
+    events.bind(_command_id())
     with locked_state(cfg) as catalog:
         entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
         result = purge_entries(catalog, entries, events)
+    OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"purged": [entry_to_dict(e) for e in result.done]})
     else:
@@ -271,13 +400,13 @@ def trash_purge(
 
 @archive_app.command("lifecycle")
 def archive_lifecycle(
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name from the policy files.", show_default=False)],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="NAME", help="Target name from the policy files.", show_default=False)],
     config: ConfigOpt = None,
-    expire_after: Annotated[Optional[str], typer.Option(help="Delete archived objects this long after upload "
+    expire_after: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Delete archived objects this long after upload "
                                                          "(whole days, e.g. 365d).", show_default=False)] = None,
-    transition_after: Annotated[Optional[str], typer.Option(help="Move objects to --storage-class this long after "
+    transition_after: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Move objects to --storage-class this long after "
                                                              "upload (e.g. 30d).", show_default=False)] = None,
-    storage_class: Annotated[Optional[str], typer.Option(help="Storage class for --transition-after (e.g. GLACIER).",
+    storage_class: Annotated[Optional[str], typer.Option(metavar="CLASS", help="Storage class for --transition-after (e.g. GLACIER).",
                                                           show_default=False)] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the bucket's current lifecycle rules.")] = False,
     json_out: JsonOpt = False,
@@ -324,7 +453,7 @@ def archive_lifecycle(
 def report(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
-    html_file: Annotated[Optional[str], typer.Option("--html", help="Also write a self-contained HTML page here.",
+    html_file: Annotated[Optional[str], typer.Option("--html", metavar="PATH", help="Also write a self-contained HTML page here.",
                                                      show_default=False)] = None,
 ) -> int:
     """Storage health per policy path: usage, ages, largest files, what policies would free, trash, last run."""
@@ -352,12 +481,12 @@ def report(
 def history(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
-    since: Annotated[Optional[str], typer.Option(help="Only what happened within this long (e.g. 7d).",
+    since: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Only what happened within this long (e.g. 7d).",
                                                  show_default=False)] = None,
-    path: Annotated[Optional[str], typer.Option(help="Only paths matching this glob (e.g. '*/render_1017.mp4').",
+    path: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only paths matching this glob (e.g. '*/render_1017.mp4').",
                                                 show_default=False)] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Only this run.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option(help="At most this many entries, newest first (0: all).")] = 1000,
+    run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only this run.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many entries, newest first (0: all).")] = 1000,
     json_out: JsonOpt = False,
 ) -> int:
     """What happened to which file, when, in which run, and where it is now."""
@@ -380,7 +509,7 @@ def history(
 
         print_json([{**entry_to_dict(e), "where_now": where_now(e)} for e in entries])
     else:
-        render_history(entries, console())
+        render_history(entries, console(), {p.name: p.path for p in cfg.policies})
     return EXIT_OK
 
 
@@ -449,7 +578,8 @@ def serve(
 
 @app.command()
 def demo(
-    directory: Annotated[Optional[str], typer.Option("--dir", help="Build the sandbox here instead of a temp dir.",
+    directory: Annotated[Optional[str], typer.Option("--dir", metavar="DIR", help="Build the sandbox in this new or empty directory (or one an "
+                                                     "earlier --keep left) instead of a temp dir.",
                                                      show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox in place afterwards.")] = False,
 ) -> int:
@@ -486,6 +616,42 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
     return out
 
 
+class _StdoutGuard:
+    """sys.stdout for the duration of a command: a reader that went away (EPIPE) becomes
+    OutputClosed, whoever writes (rich, json.dump, a plain print), instead of click's exit 1."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if self._closed:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            raise OutputClosed() from None
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+            raise OutputClosed() from None
+
+    def _reader_gone(self) -> None:
+        from .render import _silence_stdout
+
+        self._closed = True
+        _silence_stdout()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the one place exceptions become messages and exit codes."""
     try:  # typer >= 0.25 carries its own copy of click
@@ -494,16 +660,38 @@ def main(argv: list[str] | None = None) -> None:
         from click import exceptions as click_exc  # type: ignore[no-redef]
 
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    command = next((a for a in args if not a.startswith("-")), None)
+    real_stdout = sys.stdout
+    if real_stdout is not None:
+        sys.stdout = _StdoutGuard(real_stdout)
     try:
         code = app(args=args, prog_name="janitor", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
+    except OutputClosed:
+        # the reader of stdout went away (`janitor plan | head -1`): the command's own
+        # result decides the exit code, not the closed pipe
+        code = OPTS.exit_code
     except click_exc.ClickException as exc:
-        exc.show()
         code = EXIT_USAGE if isinstance(exc, click_exc.UsageError) else exc.exit_code
+        from .errors import log_failure
+
+        if not log_failure(command, "E_USAGE", exc.format_message(), None, OPTS.log_format, OPTS.log_file, None):
+            exc.show()
     except typer.Abort:
         print("janitor: aborted", file=sys.stderr)
         code = 130
     except (Exception, KeyboardInterrupt) as exc:
-        code = report_error(exc, OPTS.debug)
+        logged = OPTS.events is not None and bool(OPTS.events.counts.get("run_failed"))
+        code = report_error(exc, OPTS.debug, command=command, log_format=OPTS.log_format, log_file=OPTS.log_file,
+                            config=OPTS.config, already_logged=logged)
+    finally:
+        if real_stdout is not None:
+            try:
+                sys.stdout.flush()  # while OutputClosed can still be told from a failure
+            except OutputClosed:
+                pass
+            except OSError:
+                pass  # left to the console script's final flush, which reports it (exit 120)
+            sys.stdout = real_stdout
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -114,8 +114,17 @@ class Settings(_Model):
     guard_max_used: Percent | None = None
     log_format: Literal["text", "json"] | None = None
     log_file: str | None = None
+    log_file_mode: str = "0640"  # of a log file janitor creates (ops-cli: docs/events.md)
     metrics_file: str | None = None
     archive_workers: int = Field(8, ge=1, le=256)
+
+    @field_validator("log_file_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, v: object) -> str:
+        if not isinstance(v, str) or not re.fullmatch(r"0?[0-7]{3}", v.strip()) or int(v, 8) & ~0o666:
+            raise ValueError(f"{v!r} is not a file mode: write it quoted, in octal, without execute bits "
+                             "(examples: '0640', '0600', '0644')")
+        return v.strip()
 
     @field_validator("state_dir", "trash_dir", "log_file", "metrics_file")
     @classmethod

@@ -17,7 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from .errors import EXIT_OK
+from .errors import EXIT_OK, UsageError
 
 DAY = 86400
 
@@ -55,7 +55,6 @@ policies:
     match: ["render.log"]
     larger_than: 1MiB              # the trigger
     action: truncate               # the service keeps writing; not one line is lost
-    keep_tail: 200 lines           # what stays in the live file
     rotate: 3
     compress: gzip
 """
@@ -92,7 +91,10 @@ def build_sandbox(root: Path, now: float) -> None:
     _write(logs / "debug-2026-10-01.log", 512 * 1024, now - 50 * DAY, rng, text=True)
     _write(logs / "debug-2026-11-01.log", 256 * 1024, now - 20 * DAY, rng, text=True)
     _write(logs / "app.log", 64 * 1024, now - 30 * DAY, rng, text=True)
-    _write(logs / "render.log", 3 * 1024 * 1024, now, rng, text=True)
+    # 3 MiB + 48 KiB puts the plan's total mid-way between two shown values (9.40 MiB): the
+    # lines the live writer adds before the cut (a few KiB) cannot make the run's total
+    # read differently from the plan's
+    _write(logs / "render.log", 3 * 1024 * 1024 + 48 * 1024, now, rng, text=True)
 
 
 def _write(path: Path, size: int, mtime: float, rng: random.Random, text: bool = False) -> None:
@@ -110,6 +112,58 @@ def _summary(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+# What a sandbox consists of: the demo creates these names in the sandbox directory and,
+# when it is done (or when a kept sandbox is built again), removes these and nothing else.
+MARKER = ".janitor-demo"
+SANDBOX_NAMES = (MARKER, "janitor.yaml", "outputs", "tmp", "logs", "state")
+
+
+def prepare_sandbox(directory: str | None) -> tuple[Path, bool]:
+    """The sandbox directory, and whether the demo created it (then it may remove it too).
+
+    `--dir D` must name a new or empty directory, or a sandbox an earlier `demo --keep` left
+    (it holds the marker file and nothing but the demo's own names), which is built anew. A
+    directory holding anything else is refused: the demo never removes what it did not create.
+    """
+    if directory is None:
+        return Path(tempfile.mkdtemp(prefix="janitor-demo-")).resolve(), True
+    root = Path(directory).absolute()
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise UsageError(f"--dir {directory}: not a directory")
+    if not root.exists():
+        root.mkdir(parents=True)
+        return root.resolve(), True
+    names = set(os.listdir(root))
+    if names and MARKER not in names:
+        raise UsageError(f"--dir {directory}: the directory is not empty; give a new or empty directory "
+                         "(the demo never removes files it did not create)")
+    foreign = names - set(SANDBOX_NAMES)
+    if foreign:
+        raise UsageError(f"--dir {directory}: holds an earlier demo sandbox and also "
+                         f"{', '.join(sorted(foreign))}; give a new or empty directory")
+    remove_sandbox(root, created=False)
+    return root.resolve(), False
+
+
+def remove_sandbox(root: Path, *, created: bool) -> None:
+    """Remove the demo's own names in root (never following a symlink), and root itself when
+    the demo created it and nothing else is left there."""
+    for name in SANDBOX_NAMES:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    if created:
+        try:
+            root.rmdir()  # only if empty: something added meanwhile stays, with its directory
+        except OSError:
+            pass
+
+
 def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
     from rich.syntax import Syntax
 
@@ -122,10 +176,14 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
     from .units import format_size
 
     out = console()
-    root = Path(directory or tempfile.mkdtemp(prefix="janitor-demo-")).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root, created = prepare_sandbox(directory)
+    (root / MARKER).write_text("a sandbox of `janitor demo`: `janitor demo --dir` may remove it and build it again\n")
     now = time.time()
-    build_sandbox(root, now)
+    try:
+        build_sandbox(root, now)
+    except BaseException:
+        remove_sandbox(root, created=created)
+        raise
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root / "logs" / "app.log"),
                                str(root / "logs" / "render.log")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -179,19 +237,27 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
                     out.print(f"  back in place: {e.path} (mtime {mtime}, as before)")
 
         heading(out, "Try it yourself")
-        out.print(textwrap.dedent(f"""\
-            janitor plan -c {config_path}
-            janitor run -c {config_path} --json
-            janitor trash list -c {config_path}
-            janitor restore -c {config_path} --all
-            janitor validate -c policies/            # the ready policies in this repository
-        """))
         if keep:
-            out.print(f"the sandbox stays in {root}")
+            out.print(f"the sandbox stays in {root}; try:")
+            out.print(textwrap.indent(textwrap.dedent(f"""\
+                janitor plan -c {config_path}
+                janitor run -c {config_path} --json
+                janitor trash list -c {config_path}
+                janitor restore -c {config_path} --all
+                janitor report -c {config_path}"""), "  "))
+        else:
+            out.print("this sandbox is removed now; to keep one and try the commands yourself:")
+            out.print(textwrap.indent(textwrap.dedent("""\
+                janitor demo --dir ./janitor-demo --keep
+                janitor plan -c ./janitor-demo/janitor.yaml
+                janitor trash list -c ./janitor-demo/janitor.yaml
+                janitor restore -c ./janitor-demo/janitor.yaml --all"""), "  "))
+        if Path("policies").is_dir() and any(Path("policies").glob("*.yaml")):
+            out.print("  janitor validate -c policies/     # the ready policies in this directory")
     finally:
         if writer.stdin is not None:
             writer.stdin.close()
         writer.wait(timeout=10)
         if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+            remove_sandbox(root, created=created)
     return EXIT_OK

@@ -61,7 +61,8 @@ def _main(args: list[str]) -> None:
             try:
                 code = run_guard(request)
             except (Exception, KeyboardInterrupt) as exc:
-                code = report_error(exc, request.debug)
+                code = report_error(exc, request.debug, command="guard", log_format=request.log_format,
+                                    log_file=request.log_file)
             sys.exit(code)
     from .cli import main as cli_main
 

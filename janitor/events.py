@@ -9,8 +9,10 @@ documented in docs/events.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -18,16 +20,44 @@ from typing import Any, TextIO
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+DEFAULT_LOG_FILE_MODE = 0o640
+
+
 class _ReopeningFile:
     """Append-only file that re-opens itself when the path no longer names the open inode.
 
-    That makes it safe to rotate with janitor itself (rename or copytruncate alike).
+    That makes it safe to rotate with janitor itself (rename or copytruncate alike). A file
+    janitor creates gets `mode` exactly (settings.log_file_mode, default 0640), whatever the
+    umask; an existing file keeps the mode the operator gave it. A symlink or anything but
+    a regular file at the path is refused (janitor appends as root).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, mode: int = DEFAULT_LOG_FILE_MODE) -> None:
         self.path = path
+        self.mode = mode
         self._f: TextIO | None = None
         self._ino: tuple[int, int] | None = None
+
+    def open_now(self) -> None:
+        """Open (or create) the file before anything happens, so that a log that cannot be
+        written fails the command at once, with a clear message, and never half way."""
+        from .errors import JanitorError
+
+        try:
+            self._reopen()
+        except OSError as exc:
+            reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+            raise JanitorError(f"log file {self.path}: cannot use it: {reason}",
+                               code="E_UNSAFE" if exc.errno in (errno.ELOOP, errno.EINVAL) else "E_IO") from None
+
+    def _reopen(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        fd = self._open()
+        self._f = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+        st = os.fstat(fd)
+        self._ino = (st.st_dev, st.st_ino)
 
     def write(self, line: str) -> None:
         try:
@@ -36,14 +66,29 @@ class _ReopeningFile:
         except FileNotFoundError:
             current = None
         if self._f is None or current != self._ino:
-            if self._f is not None:
-                self._f.close()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            self._f = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
-            st = os.fstat(fd)
-            self._ino = (st.st_dev, st.st_ino)
+            self._reopen()
+        assert self._f is not None
         self._f.write(line)
         self._f.flush()
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(self.path, flags)
+            created = False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "the log file is not a regular file", self.path)
+            if created:
+                os.fchmod(fd, self.mode)  # the configured mode, not the umask's
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         if self._f is not None:
@@ -62,6 +107,29 @@ def escape_undecodable(value: Any) -> Any:
     return value
 
 
+_CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_text(value: str) -> str:
+    """Text as janitor shows it to people, in tables and in `error:` lines alike: undecodable
+    bytes as `\\xNN`, a newline as `\\n` and other control characters as `\\xNN`/`\\uNNNN`,
+    so one file name is always one line. Printable text, non-ASCII letters too, is kept."""
+    shown = escape_undecodable(value)
+    if shown.isprintable():
+        return shown
+    out = []
+    for ch in shown:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _CONTROL_ESCAPES:
+            out.append(_CONTROL_ESCAPES[ch])
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
 class EventLog:
     def __init__(
         self,
@@ -71,6 +139,7 @@ class EventLog:
         verbose: bool = False,
         stream: TextIO | None = None,
         text_printer: Callable[[str, str], None] | None = None,
+        log_file_mode: int = DEFAULT_LOG_FILE_MODE,
     ) -> None:
         self.fmt = fmt
         self.verbose = verbose
@@ -78,8 +147,15 @@ class EventLog:
         self.stream = stream
         self.text_printer = text_printer
         self.counts: dict[str, int] = {}
+        # bytes per event name (`trash_purged` by retain shows in the run summary)
+        self.bytes: dict[str, int] = {}
+        # warnings and errors already printed as text lines, as "path: message" or
+        # "message": the run summary does not print them a second time
+        self.shown: set[str] = set()
         self._stream_closed = False
-        self._file = _ReopeningFile(log_file) if log_file else None
+        self._file = _ReopeningFile(log_file, log_file_mode) if log_file else None
+        if self._file is not None:
+            self._file.open_now()
         self._render: Callable[[dict[str, Any]], str] | None = None
         if fmt == "json" or self._file is not None:
             self._render = _structlog_renderer()
@@ -94,6 +170,8 @@ class EventLog:
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
+        if isinstance(fields.get("bytes"), int):
+            self.bytes[event] = self.bytes.get(event, 0) + fields["bytes"]
         is_file_event = "path" in fields and level == "info"
         if is_file_event and not self.wants_file_events:
             return
@@ -103,13 +181,27 @@ class EventLog:
             if self.fmt == "json":
                 self._print(line)
             if self._file is not None:
-                self._file.write(line + "\n")
+                self._write_file(line + "\n")
         if self.fmt != "json" and (LEVELS[level] >= LEVELS["warning"] or self.verbose):
             text = _text_line(event, record)
             if self.text_printer is not None:
                 self.text_printer(level, text)
             else:
                 self._print(f"{level}: {text}")
+                if LEVELS[level] >= LEVELS["warning"] and "message" in record:
+                    message = str(record["message"])
+                    self.shown.add(f"{record['path']}: {message}" if "path" in record else message)
+
+    def _write_file(self, line: str) -> None:
+        """Logging must never stop a run half way: a log file that fails later (its disk
+        full, rotated into a symlink) is reported once on stderr and then left alone."""
+        assert self._file is not None
+        try:
+            self._file.write(line)
+        except OSError as exc:
+            self._file.close()
+            self._file = None
+            self._print(f"warning: log file stopped: {display_text(str(exc))}")
 
     def _print(self, line: str) -> None:
         """To stderr, unless it has gone away (`janitor run ... 2>&1 | head`): logging must
@@ -139,9 +231,15 @@ def _host() -> str:
 
 
 def _text_line(event: str, fields: dict[str, Any]) -> str:
-    msg = fields.get("message") or event.replace("_", " ")
-    extras = [f"{k}={v}" for k, v in fields.items() if k not in ("message",)]
+    msg = display_text(str(fields.get("message") or event.replace("_", " ")))
+    extras = [f"{k}={_text_value(v)}" for k, v in fields.items() if k not in ("message",)]
     return msg + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(display_text(str(v)) for v in value)
+    return display_text(str(value))
 
 
 def _structlog_renderer() -> Callable[[dict[str, Any]], str]:
@@ -171,4 +269,10 @@ def event_log_for(config: Any = None, *, fmt: str | None = None, log_file: str |
     if fmt not in ("text", "json"):
         raise UsageError(f"--log-format must be text or json, not {fmt!r}")
     log_file = log_file or (config.settings.log_file if config is not None else None)
-    return EventLog(fmt, log_file=log_file, verbose=verbose)
+    return EventLog(fmt, log_file=log_file, verbose=verbose, log_file_mode=log_file_mode_of(config))
+
+
+def log_file_mode_of(config: Any) -> int:
+    """settings.log_file_mode ('0640' by default) as a number."""
+    text = getattr(getattr(config, "settings", None), "log_file_mode", None)
+    return DEFAULT_LOG_FILE_MODE if text is None else int(str(text), 8)

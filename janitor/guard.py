@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from .config import Config
+    from .events import EventLog
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 
@@ -242,14 +243,41 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
             )
     verdicts = check(thresholds)
     over = False
-    for verdict in verdicts:
-        problems = verdict.problems()
-        for line in problems:
-            print(f"janitor guard: {line}", file=err)
-        over = over or bool(problems)
-        if req.verbose and not problems:
-            print(f"janitor guard: {verdict.summary()}: ok", file=out)
+    events = _guard_events(config, req)
+    try:
+        for verdict in verdicts:
+            problems = verdict.problems()
+            for line in problems:
+                # a refused service start must reach the JSON log (and the log file)
+                if events is not None:
+                    events.emit("guard_refused", "error", message=line, directory=verdict.usage.path,
+                                used_pct=round(verdict.usage.used_pct, 2), free_bytes=verdict.usage.free)
+                if events is None or events.fmt != "json":
+                    from .events import display_text  # a newline in a path stays on its line
+
+                    print(f"janitor guard: {display_text(line)}", file=err)
+            over = over or bool(problems)
+            if req.verbose and not problems:
+                print(f"janitor guard: {verdict.summary()}: ok", file=out)
+    finally:
+        if events is not None:
+            events.close()
     return EXIT_PARTIAL if over else EXIT_OK
+
+
+def _guard_events(config: Config | None, req: GuardRequest) -> EventLog | None:
+    """The event log for guard's verdicts when JSON lines are wanted anywhere, else None
+    (the plain text lines stay the only output, and the fast path imports nothing more)."""
+    settings = config.settings if config is not None else None
+    fmt = req.log_format or os.environ.get("JANITOR_LOG_FORMAT") or (settings.log_format if settings else None)
+    if fmt != "json" and not (req.log_file or (settings.log_file if settings else None)):
+        return None
+    from .events import event_log_for
+
+    # text lines are printed by run_guard itself, as without a log
+    events = event_log_for(config, fmt=req.log_format, log_file=req.log_file)
+    events.text_printer = lambda level, text: None
+    return events
 
 
 def clean(config: Config, req: GuardRequest, out: TextIO, err: TextIO) -> None:
@@ -267,9 +295,11 @@ def clean(config: Config, req: GuardRequest, out: TextIO, err: TextIO) -> None:
     finally:
         events.close()
     result = report.result
-    line = f"janitor guard: --clean ran {len(result.policies)} policies: {result.files} files, {_size(result.bytes)}"
+    n = len(result.policies)
+    line = (f"janitor guard: --clean ran {n} {'policy' if n == 1 else 'policies'}: "
+            f"{result.files} {'file' if result.files == 1 else 'files'}, {_size(result.bytes)}")
     if result.failed:
-        line += f"; {result.failed} failures (janitor history shows them)"
+        line += f"; {result.failed} {'failure' if result.failed == 1 else 'failures'} (janitor history shows them)"
     print(line, file=out)
 
 

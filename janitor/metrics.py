@@ -7,6 +7,7 @@ Point node_exporter's `--collector.textfile.directory` at the directory of
 from __future__ import annotations
 
 import os
+import secrets
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,17 +20,14 @@ if TYPE_CHECKING:
 
 def write_run_metrics(path: str, config: Config, result: RunResult, catalog: Catalog,
                       started: float, finished: float) -> None:
-    from prometheus_client import CollectorRegistry, write_to_textfile
+    from prometheus_client import CollectorRegistry, generate_latest
 
     from .fleet import HostLabelled
 
     registry = CollectorRegistry()
     add_run_metrics(registry, config, result, catalog, started, finished)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
     # every series carries host="<nodename>" (a fleet's textfiles stay apart)
-    write_to_textfile(path, HostLabelled(registry))  # writes a temp file and renames it: readers never see half
+    publish_textfile(path, generate_latest(HostLabelled(registry)))
 
 
 def add_run_metrics(registry: CollectorRegistry, config: Config, result: RunResult, catalog: Catalog,
@@ -80,6 +78,40 @@ def add_run_metrics(registry: CollectorRegistry, config: Config, result: RunResu
     from .watch import add_threshold_metrics
 
     add_threshold_metrics(registry, config)
+
+
+TEXTFILE_MODE = 0o644
+
+
+def publish_textfile(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically, mode 0644 whatever the umask.
+
+    node_exporter usually runs as another user; the packaged unit's UMask=0077 would make
+    a file created the ordinary way unreadable to it, and its metrics would silently
+    disappear. The temporary file has an unguessable name, is created O_EXCL|O_NOFOLLOW,
+    gets its mode through the descriptor, is fsynced, then renamed over `path`: readers
+    see the old file or the new one, never half of one.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, TEXTFILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _last_success(catalog: Catalog) -> float | None:

@@ -8,7 +8,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .events import escape_undecodable
+from .errors import OutputClosed
+from .events import display_text, escape_undecodable
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
     from .catalog import JournalEntry
     from .config import Config
+    from .events import EventLog
     from .plan import Plan
     from .runner import RunReport
     from .trashops import TrashOpResult
@@ -24,22 +26,56 @@ if TYPE_CHECKING:
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own handler exits 1; a reader that went away (`| head -1`) is not a
+            # failure of the command: the CLI boundary decides the exit code.
+            _silence_stdout()
+            raise OutputClosed()
+
     stream = sys.stderr if stderr else sys.stdout
     # Piped into grep or a log: never wrap lines; a terminal gets its own width.
     width = None if stream.isatty() else 4096
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the final flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def heading(out: Console, text: str) -> None:
-    """A rule with a title, never wider than a comfortable reading width."""
+    """A rule with a title, never wider than a comfortable reading width. A title too long
+    for the rule is printed whole on its own line under a plain rule: never cut with an
+    ellipsis (it is often a command to copy)."""
     from rich.rule import Rule
+    from rich.text import Text
 
-    out.print(Rule(text), width=min(out.width, 100))
+    width = min(out.width, 100)
+    if len(text) + 8 <= width:
+        out.print(Rule(Text(text)), width=width)
+    else:
+        out.print(Rule(), width=width)
+        out.print(Text(text, style="bold"), soft_wrap=True)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """'1 file', '2 files', '0 files' (`words` for irregular plurals: 'policy', 'policies')."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 def print_json(data: Any) -> None:
-    json.dump(_json_clean(data), sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
+    try:
+        json.dump(_json_clean(data), sys.stdout, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")  # an error of the final flush is the console script's (entry.py)
+    except BrokenPipeError:
+        _silence_stdout()
+        raise OutputClosed() from None
 
 
 def _json_clean(value: Any) -> Any:
@@ -60,9 +96,9 @@ def _esc(text: str) -> str:
 
 
 def _display_path(path: str) -> str:
-    # undecodable bytes and control characters (a newline in a file name) shown escaped
-    shown = escape_undecodable(path)
-    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+    # undecodable bytes and control characters (a newline in a file name) shown escaped,
+    # exactly as in `error:` lines (events.display_text)
+    return display_text(path)
 
 
 def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: str = "Plan") -> None:
@@ -70,13 +106,13 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
 
     now = plan.created
     for pp in plan.policies:
-        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(pp.root)}"
+        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(_display_path(pp.root))}"
         out.print(header)
         if pp.error:
-            out.print(f"  [red]error:[/] {_esc(pp.error)}")
+            out.print(f"  [red]error:[/] {_esc(_display_path(pp.error))}")
             continue
         if pp.inactive:
-            out.print(f"  [dim]inactive: {_esc(pp.inactive)}[/]")
+            out.print(f"  [dim]inactive: {_esc(_display_path(pp.inactive))}[/]")
         for note in pp.notes:
             out.print(f"  [dim]note: {_esc(_display_path(note))}[/]")
         if pp.actions:
@@ -101,18 +137,22 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
                 out.print(f"    {_esc(_display_path(os.path.relpath(s.path, pp.root)))}: {_esc(s.reason)}")
             if limit is not None and len(pp.skips) > limit:
                 out.print(f"    ... and {len(pp.skips) - limit} more")
-        total = f"  total: {len(pp.actions)} files, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
+        total = f"  total: {plural(len(pp.actions), 'file')}, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
         out.print(total)
         if pp.blocked:
-            out.print(f"  [bold red]circuit breaker:[/] {_esc(pp.blocked)}")
+            out.print(f"  [bold red]circuit breaker:[/] {_esc(_display_path(pp.blocked))}")
         out.print()
-    out.print(f"[bold]{title}: {plan.total_files} files, {format_size(plan.total_bytes)} in {len(plan.policies)} policies[/]")
+    out.print(f"[bold]{title}: {plural(plan.total_files, 'file')}, {format_size(plan.total_bytes)} "
+              f"in {plural(len(plan.policies), 'policy', 'policies')}[/]")
     if not plan.procfs_complete:
         out.print("[yellow]warning:[/] some processes could not be inspected (not root?): "
                   "files they keep open for writing may not be detected")
 
 
-def render_run(report: RunReport, out: Console) -> None:
+def render_run(report: RunReport, out: Console, events: EventLog | None = None) -> None:
+    """The run's summary. With the run's event log: messages its text lines already
+    printed on stderr are not repeated when stderr is where this goes too, and trash
+    purged by `retain` is counted."""
     from rich.table import Table
 
     result = report.result
@@ -127,22 +167,41 @@ def render_run(report: RunReport, out: Console) -> None:
         table.add_row(_esc(p.name), p.action, status, str(p.files), format_size(p.bytes),
                       str(sum(p.skipped.values())), str(p.failed))
     out.print(table)
+    # printed already where this summary goes (a terminal, the journal): not again
+    shown = events.shown if events is not None and _stdout_is_stderr() else set()
     for p in result.policies:
         for message in p.messages[:20]:
-            out.print(f"  {_esc(p.name)}: {_esc(_display_path(message))}")
+            if message not in shown:
+                out.print(f"  {_esc(p.name)}: {_esc(_display_path(message))}")
         if p.skipped:
             reasons = ", ".join(f"{n} {code}" for code, n in p.skipped.most_common())
             out.print(f"  {_esc(p.name)}: skipped: {reasons}")
-    out.print(f"[bold]{result.files} files, {format_size(result.bytes)}; {result.failed} failures[/]")
+    purged = events.counts.get("trash_purged", 0) if events is not None else 0
+    if purged:
+        out.print(f"  retain: {plural(purged, 'file')} purged from the trash for good, "
+                  f"{format_size(events.bytes.get('trash_purged', 0) if events is not None else 0)}")
+    out.print(f"[bold]{plural(result.files, 'file')}, {format_size(result.bytes)}; "
+              f"{plural(result.failed, 'failure')}[/]")
 
 
-def run_to_dict(report: RunReport) -> dict[str, Any]:
+def _stdout_is_stderr() -> bool:
+    """Whether stdout and stderr are one file (a terminal, systemd's journal stream, `2>&1`)."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
+def run_to_dict(report: RunReport, events: EventLog | None = None) -> dict[str, Any]:
     r = report.result
     return {
         "run_id": r.run_id,
         "files": r.files,
         "bytes": r.bytes,
         "failed": r.failed,
+        "trash_purged": {"files": events.counts.get("trash_purged", 0) if events else 0,
+                         "bytes": events.bytes.get("trash_purged", 0) if events else 0},
         "exit_code": r.exit_code,
         "reconciled": report.reconciled,
         "policies": [
@@ -173,11 +232,11 @@ def render_trash(entries: list[JournalEntry], out: Console) -> None:
     for col in ("trashed", "policy", "run", "file", "size"):
         table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
     now = time.time()
-    for e in entries:
+    for e in sorted(entries, key=lambda e: (e.run_id, e.policy, e.path)):  # oldest run first
         table.add_row(format_duration(now - (e.done_at or e.ts)) + " ago", _esc(e.policy), e.run_id,
                       _esc(_display_path(e.path)), format_size(e.size))
     out.print(table)
-    out.print(f"{len(entries)} files, {format_size(sum(e.size for e in entries))}")
+    out.print(f"{plural(len(entries), 'file')}, {format_size(sum(e.size for e in entries))}")
 
 
 def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
@@ -185,18 +244,24 @@ def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
         out.print(f"{verb} {_esc(_display_path(e.path))}")
     for e, reason in result.failed:
         out.print(f"[red]not {verb}[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
-    out.print(f"{len(result.done)} {verb}, {len(result.failed)} failed")
+    summary = f"{len(result.done)} {verb}, {len(result.failed)} failed"
+    if result.done:
+        summary += f" ({format_size(sum(e.size or 0 for e in result.done))})"
+    out.print(summary)
 
 
 def render_config(config: Config, out: Console) -> None:
-    out.print(f"[green]valid:[/] {len(config.policies)} policies, {len(config.targets)} targets "
-              f"from {len(config.sources)} files")
+    out.print(f"[green]valid:[/] {plural(len(config.policies), 'policy', 'policies')}, "
+              f"{plural(len(config.targets), 'target')} from {plural(len(config.sources), 'file')}")
     for p in config.policies:
         flag = "" if p.enabled else " [dim](disabled)[/]"
-        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(p.path)}{flag}")
+        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(_display_path(p.path))}{flag}")
 
 
-def render_history(entries: list[JournalEntry], out: Console) -> None:
+def render_history(entries: list[JournalEntry], out: Console, roots: dict[str, str] | None = None) -> None:
+    """One block per run and policy (run id, date, policy and its path on a line of their
+    own), then one narrow row per file, named relative to the policy path: fits ~120 columns
+    for ordinary paths. --json has every field, with full paths."""
     from rich.table import Table
 
     from .history import where_now
@@ -204,12 +269,29 @@ def render_history(entries: list[JournalEntry], out: Console) -> None:
     if not entries:
         out.print("no history matches")
         return
-    table = Table(show_edge=False, box=None, header_style="bold")
-    for col in ("when", "run", "policy", "action", "file", "size", "where now"):
-        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+    roots = roots or {}
+    blocks: dict[tuple[str, str], list[JournalEntry]] = {}
     for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.done_at or e.ts))
-        table.add_row(when, e.run_id, _esc(e.policy), e.action, _esc(_display_path(e.path)),
-                      format_size(e.size or 0), _esc(_display_path(where_now(e))))
-    out.print(table)
-    out.print(f"{len(entries)} entries")
+        blocks.setdefault((e.run_id, e.policy), []).append(e)
+    for (run_id, policy), rows in blocks.items():
+        day = time.strftime("%Y-%m-%d", time.localtime(rows[-1].done_at or rows[-1].ts))
+        root = roots.get(policy)
+        where = f" on {_esc(_display_path(root))}" if root else ""
+        out.print(f"[bold]run {run_id}[/] ({day}), policy [bold]{_esc(policy)}[/]{where}")
+        table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
+        for col in ("  time", "action", "file", "size", "where now"):
+            table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+        for e in rows:
+            shown = os.path.relpath(e.path, root) if root and e.path.startswith(root.rstrip("/") + "/") else e.path
+            table.add_row("  " + time.strftime("%H:%M:%S", time.localtime(e.done_at or e.ts)), e.action,
+                          _esc(_display_path(shown)), format_size(e.size or 0),
+                          _esc(_display_path(_short_where(e, where_now(e)))))
+        out.print(table)
+    out.print(plural(len(entries), "entry", "entries"))
+
+
+def _short_where(entry: JournalEntry, where: str) -> str:
+    # the trash copy's full path is long and only useful to scripts: --json has it
+    if entry.trash_path and where.startswith("in the trash at "):
+        return f"in the trash at {os.path.dirname(entry.trash_path) and '.../'}{os.path.basename(entry.trash_path)}"
+    return where

@@ -8,11 +8,12 @@ right now and how much that frees; then the trash and archive totals and the las
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import Config
+from .config import Config, Policy
 from .disk import DiskUsage, disk_usage
 from .planner import build_plan, janitor_dirs
 from .scan import walk_files
@@ -52,6 +53,10 @@ class PathReport:
     bytes: int = 0
     ages: list[AgeBucket] = field(default_factory=list)
     largest: list[LargeFile] = field(default_factory=list)
+    # the filesystem, as (st_dev): paths on one filesystem share one usage line
+    device: int | None = None
+    # policy paths below this one: their files are counted there, not here
+    excluded: list[str] = field(default_factory=list)
 
     @property
     def over_threshold(self) -> bool:
@@ -68,6 +73,10 @@ class PolicyReport:
     skipped: int
     status: str  # ready | blocked | inactive | error
     note: str | None = None
+    # what the filesystem gains now: a move into a trash on the same filesystem frees
+    # nothing until the trash is purged, `then: keep` frees nothing at all
+    frees_bytes: int = 0
+    frees_note: str | None = None
 
 
 @dataclass
@@ -77,11 +86,21 @@ class Report:
     policies: list[PolicyReport]
     trash_files: int = 0
     trash_bytes: int = 0
+    # per target: distinct objects stored (not journal rows: a re-run that found an object
+    # already stored adds a row, not an object)
     archived: dict[str, dict[str, int]] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def filesystems(self) -> list[list[PathReport]]:
+        """The existing paths grouped by filesystem, in order of first appearance."""
+        groups: dict[int, list[PathReport]] = {}
+        for p in self.paths:
+            if p.exists and p.device is not None:
+                groups.setdefault(p.device, []).append(p)
+        return list(groups.values())
 
 
 def build_report(config: Config) -> Report:
@@ -90,14 +109,19 @@ def build_report(config: Config) -> Report:
     policies = []
     for pp in plan.policies:
         status = "error" if pp.error else "blocked" if pp.blocked else "inactive" if pp.inactive else "ready"
+        frees, frees_note = _frees(config.policy(pp.name), pp.bytes)
         policies.append(PolicyReport(pp.name, pp.action, pp.root, len(pp.actions), pp.bytes, len(pp.skips), status,
-                                     pp.error or pp.blocked or pp.inactive))
+                                     pp.error or pp.blocked or pp.inactive, frees, frees_note))
     skip = janitor_dirs(config)
     by_path: dict[str, PathReport] = {}
+    all_paths = sorted({p.path for p in config.select(None)})
     for policy in config.select(None):
         report = by_path.get(policy.path)
         if report is None:
-            report = by_path[policy.path] = _path_report(policy.path, config.settings.one_filesystem, skip, now)
+            nested = [other for other in all_paths if other.startswith(policy.path.rstrip("/") + "/")]
+            report = by_path[policy.path] = _path_report(policy.path, config.settings.one_filesystem,
+                                                         skip | _inodes(nested), now)
+            report.excluded = nested
         report.policies.append(policy.name)
         threshold, source = _threshold(config, policy.when_disk_above, policy.name)
         if threshold is not None and (report.threshold_pct is None or threshold < report.threshold_pct):
@@ -105,6 +129,30 @@ def build_report(config: Config) -> Report:
     result = Report(now, list(by_path.values()), policies)
     _add_catalog_totals(result, config)
     return result
+
+
+def _inodes(paths: list[str]) -> frozenset[tuple[int, int]]:
+    found = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
+def _frees(policy: Policy, would_bytes: int) -> tuple[int, str | None]:
+    """Bytes the policy's filesystem gains if it runs now, and why that is less than it acts on."""
+    then = policy.then or "delete"
+    if policy.action == "soft-delete" or (policy.action in ("archive", "quota") and then == "soft-delete"):
+        # the trash is on the file's own filesystem whenever it can be (docs: trash), so the
+        # move frees nothing there until the trash is purged
+        retain = f" (retain {format_duration(policy.retain)})" if policy.retain is not None else ""
+        return 0, f"moved into a trash on the same filesystem: frees space only when purged{retain}"
+    if policy.action == "archive" and then == "keep":
+        return 0, "then: keep: the files stay"
+    return would_bytes, None
 
 
 def _threshold(config: Config, when_disk_above: float | None, policy: str) -> tuple[float | None, str | None]:
@@ -124,6 +172,11 @@ def _path_report(path: str, one_filesystem: bool, skip: frozenset[tuple[int, int
         report.exists = False
         return report
     report.total, report.used, report.free, report.used_pct = usage.total, usage.used, usage.free, round(usage.used_pct, 2)
+    try:
+        report.device = os.stat(path).st_dev
+    except OSError:
+        report.exists = False
+        return report
     largest: list[tuple[int, str, float]] = []
     try:
         for rel, _kind, st in walk_files(path, one_filesystem=one_filesystem, skip_inodes=skip):
@@ -155,9 +208,15 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
         if catalog is None:
             return
         report.trash_files, report.trash_bytes = catalog.trash_totals()
+        # one object per (target, key): a later run that found it already stored, or stored a
+        # newer file under the same key, does not make two objects
         for target, files, nbytes in catalog.db.execute(
-            "SELECT target, COUNT(*), COALESCE(SUM(size), 0) FROM journal "
-            "WHERE state='done' AND object_key IS NOT NULL GROUP BY target"
+            "SELECT target, COUNT(*), COALESCE(SUM(size), 0) FROM ("
+            " SELECT target, object_key, size FROM journal j"
+            " WHERE state='done' AND object_key IS NOT NULL AND id = ("
+            "  SELECT MAX(id) FROM journal k WHERE k.state='done' AND k.target=j.target"
+            "  AND k.object_key=j.object_key)"
+            ") GROUP BY target"
         ):
             report.archived[target] = {"files": files, "bytes": nbytes}
         report.last_run = catalog.last_run()
@@ -167,44 +226,69 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
 
 
 def render_report(report: Report, out: Any) -> None:
-    from rich.table import Table
-
-    from .render import _display_path, _esc
+    from .render import _display_path, _esc, plural
 
     for p in report.paths:
-        out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
         if not p.exists:
+            out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
             out.print("  [dim]does not exist[/]")
-            continue
-        threshold = f", threshold {p.threshold_pct:g}% ({p.threshold_from})" if p.threshold_pct is not None else ""
-        color = "red" if p.over_threshold else "green"
-        out.print(f"  filesystem: {format_size(p.total)}, [{color}]{p.used_pct:.1f}% used[/], "
-                  f"{format_size(p.free)} free{threshold}")
-        out.print(f"  under the path: {p.files} files, {format_size(p.bytes)}")
-        biggest = max((b.bytes for b in p.ages), default=0) or 1
-        for b in p.ages:
-            bar = "#" * round(30 * b.bytes / biggest)
-            out.print(f"    {b.label:>10}  {b.files:7d} files  {format_size(b.bytes):>10}  {bar}")
-        if p.largest:
-            out.print("  largest:")
-            for f in p.largest:
-                out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {_esc(_display_path(f.path))}")
+            out.print()
+    for group in report.filesystems():
+        # one usage line per filesystem, with the strictest threshold of its paths
+        first = group[0]
+        strictest = min((p for p in group if p.threshold_pct is not None), key=lambda p: p.threshold_pct or 0.0,
+                        default=None)
+        threshold = (f", threshold {strictest.threshold_pct:g}% ({strictest.threshold_from})"
+                     if strictest is not None else "")
+        color = "red" if any(p.over_threshold for p in group) else "green"
+        out.print(f"[bold]filesystem[/] ({plural(len(group), 'policy path')} below): {format_size(first.total)}, [{color}]{first.used_pct:.1f}% used[/], "
+                  f"{format_size(first.free)} free{threshold}")
         out.print()
+        for p in group:
+            _render_path(p, out)
+    _render_policies(report, out)
+
+
+def _render_path(p: PathReport, out: Any) -> None:
+    from .render import _display_path, _esc, plural
+
+    out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
+    nested = f" (not counting {', '.join(_esc(_display_path(x)) for x in p.excluded)}: reported on its own)" \
+        if p.excluded else ""
+    out.print(f"  under the path: {plural(p.files, 'file')}, {format_size(p.bytes)}{nested}")
+    biggest = max((b.bytes for b in p.ages), default=0) or 1
+    for b in p.ages:
+        bar = "#" * round(30 * b.bytes / biggest)
+        out.print(f"    {b.label:>10}  {b.files:7d} {'file ' if b.files == 1 else 'files'}  {format_size(b.bytes):>10}  {bar}")
+    if p.largest:
+        out.print("  largest:")
+        for f in p.largest:
+            out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {_esc(_display_path(f.path))}")
+    out.print()
+
+
+def _render_policies(report: Report, out: Any) -> None:
+    from rich.table import Table
+
+    from .render import _esc, plural
+
     table = Table(title="what each policy would do now", show_edge=False, box=None, header_style="bold")
-    for col in ("policy", "action", "status", "files", "frees", "skipped", "note"):
-        table.add_column(col, justify="right" if col in ("files", "frees", "skipped") else "left", overflow="fold")
+    for col in ("policy", "action", "status", "files", "bytes", "frees", "skipped", "note"):
+        table.add_column(col, justify="right" if col in ("files", "bytes", "frees", "skipped") else "left",
+                         overflow="fold")
     for pol in report.policies:
+        note = "; ".join(n for n in (pol.note, pol.frees_note) if n)
         table.add_row(_esc(pol.name), pol.action, pol.status, str(pol.would_files), format_size(pol.would_bytes),
-                      str(pol.skipped), _esc(pol.note or ""))
+                      format_size(pol.frees_bytes), str(pol.skipped), _esc(note))
     out.print(table)
-    out.print(f"trash: {report.trash_files} files, {format_size(report.trash_bytes)}")
+    out.print(f"trash: {plural(report.trash_files, 'file')}, {format_size(report.trash_bytes)}")
     for target, totals in report.archived.items():
-        out.print(f"archived to {target}: {totals['files']} files, {format_size(totals['bytes'])}")
+        out.print(f"stored in the archive {target}: {plural(totals['files'], 'object')}, {format_size(totals['bytes'])}")
     if report.last_run:
         r = report.last_run
         finished = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished"] or r["started"]))
-        out.print(f"last run: {r['run_id']} {r['status']} at {finished}: {r['files']} files, "
-                  f"{format_size(r['bytes'] or 0)}, {r['errors']} errors")
+        out.print(f"last run: {r['run_id']} {r['status']} at {finished}: {plural(r['files'] or 0, 'file')}, "
+                  f"{format_size(r['bytes'] or 0)}, {plural(r['errors'] or 0, 'error')}")
     else:
         out.print("last run: none recorded")
 

@@ -73,7 +73,7 @@ def run_policies(
     events.bind(run_id)
     with _locked(config, lock_wait=lock_wait, on_lock_wait=on_lock_wait) as (lock, catalog):
         catalog.start_run(run_id, command)
-        events.emit("run_started", policies=",".join(p.name for p in policies), pid=os.getpid())
+        events.emit("run_started", policies=[p.name for p in policies], pid=os.getpid())
         started = time.monotonic()
         recorded = False
         # signals are handled from here on; before, SIGTERM kills (the next run reconciles)

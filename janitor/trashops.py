@@ -95,6 +95,7 @@ def purge_entries(catalog: Catalog, entries: list[JournalEntry], events: EventLo
             result.failed.append((entry, exc.strerror or str(exc)))
             continue
         result.done.append(entry)
-        events.emit("trash_purged", policy=entry.policy, path=entry.path, bytes=entry.size)
+        events.emit("trash_purged", policy=entry.policy, action=entry.action, path=entry.path, bytes=entry.size,
+                    reason="trash purge", run=entry.run_id)
     catalog.mark((e.id for e in result.done), "purged_at")
     return result

@@ -95,22 +95,32 @@ def parse_percent(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Compact human form: 90061 -> '1d1h'. Used in tables where humanize is too wordy."""
+    """Compact human form, the leading unit and the next one: 90061 -> '1d1h', 26d 0h 25m ->
+    '26d0h' (the hours are never skipped), 7d exactly -> '7d'. Used in every table and reason."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for i, (unit, size) in enumerate(units):
         if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-        if len(parts) == 2:
-            break
-    return "".join(parts)
+            lead, rest = divmod(seconds, size)
+            if rest == 0 or unit == "m":
+                return f"{lead}{unit}"
+            next_unit, next_size = units[i + 1]
+            return f"{lead}{unit}{rest // next_size}{next_unit}"
+    return f"{seconds}s"  # pragma: no cover - the loop always returns
+
+
+_SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def format_size(num_bytes: int) -> str:
-    """Binary units, as `ls -lh` and `du -h` show them."""
-    import humanize  # lazy: only rendering needs it
-
-    return str(humanize.naturalsize(num_bytes, binary=True, format="%.1f"))
+    """Binary units, as `ls -lh` and `du -h` show them, one family: '0 B', '512 B', '1.5 KiB'."""
+    value = float(num_bytes)
+    if abs(value) < 1024:
+        return f"{int(num_bytes)} B"
+    for unit in _SIZE_UNITS:
+        value /= 1024
+        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover

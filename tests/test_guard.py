@@ -152,7 +152,7 @@ def test_clean_frees_space_then_exits_0(fs64: Path, tmp_path: Path) -> None:
     result = janitor_cmd("guard", "--path", str(fs64), "--max-used", "50%", "--clean", "-c", str(cfg))
     assert result.returncode == 0, result.stderr
     assert names(fs64) == set(keep)
-    assert result.stdout == "janitor guard: --clean ran 1 policies: 4 files, 20.0 MiB\n"
+    assert result.stdout == "janitor guard: --clean ran 1 policy: 4 files, 20.0 MiB\n"
     assert result.stderr == ""
 
 
@@ -221,7 +221,7 @@ def test_clean_waits_for_a_run_holding_the_lock(fs64: Path, tmp_path: Path, lock
     out, err = guard.communicate(timeout=60)
     assert guard.returncode == 0, err
     assert len(names(fs64)) == 4
-    assert out == "janitor guard: --clean ran 1 policies: 4 files, 20.0 MiB\n"
+    assert out == "janitor guard: --clean ran 1 policy: 4 files, 20.0 MiB\n"
 
 
 def test_clean_gives_up_after_the_lock_timeout(fs64: Path, tmp_path: Path, lock_holder) -> None:  # type: ignore[no-untyped-def]

@@ -79,7 +79,7 @@ def load_yaml(path: Path) -> dict:
         ("RestrictSUIDSGID", "yes"),
         ("LockPersonality", "yes"),
         ("MemoryDenyWriteExecute", "yes"),
-        ("RestrictRealtime", "yes"),
+        ("RestrictRealtime", "no"),  # truncate's SCHED_FIFO step (docs/truncate.md)
         ("SystemCallArchitectures", "native"),
         ("StateDirectory", "janitor"),
         ("Nice", "10"),
@@ -100,6 +100,7 @@ def test_service_capabilities_are_exactly_the_justified_set() -> None:
         "CAP_CHOWN",
         "CAP_KILL",
         "CAP_SYS_PTRACE",
+        "CAP_SYS_NICE",
     }
 
 
@@ -335,3 +336,54 @@ def test_archive_policies_name_a_defined_target() -> None:
     for file_name, policy in _example_policies():
         if policy["action"] == "archive" or policy.get("then") == "archive":
             assert policy.get("target") in targets, f"{file_name}: {policy['name']}"
+
+
+# ---- the unit, the container and the docs agree (issue 12, defect 7) --------------------
+
+
+def _docker_run_flags() -> list[str]:
+    """The words of the `docker run` command documented at the top of the Dockerfile."""
+    words: list[str] = []
+    for line in DOCKERFILE.read_text().splitlines():
+        text = line.lstrip("# ").rstrip("\\ ")
+        if text.startswith(("docker run", "--", "-v ", "janitor")) and (words or text.startswith("docker run")):
+            words.extend(text.split())
+            if text == "janitor":
+                break
+    return words
+
+
+def test_truncate_sched_fifo_step_is_allowed_by_the_unit_and_the_container() -> None:
+    truncate_doc = (REPO / "docs" / "truncate.md").read_text()
+    assert "SCHED_FIFO" in truncate_doc and "CAP_SYS_NICE" in truncate_doc
+    service = parse_unit(SERVICE)
+    assert last(service, "Service", "RestrictRealtime") == "no"
+    assert "CAP_SYS_NICE" in last(service, "Service", "CapabilityBoundingSet").split()
+    assert "AmbientCapabilities" not in service["Service"]  # root: the bounding set is what counts
+    assert "--cap-add=SYS_NICE" in _docker_run_flags()
+    # what the docs promise, the unit does: every capability and setting the doc names
+    assert "`RestrictRealtime=no`" in truncate_doc
+    for word in re.findall(r"`(CAP_[A-Z_]+|--cap-add=[A-Z_]+)`", truncate_doc):
+        if word.startswith("CAP_"):
+            assert word in last(service, "Service", "CapabilityBoundingSet").split()
+        else:
+            assert word in _docker_run_flags()
+
+
+def test_textfile_directory_is_one_directory_everywhere() -> None:
+    sample = load_yaml(SAMPLE_CONFIG)
+    directory = PurePosixPath(sample["settings"]["metrics_file"]).parent
+    assert directory in _read_write_paths()
+    metrics_doc = (REPO / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"(/var/lib/[\w/.-]+?)/janitor\.prom", metrics_doc))
+    assert documented == {str(directory)}
+    assert f"--collector.textfile.directory={directory}" in metrics_doc
+    flags = _docker_run_flags()
+    mounts = [flags[i + 1] for i, flag in enumerate(flags) if flag == "-v"]
+    assert f"{directory}:{directory}" in mounts
+    assert "0644" in metrics_doc and last(parse_unit(SERVICE), "Service", "UMask") == "0077"
+
+
+def test_docker_caps_equal_the_units() -> None:
+    caps = {"CAP_" + f.split("=", 1)[1] for f in _docker_run_flags() if f.startswith("--cap-add=")}
+    assert caps == set(last(parse_unit(SERVICE), "Service", "CapabilityBoundingSet").split())

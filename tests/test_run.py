@@ -80,7 +80,7 @@ def test_plan_table_shows_policy_action_file_size_age_reason(demo_tree: Tree, wr
     out = cli("plan", "-c", write_config(SOFT)).stdout
     assert "videos (soft-delete) on" in out
     assert "action" in out and "file" in out and "size" in out and "age" in out and "reason" in out
-    assert "old1.mp4" in out and "1000 Bytes" in out.replace("1000 Bytes", "1000 Bytes")
+    assert "old1.mp4" in out and "1000 B " in out
     assert "total: 2 files" in out
     assert "Plan: 3 files" in out
 

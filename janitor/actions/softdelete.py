@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..trash import move_into_trash, purge_from_trash
+from ..units import format_duration
 from .base import Action
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def purge_expired(policy: Policy, ctx: ExecContext) -> int:
     expired = ctx.catalog.expired_in_trash(policy.name, policy.retain)
     for entry in expired:
         purge_from_trash(entry)
-        ctx.events.emit("trash_purged", policy=policy.name, path=entry.path, bytes=entry.size,
-                        reason=f"in the trash longer than retain {policy.retain:.0f}s")
+        ctx.events.emit("trash_purged", policy=policy.name, action=entry.action, path=entry.path, bytes=entry.size,
+                        reason="retain", run=entry.run_id,
+                        message=f"in the trash longer than retain {format_duration(policy.retain)}")
     ctx.catalog.mark((e.id for e in expired), "purged_at")
     return len(expired)
