@@ -181,6 +181,8 @@ def recheck(
         return "changed", "no longer a regular file"
     if (st.st_dev, st.st_ino) != (fact.dev, fact.ino):
         return "changed", "replaced by another file since the plan"
+    if st.st_uid != fact.uid:
+        return "changed", f"owner changed since the plan (uid {fact.uid} -> {st.st_uid})"
     if not action.skips_busy:
         return None
     if st.st_size != fact.size or st.st_mtime != fact.mtime:
