@@ -1,0 +1,357 @@
+"""Issue 11 for delete, soft-delete, the trash, restore, purge, reconcile and quota: a real
+unprivileged user attacks a root janitor (tests/attacker.py), with fs.protected_hardlinks and
+fs.protected_symlinks at 0 and at 1. After each attack every file's owner, mode, content and
+location is checked. docs/security.md ("Files, the trash and quota") lists what each proves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from attacker import Attacker
+from fsutil import janitor_cmd
+
+DAY = 86400
+
+
+def write_config(base: Path, policy: str, *, data: Path | None = None) -> Path:
+    cfg = base / "janitor.yaml"
+    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {base / 'state'}\n  settle: 0s\n"
+                   f"policies:\n  - name: p\n    path: {data or base / 'data'}\n" + "".join(
+                       f"    {line}\n" for line in policy.strip().splitlines()))
+    return cfg
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tmpfs(hostile_root: Path) -> Iterator[Path]:
+    """A fresh tmpfs mounted below hostile_root (another filesystem than /tmp)."""
+    mnt = hostile_root / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def attacker_files(attacker: Attacker, up: Path, count: int, size: int = 4096, prefix: str = "f") -> None:
+    proc = attacker.run(f"""
+        import os, time
+        old = time.time() - 10 * {DAY}
+        for i in range({count}):
+            p = os.path.join({str(up)!r}, "{prefix}%03d" % i)
+            with open(p, "wb") as f:
+                f.write(bytes([i % 256]) * {size})
+            os.utime(p, (old, old))
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- point 4 (and 1): a FIFO swapped in while copying into a trash on another filesystem ------
+
+
+def test_fifo_swapped_in_during_a_cross_filesystem_soft_delete_never_hangs(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """Old code: the recheck stat()s the file, then open()s the name without O_NONBLOCK; a FIFO
+    swapped in between blocks the run for ever (the subprocess times out)."""
+    data = tmpfs / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    (tmpfs / ".janitor-trash").write_text("not a directory: no trash on this mount, so files are copied")
+    attacker_files(attacker, up, 150)
+    originals = {p.name: digest(p) for p in up.iterdir()}
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    proc = attacker.start(f"""
+        import os
+        up = {str(up)!r}
+        names = sorted(os.listdir(up))
+        print("ready", flush=True)
+        while time.monotonic() < DEADLINE:
+            for n in names:
+                p = os.path.join(up, n)
+                try:
+                    os.rename(p, p + ".x")
+                    os.mkfifo(p)
+                    os.unlink(p)
+                    os.rename(p + ".x", p)
+                except OSError:
+                    pass
+    """, seconds=8)
+    attacker.wait_ready(proc)
+    try:
+        run = janitor_cmd("run", "-c", str(cfg), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("janitor run hung on a FIFO swapped in for a planned file")
+    attacker.finish(proc)
+    assert run.returncode in (0, 1), run.stderr
+    assert "Traceback" not in run.stderr
+    # every file is exactly once: still in place (put back by the attacker) or in the trash
+    trash = hostile_root / "state" / "trash"
+    trashed = {p.name: p for p in trash.rglob("f*") if p.is_file()}
+    for name, want in originals.items():
+        here = up / name
+        if name in trashed:
+            got = trashed[name]
+            assert digest(got) == want
+            st = got.stat()
+            assert (st.st_uid, st.st_gid) == (attacker.uid, attacker.gid)  # the owner travels with the copy
+            assert not here.exists() or here.is_fifo() or digest(here) == want
+        else:
+            assert here.exists() and digest(here) == want
+    assert not list((trash).rglob("*.janitor-partial"))
+    assert trashed, "janitor did its work between the swaps"
+
+
+# -- point 8: a .janitor-trash that janitor did not create -------------------------------------
+
+
+@pytest.mark.parametrize("command", ["purge", "restore"])
+def test_a_mount_trash_swapped_by_a_user_is_never_walked(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int, command: str) -> None:
+    """The mount's root is writable by the attacker (0777, not sticky). After a soft-delete
+    into `<mount>/.janitor-trash`, the attacker renames that directory away and puts a symlink
+    (to a root-owned tree with the same layout) or a directory of their own in its place.
+
+    Old code: `trash purge` unlinks through the symlink (root's files deleted) and `restore`
+    links the attacker's planted bytes into the victim's directory, chowned to the victim."""
+    tmpfs.chmod(0o777)
+    data = tmpfs / "data"
+    shared = data / "shared"
+    shared.mkdir(parents=True)
+    victim_uid, victim_gid = 54321, 54321
+    secret = shared / "report.pdf"
+    secret.write_bytes(b"victim's report")
+    os.chown(secret, victim_uid, victim_gid)
+    secret.chmod(0o640)
+    os.utime(secret, (0, 1_000_000))
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    run = janitor_cmd("run", "-c", str(cfg))
+    assert run.returncode == 0, run.stderr
+    trash = tmpfs / ".janitor-trash"
+    [run_dir] = [p.name for p in trash.iterdir() if not p.name.startswith(".")]
+    # what an attacker points the name at: a root-owned tree laid out like the trash
+    canary = hostile_root / "canary"
+    (canary / run_dir / "p" / "shared").mkdir(parents=True)
+    (canary / run_dir / "p" / "shared" / "report.pdf").write_bytes(b"root's file")
+    planted = "symlink" if command == "purge" else "own dir"
+    proc = attacker.run(f"""
+        import os
+        mnt = {str(tmpfs)!r}
+        os.rename(os.path.join(mnt, ".janitor-trash"), os.path.join(mnt, "stolen"))
+        t = os.path.join(mnt, ".janitor-trash")
+        if {planted!r} == "symlink":
+            os.symlink({str(canary)!r}, t)
+        else:
+            d = os.path.join(t, {run_dir!r}, "p", "shared")
+            os.makedirs(d)
+            with open(os.path.join(d, "report.pdf"), "wb") as f:
+                f.write(b"forged by the attacker")
+            os.chmod(t, 0o700)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    args = ["trash", "purge", "--all"] if command == "purge" else ["restore", "--all"]
+    out = janitor_cmd(*args, "-c", str(cfg))
+    assert "Traceback" not in out.stderr
+    assert out.returncode == 1
+    assert "janitor did not create it" in out.stderr + out.stdout
+    assert (canary / run_dir / "p" / "shared" / "report.pdf").read_bytes() == b"root's file"
+    assert not secret.exists()  # nothing forged was put in the victim's place
+    kept = tmpfs / "stolen" / run_dir / "p" / "shared" / "report.pdf"
+    assert kept.read_bytes() == b"victim's report"  # the real trashed copy is untouched
+    assert (kept.stat().st_uid, stat.S_IMODE(kept.stat().st_mode)) == (victim_uid, 0o640)
+
+
+# -- point 2: restore recreates removed directories as the owner, with the recorded mode -----
+
+
+def test_restore_recreates_a_removed_directory_as_its_owner_with_its_mode(
+        attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """Old code: the missing directory came back root-owned 0755 inside the user's directory
+    (root created a name where the user races every name) and the user's private 0700 was lost."""
+    data = hostile_root / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    proc = attacker.run(f"""
+        import os, time
+        d = os.path.join({str(up)!r}, "2026-11-01")
+        os.mkdir(d, 0o750)
+        os.chmod(d, 0o750)
+        p = os.path.join(d, "render.mp4")
+        with open(p, "wb") as f:
+            f.write(b"frames" * 1000)
+        os.chmod(p, 0o640)
+        old = time.time() - 10 * {DAY}
+        os.utime(p, (old, old))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    before = digest(up / "2026-11-01" / "render.mp4")
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d")
+    assert janitor_cmd("run", "-c", str(cfg)).returncode == 0
+    proc = attacker.run(f"import os; os.rmdir({str(up / '2026-11-01')!r})")
+    assert proc.returncode == 0, proc.stderr
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    d = (up / "2026-11-01").stat()
+    assert (d.st_uid, d.st_gid, stat.S_IMODE(d.st_mode)) == (attacker.uid, attacker.gid, 0o750)
+    f = up / "2026-11-01" / "render.mp4"
+    st = f.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (attacker.uid, attacker.gid, 0o640)
+    assert digest(f) == before
+
+
+# -- point 2 (and 1): restore finishes the inode before it has a name -------------------------
+
+
+def test_restore_never_chowns_a_hard_link_swapped_in_for_the_restored_name(
+        attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """The attacker hard-links a root-owned secret over each name as soon as restore creates it.
+
+    Old code: link(trash copy, name), unlink, then open(name) and fchown/fchmod it to the
+    recorded owner and mode: the secret can be handed to the attacker. Now the trashed inode
+    gets its owner and mode through its own descriptor before one rename(RENAME_NOREPLACE)."""
+    data = hostile_root / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    secret = data / "secret"  # same filesystem, so the attacker can link it (protected_hardlinks=0)
+    secret.write_bytes(b"root only")
+    secret.chmod(0o600)
+    attacker_files(attacker, up, 200, size=100)
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d\nmatch: ['up/**']")
+    assert janitor_cmd("run", "-c", str(cfg)).returncode == 0
+    assert not list(up.iterdir())
+    proc = attacker.start(f"""
+        import os
+        up, secret = {str(up)!r}, {str(secret)!r}
+        names = ["f%03d" % i for i in range(200)]
+        ino = os.stat(secret).st_ino
+        print("ready", flush=True)
+        while time.monotonic() < DEADLINE:
+            for n in names:
+                p = os.path.join(up, n)
+                try:
+                    if os.lstat(p).st_ino != ino:
+                        os.unlink(p)
+                        os.link(secret, p)
+                except OSError:
+                    pass
+    """, seconds=6)
+    attacker.wait_ready(proc)
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    attacker.finish(proc)
+    assert "Traceback" not in out.stderr
+    st = secret.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert secret.read_bytes() == b"root only"
+
+
+# -- point 1/4: a path deeper than PATH_MAX never fails every later run through reconcile ----
+
+
+def test_a_path_deeper_than_path_max_in_a_killed_run_settles_alone(
+        attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """Old code: reconcile lstat()ed the recorded path by name: ENAMETOOLONG escaped and every
+    later run failed before acting. Now the row is settled through descriptors."""
+    data = hostile_root / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    proc = attacker.run(f"""
+        import os, time
+        fd = os.open({str(up)!r}, os.O_RDONLY | os.O_DIRECTORY)
+        for i in range(40):
+            name = "d" * 200
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        old = time.time() - 10 * {DAY}
+        f = os.open("deep.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"deep")
+        os.close(f)
+        os.utime("deep.bin", (old, old), dir_fd=fd)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d")
+    # a run killed after journaling its intents and before acting
+    killed = subprocess.run(
+        [sys.executable, "-c", f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from janitor.actions import softdelete
+def die(*a, **k):
+    os._exit(9)
+softdelete.SoftDeleteAction.apply = die
+from janitor.config import load_config
+from janitor.events import EventLog
+from janitor.runner import run_policies
+config = load_config({str(cfg)!r})
+run_policies(config, config.policies, EventLog())
+"""], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == 9, killed.stderr
+    for _ in range(2):
+        out = janitor_cmd("run", "-c", str(cfg))
+        assert "Traceback" not in out.stderr
+        assert out.returncode in (0, 1), out.stderr
+        assert "internal error" not in out.stderr
+    history = janitor_cmd("history", "--json", "-c", str(cfg))
+    assert history.returncode == 0, history.stderr
+
+
+# -- point 6: quota counts allocated blocks and each inode once -------------------------------
+
+
+def test_sparse_files_and_hard_links_do_not_evict_other_users_files(
+        attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """The attacker makes a 10 GiB sparse file and 200 hard links to one 1 MiB file in their
+    directory. Old code summed st_size per name (10 GiB + 200 MiB): far over the 50 MiB cap,
+    so it evicted everyone's oldest files. Only 1 MiB is really used."""
+    data = hostile_root / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    victim = data / "victim"
+    victim.mkdir()
+    old = os_time_days_ago(30)
+    for i in range(5):
+        p = victim / f"v{i}.mp4"
+        p.write_bytes(os.urandom(1 << 20))
+        os.chown(p, 54321, 54321)
+        os.utime(p, (old, old))
+    proc = attacker.run(f"""
+        import os, time
+        up = {str(up)!r}
+        with open(os.path.join(up, "sparse"), "wb") as f:
+            f.truncate(10 << 30)
+        with open(os.path.join(up, "one"), "wb") as f:
+            f.write(os.urandom(1 << 20))
+        for i in range(200):
+            os.link(os.path.join(up, "one"), os.path.join(up, "link%03d" % i))
+        now = time.time()
+        for n in os.listdir(up):
+            os.utime(os.path.join(up, n), (now, now))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    cfg = write_config(hostile_root, "action: quota\nmax_size: 50MiB")
+    out = janitor_cmd("run", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    for i in range(5):
+        assert (victim / f"v{i}.mp4").stat().st_uid == 54321
+    assert len(list(up.iterdir())) == 202
+
+
+def os_time_days_ago(days: int) -> float:
+    import time
+
+    return time.time() - days * DAY
