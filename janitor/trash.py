@@ -250,16 +250,19 @@ def _copy_into_trash(dir_fd: int, name: str, root_fd: int, parent: int, leaf: st
                 rename_noreplace(scratch, tmp, parent, leaf)
                 placed = True
                 # the original goes only once the verified copy is in place, and only if unchanged
-                now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+                try:
+                    now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    now = None
+                if now is None or (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
                         st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
-                    os.unlink(leaf, dir_fd=parent)
-                    raise FileChanged(f"{name}: changed while copying to the trash; left in place")
+                    raise FileChanged(f"{name}: changed or moved while copying to the trash; left where it is")
                 os.unlink(name, dir_fd=dir_fd)
+                placed = False  # the copy is now the file: it stays
             except BaseException:
-                if not placed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp, dir_fd=scratch)
+                # nothing half-done stays: not the scratch file, not a copy whose original remains
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leaf if placed else tmp, dir_fd=parent if placed else scratch)
                 raise
             finally:
                 os.close(out)
