@@ -17,6 +17,7 @@ import typer
 from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, report_error
 
 if TYPE_CHECKING:
+    from .catalog import JournalEntry
     from .config import Config
     from .events import EventLog
 
@@ -176,15 +177,17 @@ def restore(
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist at the original path.")] = False,
     from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
                                                                       "instead of taking them from the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be restored: which files, "
+                                                           "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
     with their mtime and mode."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
-    from .trashops import require_filter, restore_entries, select_trash
+    from .trashops import latest_per_path, require_filter, restore_entries, select_trash
 
-    require_filter(patterns, policy, run_id, all_)
+    require_filter(patterns, policy, run_id, all_, verb="restore")
     cfg = _load(config)
     events = _events(cfg)
     with locked_state(cfg) as catalog:
@@ -192,10 +195,14 @@ def restore(
             from .archiveops import restore_from_archive, select_archived
 
             entries = select_archived(catalog, patterns=patterns, policies=policy, run_id=run_id)
+            if dry_run:
+                return _trash_dry_run("restore", entries, json_out)
             result = restore_from_archive(catalog, cfg, entries, events, force=force)
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
-            result = restore_entries(catalog, entries, events, force=force)
+            if dry_run:
+                return _trash_dry_run("restore", latest_per_path(entries), json_out)
+            result = restore_entries(catalog, entries, events, force=force, config=cfg)
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
@@ -230,12 +237,16 @@ def trash_list(
 
 @trash_app.command("purge")
 def trash_purge(
+    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/**/*.mp4').",
+                                                             show_default=False)] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="Only files trashed by this run.", show_default=False)] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only files trashed longer ago than this (e.g. 14d).",
                                                       show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Everything in the trash.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be purged: which files, "
+                                                           "how many, how many bytes.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Delete trashed files for good."""
@@ -244,7 +255,7 @@ def trash_purge(
     from .trashops import purge_entries, require_filter, select_trash
     from .units import parse_duration
 
-    require_filter(None, policy, run_id, all_ or older_than is not None)
+    require_filter(patterns, policy, run_id, all_ or older_than is not None, verb="purge", older_than=True)
     try:
         age = None if older_than is None else parse_duration(older_than)
     except ValueError as exc:
@@ -252,13 +263,34 @@ def trash_purge(
     cfg = _load(config)
     events = _events(cfg)
     with locked_state(cfg) as catalog:
-        entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
+        entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id, older_than=age)
+        if dry_run:
+            return _trash_dry_run("purge", entries, json_out)
         result = purge_entries(catalog, entries, events)
     if json_out:
-        print_json({"purged": [entry_to_dict(e) for e in result.done]})
+        print_json({"purged": [entry_to_dict(e) for e in result.done],
+                    "bytes": sum(e.size or 0 for e in result.done),
+                    "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
     else:
         render_trash_op("purged", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+def _trash_dry_run(verb: str, entries: list[JournalEntry], json_out: bool) -> int:
+    """`restore --dry-run`, `trash purge --dry-run`: what, how many, how many bytes; nothing done."""
+    from .render import console, entry_to_dict, print_json, render_trash
+    from .units import format_size
+
+    total = sum(e.size or 0 for e in entries)
+    if json_out:
+        print_json({f"would_{verb}": [entry_to_dict(e) for e in entries], "files": len(entries), "bytes": total})
+        return EXIT_OK
+    out = console()
+    if entries:
+        render_trash(entries, out)
+    out.print(f"dry run: would {verb} {len(entries)} {'file' if len(entries) == 1 else 'files'}, "
+              f"{format_size(total)}; nothing was changed")
+    return EXIT_OK
 
 
 @archive_app.command("lifecycle")
