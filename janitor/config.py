@@ -164,6 +164,8 @@ class Policy(_Model):
     max_actions: int | None = Field(None, ge=1)
     max_percent: Percent | None = None
     allow_system_path: bool = False
+    # remove directories this run emptied (never the policy path itself); janitor/execute.py
+    remove_empty_dirs: bool = False
     # soft-delete (also `then: soft-delete` of archive and quota)
     trash_dir: str | None = None
     retain: Duration | None = None

@@ -18,7 +18,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
-from .safepath import open_dirs_below
+from .safepath import lexists_at, open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
 from .units import format_duration
@@ -42,6 +42,7 @@ class PolicyOutcome:
     skipped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # by error code
     messages: list[str] = field(default_factory=list)
+    dirs_removed: int = 0  # remove_empty_dirs
 
 
 @dataclass
@@ -123,6 +124,12 @@ class DirCache:
             if dir_fd != self.root_fd:
                 os.close(dir_fd)
 
+    def forget(self, reldir: str) -> None:
+        """Drop a cached directory (it was removed)."""
+        fd = self._fds.pop(reldir, None)
+        if fd is not None:
+            os.close(fd)
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -143,6 +150,8 @@ class ExecContext:
     now: float = field(default_factory=time.time)
     # the policy root's open directories, while its batches run (for actions that read files)
     dirs: DirCache | None = None
+    # remove_empty_dirs: directories (relative, with the dev/ino they had) a file left this run
+    emptied: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def trash_slot(self, item: PlannedAction) -> TrashSlot:
         return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
@@ -279,12 +288,48 @@ def _execute_policy(
                         break
             finally:
                 action.after_actions(ctx)
+            if getattr(policy, "remove_empty_dirs", False):
+                remove_emptied_dirs(ctx, outcome)
         finally:
             ctx.dirs = None
             dirs.close()
         action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
+
+
+def remove_emptied_dirs(ctx: ExecContext, outcome: PolicyOutcome) -> None:
+    """`remove_empty_dirs`: remove the directories that this run's removals left empty.
+
+    Only a directory a file of this run left (and then its parents, once they are empty in
+    turn), deepest first, never the policy path itself and never a directory that was empty
+    before (an application may expect it). Each is removed with rmdir through its parent's
+    descriptor after confirming the name is still the directory the run worked in (dev/ino);
+    a directory that gained an entry meanwhile fails with ENOTEMPTY and is left alone, as is
+    one the kernel refuses (a mount point, an immutable directory).
+    """
+    dirs = ctx.dirs
+    assert dirs is not None
+    pending = dict(ctx.emptied)
+    while pending:
+        reldir = max(pending, key=lambda d: (d.count("/"), d))
+        identity = pending.pop(reldir)
+        try:
+            parent_fd, name = dirs.parent_of(reldir)
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+                continue  # not the directory this run emptied: someone else's, left alone
+            dirs.forget(reldir)
+            os.rmdir(name, dir_fd=parent_fd)
+        except OSError:
+            continue  # not empty (gained a file), gone, busy or refused: left as it is
+        outcome.dirs_removed += 1
+        ctx.events.emit("dir_removed", policy=ctx.policy.name, action=ctx.policy.action,
+                        path=os.path.join(ctx.policy.path, reldir))
+        parent = reldir.rpartition("/")[0]
+        if parent and parent not in pending:
+            parent_fd_st = os.fstat(parent_fd)
+            pending[parent] = (parent_fd_st.st_dev, parent_fd_st.st_ino)
 
 
 def _journal_row(item: PlannedAction, run_id: str, root: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +361,7 @@ def _execute_batch(
     keep_going = True
     events = ctx.events
     stopped_by: JanitorError | None = None
+    track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
     try:
         action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
@@ -362,6 +408,11 @@ def _execute_batch(
             done_bytes = extra.pop("bytes", item.fact.size)
             columns = {k: v for k, v in extra.items() if k in JOURNAL_COLUMNS}
             results.append((row_id, "done", None, columns))
+            if track_dirs and "/" in item.fact.relpath and not lexists_at(dir_fd, name):
+                reldir = item.fact.relpath.rpartition("/")[0]
+                if reldir not in ctx.emptied:
+                    st_dir = os.fstat(dir_fd)
+                    ctx.emptied[reldir] = (st_dir.st_dev, st_dir.st_ino)
             outcome.files += 1
             outcome.bytes += done_bytes
             event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()
