@@ -364,3 +364,26 @@ def os_time_days_ago(days: int) -> float:
     import time
 
     return time.time() - days * DAY
+
+
+def test_a_janitor_trash_a_user_made_is_not_skipped_as_trash(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """Old code skipped any `<mount>/.janitor-trash` during the walk: a user could hide files
+    from every policy (a quota, a delete by age) by making one. Now only janitor's own counts."""
+    tmpfs.chmod(0o777)
+    proc = attacker.run(f"""
+        import os, time
+        d = os.path.join({str(tmpfs)!r}, ".janitor-trash", "run", "p")
+        os.makedirs(d)
+        p = os.path.join(d, "hidden.bin")
+        with open(p, "wb") as f:
+            f.write(b"x" * 1000)
+        old = time.time() - 10 * {DAY}
+        os.utime(p, (old, old))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    cfg = write_config(hostile_root, "action: delete\nolder_than: 1d", data=tmpfs)
+    out = janitor_cmd("run", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert not (tmpfs / ".janitor-trash" / "run" / "p" / "hidden.bin").exists()
+    assert (tmpfs / ".janitor-trash").lstat().st_uid == attacker.uid  # its directories are the user's
