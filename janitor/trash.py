@@ -125,6 +125,19 @@ def open_trash_root(path: str) -> int:
     return fd
 
 
+def own_dir_identity(path: str) -> tuple[int, int] | None:
+    """(dev, ino) of `path` when it is a directory janitor could have made (a real directory,
+    ours, writable by nobody else); None otherwise. A `.janitor-trash` a user made is not
+    janitor's: it is walked like any directory, never skipped as trash."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _trash_location(entry: JournalEntry) -> tuple[str, list[str]]:
     """(trash root, components below it) of a journal row's trashed copy.
 
