@@ -187,7 +187,7 @@ def restore(
     from .runner import locked_state
     from .trashops import latest_per_path, require_filter, restore_entries, select_trash
 
-    require_filter(patterns, policy, run_id, all_, verb="restore")
+    require_filter(patterns, policy, run_id, all_)
     cfg = _load(config)
     events = _events(cfg)
     with locked_state(cfg) as catalog:

@@ -216,7 +216,8 @@ def execute_plan(
 ) -> RunResult:
     """Apply the plan. Every policy runs even if another failed; failures are counted."""
     result = RunResult(run_id)
-    trash = TrashBin(run_id)
+    trash = TrashBin(run_id, on_refused=lambda message: events.emit("trash_refused", "warning", message=message,
+                                                                     code="E_UNSAFE"))
     for pp in plan.policies:
         policy = config.policy(pp.name)
         outcome = PolicyOutcome(pp.name, pp.action)

@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .asowner import Credentials, credentials_for_dir, run_as
@@ -66,10 +67,15 @@ class TrashSlot:
 
 
 class TrashBin:
-    """Where files go for one run, cached per (configured trash, device)."""
+    """Where files go for one run, cached per (configured trash, device).
 
-    def __init__(self, run_id: str) -> None:
+    `on_refused(message)` hears once per mount why its `.janitor-trash` was not used (a user
+    made it, a symlink, the wrong mode): files are then copied to the configured trash.
+    """
+
+    def __init__(self, run_id: str, on_refused: Callable[[str], None] | None = None) -> None:
         self.run_id = run_id
+        self.on_refused = on_refused
         self._slots: dict[tuple[str, int], TrashSlot] = {}
 
     def slot(self, configured: str, policy_root: str, dev: int) -> TrashSlot:
@@ -80,18 +86,22 @@ class TrashBin:
             self._slots[key] = slot
         return slot
 
-    @staticmethod
-    def _choose(configured: str, policy_root: str, dev: int) -> TrashSlot:
+    def _choose(self, configured: str, policy_root: str, dev: int) -> TrashSlot:
         ensure_private_dir(configured)
         if os.stat(configured).st_dev == dev:
             return TrashSlot(configured, True)
+        candidate = None
         try:
             candidate = os.path.join(mount_point(policy_root), MOUNT_TRASH_NAME)
             ensure_private_dir(candidate)
             if os.stat(candidate).st_dev == dev:
                 return TrashSlot(candidate, True)
-        except (OSError, JanitorError):
-            pass  # read-only mount root, or not ours: fall back to copying
+        except JanitorError as exc:
+            # not janitor's: never used, never walked as trash; say so once
+            if self.on_refused is not None:
+                self.on_refused(f"{exc}; soft-deleted files on that filesystem are copied to {configured}")
+        except OSError:
+            pass  # read-only mount root: fall back to copying
         return TrashSlot(configured, False)
 
     def destination(self, slot: TrashSlot, policy: str, relpath: str) -> str:
