@@ -387,3 +387,81 @@ def test_a_janitor_trash_a_user_made_is_not_skipped_as_trash(
     assert out.returncode == 0, out.stderr
     assert not (tmpfs / ".janitor-trash" / "run" / "p" / "hidden.bin").exists()
     assert (tmpfs / ".janitor-trash").lstat().st_uid == attacker.uid  # its directories are the user's
+
+
+# -- point 1/4: hostile names fail (at most) that one file, never others or later runs -------
+
+
+def test_a_reserved_suffix_and_a_name_too_long_for_a_temp_suffix(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """Old code: the copy into a trash on another filesystem was written as `NAME.janitor-partial`
+    (ENAMETOOLONG for a 255-byte name: that file failed every run) and restore's copy as
+    `.NAME.janitor-restore`; reconcile removed `TRASHED.janitor-partial` unconditionally, which
+    is where a user's own file `y.janitor-partial` lies in the trash: it was lost."""
+    data = tmpfs / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    (tmpfs / ".janitor-trash").write_text("not a directory: files are copied to the state trash")
+    long_name = "L" * 255
+    proc = attacker.run(f"""
+        import os, time
+        old = time.time() - 10 * {DAY}
+        for n, body in (("y", b"plain"), ("y.janitor-partial", b"a user's own file"), ({long_name!r}, b"long")):
+            p = os.path.join({str(up)!r}, n)
+            with open(p, "wb") as f:
+                f.write(body)
+            os.utime(p, (old, old))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    first = janitor_cmd("run", "-c", str(cfg))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert not list(up.iterdir())
+    # a run killed after moving `y` but before recording it leaves its row planned
+    import sqlite3
+
+    db = sqlite3.connect(hostile_root / "state" / "catalog.db")
+    with db:
+        db.execute("UPDATE journal SET state='planned' WHERE path=?", [os.fsencode(str(up / "y"))])
+    db.close()
+    second = janitor_cmd("run", "-c", str(cfg))
+    assert second.returncode == 0, second.stderr
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (up / "y").read_bytes() == b"plain"
+    assert (up / "y.janitor-partial").read_bytes() == b"a user's own file"
+    assert (up / long_name).read_bytes() == b"long"
+    for p in up.iterdir():
+        st = p.stat()
+        assert (st.st_uid, st.st_gid) == (attacker.uid, attacker.gid)  # made as the directory's owner
+
+
+# -- point 5 for restore: a copy into a directory others can write is made as its owner, or refused
+
+
+def test_restore_copy_into_a_shared_directory_is_refused_without_su(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """A cross-filesystem restore creates names: into a world-writable directory (sticky, like
+    /tmp) janitor will not create them as root; the one line names the directory and `su`.
+    Old code copied in as root, at a predictable `.NAME.janitor-restore` the attacker could
+    pre-create (every later restore of that file then failed)."""
+    data = tmpfs / "data"
+    shared = data / "drop"
+    shared.mkdir(parents=True)
+    shared.chmod(0o1777)
+    (tmpfs / ".janitor-trash").write_text("not a directory: files are copied to the state trash")
+    attacker_files(attacker, shared, 1)
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    assert janitor_cmd("run", "-c", str(cfg)).returncode == 0
+    assert not (shared / "f000").exists()
+    proc = attacker.run(f"""
+        import os
+        os.symlink("/etc/passwd", os.path.join({str(shared)!r}, ".f000.janitor-restore"))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    assert out.returncode == 1
+    assert "writable by everyone" in out.stderr and "su: USER" in out.stderr
+    assert not (shared / "f000").exists()
+    # the trashed copy is still there, restorable once `su` is set
+    assert janitor_cmd("trash", "list", "--json", "-c", str(cfg)).stdout.count("f000") >= 1
