@@ -443,8 +443,7 @@ def test_restore_copy_into_a_shared_directory_is_refused_without_su(
         attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
     """A cross-filesystem restore creates names: into a world-writable directory (sticky, like
     /tmp) janitor will not create them as root; the one line names the directory and `su`.
-    Old code copied in as root, at a predictable `.NAME.janitor-restore` the attacker could
-    pre-create (every later restore of that file then failed)."""
+    Old code copied in as root, at a predictable `.NAME.janitor-restore` next to the file."""
     data = tmpfs / "data"
     shared = data / "drop"
     shared.mkdir(parents=True)
