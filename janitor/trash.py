@@ -365,11 +365,17 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False, su: Credenti
                 name = rel[-1]
                 if lexists_at(dparent, name) and not force:
                     raise JanitorError(f"{dest}: exists; not overwriting it (use --force)", code="E_EXISTS")
+                moved = False
                 if os.fstat(dparent).st_dev == st.st_dev:
                     # janitor's own inode, finished before it gets a name in the user's directory
                     _set_final(src_fd, entry, as_root=os.geteuid() == 0)
-                    _put(tparent, tparts[-1], dparent, name, force, dest)
-                else:
+                    try:
+                        _put(tparent, tparts[-1], dparent, name, force, dest)
+                        moved = True
+                    except OSError as exc:
+                        if exc.errno != errno.EXDEV:  # a bind mount of the same filesystem: copy
+                            raise
+                if not moved:
                     creds = credentials_for_dir(dparent, os.path.dirname(dest), su=su, policy=entry.policy)
                     run_as(creds, lambda: _copy_back(src_fd, entry, dparent, name, force))
                     os.unlink(tparts[-1], dir_fd=tparent)

@@ -464,3 +464,50 @@ def test_restore_copy_into_a_shared_directory_is_refused_without_su(
     assert not (shared / "f000").exists()
     # the trashed copy is still there, restorable once `su` is set
     assert janitor_cmd("trash", "list", "--json", "-c", str(cfg)).stdout.count("f000") >= 1
+
+
+# -- point 3: a copy never has a window in which others can read it --------------------------
+
+
+def test_a_restore_copy_is_never_readable_by_others_while_it_is_written(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """A victim's 0600 file in a root-owned directory the attacker can list, restored from a
+    trash on another filesystem. Old code wrote the copy as `.NAME.janitor-restore` with the
+    umask's mode (0644) and chmodded it only at the end: the attacker, opening every name it
+    sees in a loop, read the victim's bytes. Now the scratch file is 0600 from its creation."""
+    data = tmpfs / "data"
+    shared = data / "shared"
+    shared.mkdir(parents=True)
+    (tmpfs / ".janitor-trash").write_text("not a directory: files are copied to the state trash")
+    secret = shared / "payroll.csv"
+    secret.write_bytes(b"SECRET" * ((16 << 20) // 6))
+    os.chown(secret, 54321, 54321)
+    secret.chmod(0o600)
+    os.utime(secret, (0, 1_000_000))
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    assert janitor_cmd("run", "-c", str(cfg)).returncode == 0
+    assert not secret.exists()
+    proc = attacker.start(f"""
+        import os
+        d = {str(shared)!r}
+        got = 0
+        print("ready", flush=True)
+        while time.monotonic() < DEADLINE and not got:
+            for n in os.listdir(d):
+                try:
+                    with open(os.path.join(d, n), "rb") as f:
+                        if b"SECRET" in f.read(64):
+                            got = 1
+                except OSError:
+                    pass
+        print("LEAKED" if got else "nothing", flush=True)
+    """, seconds=15)
+    attacker.wait_ready(proc)
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    proc.kill()
+    stdout, _ = proc.communicate()
+    assert out.returncode == 0, out.stderr
+    assert "LEAKED" not in stdout
+    st = secret.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (54321, 54321, 0o600)
+    assert secret.read_bytes().startswith(b"SECRETSECRET")

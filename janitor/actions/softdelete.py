@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..errors import JanitorError
 from ..safepath import Expected
 from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from .base import Action
@@ -67,9 +68,17 @@ def purge_expired(policy: Policy, ctx: ExecContext) -> int:
     if policy.retain is None:
         return 0
     expired = ctx.catalog.expired_in_trash(policy.name, policy.retain)
+    purged = []
     for entry in expired:
-        purge_from_trash(entry)
+        try:
+            purge_from_trash(entry)
+        except (OSError, JanitorError) as exc:
+            # e.g. a trash that is no longer janitor's: that entry stays, the policy goes on
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            ctx.events.emit("trash_purge_failed", "error", policy=policy.name, path=entry.path, message=reason)
+            continue
+        purged.append(entry)
         ctx.events.emit("trash_purged", policy=policy.name, path=entry.path, bytes=entry.size,
                         reason=f"in the trash longer than retain {policy.retain:.0f}s")
-    ctx.catalog.mark((e.id for e in expired), "purged_at")
-    return len(expired)
+    ctx.catalog.mark((e.id for e in purged), "purged_at")
+    return len(purged)
