@@ -511,3 +511,64 @@ def test_a_restore_copy_is_never_readable_by_others_while_it_is_written(
     st = secret.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (54321, 54321, 0o600)
     assert secret.read_bytes().startswith(b"SECRETSECRET")
+
+
+# -- point 1: a hard link swapped in at the moment of the move never reaches the trash --------
+
+
+def test_a_hard_link_swapped_in_as_a_file_is_trashed_never_stays_in_the_trash(
+        attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """Between the executor's check and its rename into the trash, the attacker swaps each old
+    file for a hard link to root's 0600 secret (possible with protected_hardlinks=0). Old code
+    moved whatever the name held into the trash, and restore then chowned that inode to the
+    file's recorded owner: the secret was handed to the attacker. Now the inode moved is
+    confirmed and a stranger is put back; restore refuses any trashed inode with other links."""
+    data = hostile_root / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    secret = data / "secret"
+    secret.write_bytes(b"root only")
+    secret.chmod(0o600)
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d\nmatch: ['up/**']")
+    proc = attacker.start(f"""
+        import os
+        up, secret = {str(up)!r}, {str(secret)!r}
+        old = time.time() - 10 * {DAY}
+        names = ["f%03d" % i for i in range(40)]
+        said = False
+        while time.monotonic() < DEADLINE:
+            for n in names:
+                p = os.path.join(up, n)
+                if not os.path.lexists(p) and not os.path.lexists(p + ".x"):
+                    with open(p, "wb") as f:
+                        f.write(b"mine")
+                    os.utime(p, (old, old))
+            if not said:
+                print("ready", flush=True)
+                said = True
+            for _ in range(20):
+                for n in names:
+                    p = os.path.join(up, n)
+                    try:
+                        os.rename(p, p + ".x")
+                        os.link(secret, p)
+                        os.unlink(p)
+                        os.rename(p + ".x", p)
+                    except OSError:
+                        pass
+    """, seconds=25)
+    attacker.wait_ready(proc)
+    for _ in range(6):
+        run = janitor_cmd("run", "-c", str(cfg))
+        assert run.returncode in (0, 1) and "Traceback" not in run.stderr, run.stderr
+        rst = janitor_cmd("restore", "--all", "--force", "-c", str(cfg))
+        assert "Traceback" not in rst.stderr, rst.stderr
+    proc.kill()
+    attacker.finish(proc)
+    st = secret.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert secret.read_bytes() == b"root only"
+    trash = hostile_root / "state" / "trash"
+    for p in trash.rglob("*"):
+        if p.is_file():
+            assert p.stat().st_ino != st.st_ino, "root's secret was moved into the trash"
