@@ -531,7 +531,9 @@ def test_a_hard_link_swapped_in_as_a_file_is_trashed_never_stays_in_the_trash(
     secret.chmod(0o600)
     cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d\nmatch: ['up/**']")
     proc = attacker.start(f"""
-        import os
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        EXCHANGE = 2  # renameat2(RENAME_EXCHANGE): the name holds each inode half of the time
         up, secret = {str(up)!r}, {str(secret)!r}
         old = time.time() - 10 * {DAY}
         names = ["f%03d" % i for i in range(40)]
@@ -539,23 +541,22 @@ def test_a_hard_link_swapped_in_as_a_file_is_trashed_never_stays_in_the_trash(
         while time.monotonic() < DEADLINE:
             for n in names:
                 p = os.path.join(up, n)
-                if not os.path.lexists(p) and not os.path.lexists(p + ".x"):
+                if not os.path.lexists(p):
                     with open(p, "wb") as f:
                         f.write(b"mine")
                     os.utime(p, (old, old))
+                if not os.path.lexists(p + ".l"):
+                    try:
+                        os.link(secret, p + ".l")
+                    except OSError:
+                        pass
             if not said:
                 print("ready", flush=True)
                 said = True
-            for _ in range(20):
+            for _ in range(50):
                 for n in names:
-                    p = os.path.join(up, n)
-                    try:
-                        os.rename(p, p + ".x")
-                        os.link(secret, p)
-                        os.unlink(p)
-                        os.rename(p + ".x", p)
-                    except OSError:
-                        pass
+                    p = os.path.join(up, n).encode()
+                    libc.renameat2(-100, p, -100, p + b".l", EXCHANGE)
     """, seconds=25)
     attacker.wait_ready(proc)
     for _ in range(6):
