@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .asowner import Credentials, credentials_for_dir, run_as
+from .asowner import Credentials, credentials_for_dir, run_as, writers_of
 from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
 from .safepath import (
@@ -90,9 +90,15 @@ class TrashBin:
         ensure_private_dir(configured)
         if os.stat(configured).st_dev == dev:
             return TrashSlot(configured, True)
-        candidate = None
         try:
-            candidate = os.path.join(mount_point(policy_root), MOUNT_TRASH_NAME)
+            top = mount_point(policy_root)
+            top_st = os.lstat(top)
+            if top_st.st_mode & stat.S_ISVTX == 0 and writers_of(top_st) is not None:
+                # someone else could rename a trash there away (or plant one first)
+                raise JanitorError(f"{top} is writable by {writers_of(top_st)} (mode "
+                                   f"{stat.S_IMODE(top_st.st_mode):o}, not sticky); janitor keeps no trash there",
+                                   code="E_UNSAFE")
+            candidate = os.path.join(top, MOUNT_TRASH_NAME)
             ensure_private_dir(candidate)
             if os.stat(candidate).st_dev == dev:
                 return TrashSlot(candidate, True)

@@ -136,8 +136,9 @@ def test_a_mount_trash_swapped_by_a_user_is_never_walked(
     (to a root-owned tree with the same layout) or a directory of their own in its place.
 
     Old code: `trash purge` unlinks through the symlink (root's files deleted) and `restore`
-    links the attacker's planted bytes into the victim's directory, chowned to the victim."""
-    tmpfs.chmod(0o777)
+    links the attacker's planted bytes into the victim's directory, chowned to the victim.
+    (janitor no longer makes a trash on a mount root others can write without the sticky
+    bit; here the root is made writable after the trash was made.)"""
     data = tmpfs / "data"
     shared = data / "shared"
     shared.mkdir(parents=True)
@@ -157,6 +158,7 @@ def test_a_mount_trash_swapped_by_a_user_is_never_walked(
     (canary / run_dir / "p" / "shared").mkdir(parents=True)
     (canary / run_dir / "p" / "shared" / "report.pdf").write_bytes(b"root's file")
     planted = "symlink" if command == "purge" else "own dir"
+    tmpfs.chmod(0o777)
     proc = attacker.run(f"""
         import os
         mnt = {str(tmpfs)!r}
@@ -573,3 +575,22 @@ def test_a_hard_link_swapped_in_as_a_file_is_trashed_never_stays_in_the_trash(
     for p in trash.rglob("*"):
         if p.is_file():
             assert p.stat().st_ino != st.st_ino, "root's secret was moved into the trash"
+
+
+def test_no_trash_is_made_on_a_mount_root_others_can_write(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """A mount root writable by others without the sticky bit: a trash there could be renamed
+    away by anyone (or planted first). janitor says so once and copies to its own trash."""
+    tmpfs.chmod(0o777)
+    data = tmpfs / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    attacker_files(attacker, up, 3)
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    out = janitor_cmd("run", "-c", str(cfg), "--log-format", "json")
+    assert out.returncode == 0, out.stderr
+    assert "trash_refused" in out.stderr and "not sticky" in out.stderr
+    assert not (tmpfs / ".janitor-trash").exists()
+    assert len([p for p in (hostile_root / "state" / "trash").rglob("f*") if p.is_file()]) == 3
+    assert janitor_cmd("restore", "--all", "-c", str(cfg)).returncode == 0
+    assert sorted(p.name for p in up.iterdir()) == ["f000", "f001", "f002"]
