@@ -218,17 +218,20 @@ def execute_plan(
     result = RunResult(run_id)
     trash = TrashBin(run_id, on_refused=lambda message: events.emit("trash_refused", "warning", message=message,
                                                                      code="E_UNSAFE"))
-    for pp in plan.policies:
-        policy = config.policy(pp.name)
-        outcome = PolicyOutcome(pp.name, pp.action)
-        result.policies.append(outcome)
-        try:
-            _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
-        except JanitorError as exc:
-            outcome.status = "error"
-            outcome.errors[exc.code] += 1
-            outcome.messages.append(str(exc))
-            events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
+    try:
+        for pp in plan.policies:
+            policy = config.policy(pp.name)
+            outcome = PolicyOutcome(pp.name, pp.action)
+            result.policies.append(outcome)
+            try:
+                _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
+            except JanitorError as exc:
+                outcome.status = "error"
+                outcome.errors[exc.code] += 1
+                outcome.messages.append(str(exc))
+                events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
+    finally:
+        trash.close()
     return result
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .asowner import Credentials, credentials_for_dir, run_as, writers_of
 from .catalog import JournalEntry
@@ -64,6 +64,32 @@ def mount_point(path: str) -> str:
 class TrashSlot:
     root: str
     same_fs: bool
+    # Descriptors of the verified trash root ("") and of directories below it, kept for the
+    # run (TrashBin.close): one verification per run, not one walk per file.
+    fds: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def dir_fd(self, dirs: list[str]) -> int:
+        """The directory `dirs` below this trash root (created 0700), borrowed: not to close."""
+        key = "/".join(dirs)
+        fd = self.fds.get(key)
+        if fd is None:
+            root = self.fds.get("")
+            if root is None:
+                root = self.fds[""] = open_trash_root(self.root)
+            fd = root if not dirs else open_dirs_below(root, dirs, create=True, mode=0o700)
+            self.fds[key] = fd
+        return fd
+
+    def trim(self, keep: int = 256) -> None:
+        """Close cached directories beyond `keep` (not the root)."""
+        if len(self.fds) > keep:
+            for key in [k for k in self.fds if k]:
+                os.close(self.fds.pop(key))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 class TrashBin:
@@ -109,6 +135,10 @@ class TrashBin:
         except OSError:
             pass  # read-only mount root: fall back to copying
         return TrashSlot(configured, False)
+
+    def close(self) -> None:
+        for slot in self._slots.values():
+            slot.close()
 
     def destination(self, slot: TrashSlot, policy: str, relpath: str) -> str:
         return os.path.join(slot.root, self.run_id, policy, relpath)
@@ -217,31 +247,25 @@ def move_into_trash(dir_fd: int, name: str, dest: str, slot: TrashSlot, size: in
     if expected is None:  # callers that do not pass the plan's identity: what is there now
         pre = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         expected = Expected(pre.st_dev, pre.st_ino, pre.st_uid)
-    root_fd = open_trash_root(slot.root)
-    try:
-        parts = relative_parts(dest, slot.root)
-        parent = open_dirs_below(root_fd, parts[:-1], create=True, mode=0o700)
+    slot.trim()
+    parts = relative_parts(dest, slot.root)
+    parent = slot.dir_fd(parts[:-1])
+    leaf = parts[-1]
+    if lexists_at(parent, leaf):
+        raise JanitorError(f"{dest} is already in the trash; not replacing it", code="E_EXISTS")
+    if slot.same_fs:
         try:
-            leaf = parts[-1]
-            if lexists_at(parent, leaf):
-                raise JanitorError(f"{dest} is already in the trash; not replacing it", code="E_EXISTS")
-            if slot.same_fs:
-                try:
-                    rename_noreplace(dir_fd, name, parent, leaf)
-                except FileExistsError:
-                    raise JanitorError(f"{dest} is already in the trash; not replacing it", code="E_EXISTS") from None
-                except OSError as exc:
-                    if exc.errno != errno.EXDEV:
-                        raise
-                else:
-                    _confirm_moved(parent, leaf, dir_fd, name, expected)
-                    return
-            _copy_into_trash(dir_fd, name, root_fd, parent, leaf, size,
-                             Expected(expected.dev, expected.ino, expected.uid, max_links=1))
-        finally:
-            os.close(parent)
-    finally:
-        os.close(root_fd)
+            rename_noreplace(dir_fd, name, parent, leaf)
+        except FileExistsError:
+            raise JanitorError(f"{dest} is already in the trash; not replacing it", code="E_EXISTS") from None
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        else:
+            _confirm_moved(parent, leaf, dir_fd, name, expected)
+            return
+    _copy_into_trash(dir_fd, name, slot.dir_fd([SCRATCH_DIR]), parent, leaf, size,
+                     Expected(expected.dev, expected.ino, expected.uid, max_links=1))
 
 
 def _confirm_moved(parent: int, leaf: str, dir_fd: int, name: str, expected: Expected) -> None:
@@ -259,44 +283,40 @@ def _confirm_moved(parent: int, leaf: str, dir_fd: int, name: str, expected: Exp
     raise FileChanged(f"{bad[1]}; what was found there was put back")
 
 
-def _copy_into_trash(dir_fd: int, name: str, root_fd: int, parent: int, leaf: str, size: int,
+def _copy_into_trash(dir_fd: int, name: str, scratch: int, parent: int, leaf: str, size: int,
                      expected: Expected) -> None:
     src_fd, st = open_candidate(dir_fd, name, expected)
     try:
-        scratch = open_dirs_below(root_fd, [SCRATCH_DIR], create=True, mode=0o700)
+        out, tmp = create_scratch(scratch, PARTIAL_SUFFIX)
+        placed = False
         try:
-            out, tmp = create_scratch(scratch, PARTIAL_SUFFIX)
-            placed = False
+            digest = copy_bounded(src_fd, size, out, name)
+            os.fsync(out)
+            if sha256_fd(out, size) != digest:
+                raise JanitorError(f"{name}: copy does not match the original", code="E_VERIFY_FAILED")
+            if os.geteuid() == 0:
+                os.fchown(out, st.st_uid, st.st_gid)
+            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            rename_noreplace(scratch, tmp, parent, leaf)
+            placed = True
+            # the original goes only once the verified copy is in place, and only if unchanged
             try:
-                digest = copy_bounded(src_fd, size, out, name)
-                os.fsync(out)
-                if sha256_fd(out, size) != digest:
-                    raise JanitorError(f"{name}: copy does not match the original", code="E_VERIFY_FAILED")
-                if os.geteuid() == 0:
-                    os.fchown(out, st.st_uid, st.st_gid)
-                os.fchmod(out, stat.S_IMODE(st.st_mode))
-                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
-                rename_noreplace(scratch, tmp, parent, leaf)
-                placed = True
-                # the original goes only once the verified copy is in place, and only if unchanged
-                try:
-                    now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    now = None
-                if now is None or (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
-                        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
-                    raise FileChanged(f"{name}: changed or moved while copying to the trash; left where it is")
-                os.unlink(name, dir_fd=dir_fd)
-                placed = False  # the copy is now the file: it stays
-            except BaseException:
-                # nothing half-done stays: not the scratch file, not a copy whose original remains
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(leaf if placed else tmp, dir_fd=parent if placed else scratch)
-                raise
-            finally:
-                os.close(out)
+                now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+                raise FileChanged(f"{name}: changed or moved while copying to the trash; left where it is")
+            os.unlink(name, dir_fd=dir_fd)
+            placed = False  # the copy is now the file: it stays
+        except BaseException:
+            # nothing half-done stays: not the scratch file, not a copy whose original remains
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leaf if placed else tmp, dir_fd=parent if placed else scratch)
+            raise
         finally:
-            os.close(scratch)
+            os.close(out)
     finally:
         os.close(src_fd)
 
