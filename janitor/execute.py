@@ -18,7 +18,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
-from .safepath import lexists_at, open_dirs_below
+from .safepath import O_CANDIDATE, lexists_at, open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
 from .units import format_duration
@@ -119,7 +119,17 @@ class DirCache:
         reldir, _, name = relpath.rpartition("/")
         dir_fd = self._open_chain(reldir) if reldir else self.root_fd
         try:
-            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
+            # A FIFO, socket or device swapped in is never opened (a device's open can act) and,
+            # if swapped in between the look and the open, the open does not block and the
+            # fstat refuses it: reading it could hang or never end (/dev/zero).
+            if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise OSError(errno.EINVAL, "no longer a regular file (a FIFO, socket, device or symlink); not read")
+            fd = os.open(name, O_CANDIDATE, dir_fd=dir_fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "no longer a regular file (a FIFO, socket or device); not read")
+            os.set_blocking(fd, True)
+            return fd
         finally:
             if dir_fd != self.root_fd:
                 os.close(dir_fd)

@@ -21,9 +21,10 @@ from fsutil import janitor_cmd
 DAY = 86400
 
 
-def write_config(base: Path, policy: str, *, data: Path | None = None) -> Path:
+def write_config(base: Path, policy: str, *, data: Path | None = None, store: Path | None = None) -> Path:
     cfg = base / "janitor.yaml"
-    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {base / 'state'}\n  settle: 0s\n"
+    targets = f"targets:\n  store:\n    url: file://{store}\n" if store is not None else ""
+    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {base / 'state'}\n  settle: 0s\n{targets}"
                    f"policies:\n  - name: p\n    path: {data or base / 'data'}\n" + "".join(
                        f"    {line}\n" for line in policy.strip().splitlines()))
     return cfg
@@ -64,16 +65,21 @@ def attacker_files(attacker: Attacker, up: Path, count: int, size: int = 4096, p
 # -- point 4 (and 1): a FIFO swapped in while copying into a trash on another filesystem ------
 
 
+@pytest.mark.parametrize("action", ["soft-delete", "archive"])
 def test_fifo_swapped_in_during_a_cross_filesystem_soft_delete_never_hangs(
-        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
-    """Old code: the recheck stat()s the file, then open()s the name without O_NONBLOCK; a FIFO
-    swapped in between blocks the run for ever (the subprocess times out). The attacker keeps
-    40 old files in place and swaps each for a FIFO and back in a tight loop over several runs."""
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int, action: str) -> None:
+    """Old code: the recheck stat()s the file, then open()s the name without O_NONBLOCK (the
+    copy into a trash on another filesystem; archive's read for upload); a FIFO swapped in
+    between blocks the run for ever (the subprocess times out). The attacker keeps 40 old
+    files in place and swaps each for a FIFO and back in a tight loop over several runs."""
     data = tmpfs / "data"
     data.mkdir()
     up = attacker.mkdir(data / "up")
     (tmpfs / ".janitor-trash").write_text("not a directory: no trash on this mount, so files are copied")
-    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    store = hostile_root / "store"
+    store.mkdir()
+    policy = "action: soft-delete" if action == "soft-delete" else "action: archive\ntarget: store"
+    cfg = write_config(hostile_root, policy + "\nolder_than: 1d", data=data, store=store)
     proc = attacker.start(f"""
         import os
         up = {str(up)!r}
@@ -113,6 +119,11 @@ def test_fifo_swapped_in_during_a_cross_filesystem_soft_delete_never_hangs(
         skipped += run.stdout.count("changed")
     proc.kill()
     attacker.finish(proc)
+    if action == "archive":
+        assert [p for p in store.rglob("f*") if p.is_file()], "janitor did its work between the swaps"
+        for p in up.iterdir():
+            assert p.lstat().st_uid == attacker.uid
+        return
     trash = hostile_root / "state" / "trash"
     trashed = [p for p in trash.rglob("*") if p.is_file() or p.is_fifo()]
     assert trashed, "janitor did its work between the swaps"
