@@ -605,3 +605,26 @@ def test_no_trash_is_made_on_a_mount_root_others_can_write(
     assert len([p for p in (hostile_root / "state" / "trash").rglob("f*") if p.is_file()]) == 3
     assert janitor_cmd("restore", "--all", "-c", str(cfg)).returncode == 0
     assert sorted(p.name for p in up.iterdir()) == ["f000", "f001", "f002"]
+
+
+def test_a_janitor_trash_planted_first_on_a_sticky_mount_root_is_refused_with_a_reason(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """A /tmp-like mount root (1777): the attacker makes `.janitor-trash` before janitor does.
+    Old code refused it silently and went on; now the run says why (`trash_refused`) and the
+    files go to janitor's own trash, from which they restore; the planted directory is
+    untouched and never treated as trash."""
+    tmpfs.chmod(0o1777)
+    data = tmpfs / "data"
+    data.mkdir()
+    up = attacker.mkdir(data / "up")
+    attacker_files(attacker, up, 2)
+    proc = attacker.run(f"import os; os.mkdir({str(tmpfs / '.janitor-trash')!r}, 0o700)")
+    assert proc.returncode == 0, proc.stderr
+    cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+    out = janitor_cmd("run", "-c", str(cfg), "--log-format", "json")
+    assert out.returncode == 0, out.stderr
+    assert "trash_refused" in out.stderr and "not to us" in out.stderr
+    assert list((tmpfs / ".janitor-trash").iterdir()) == []
+    assert (tmpfs / ".janitor-trash").stat().st_uid == attacker.uid
+    assert janitor_cmd("restore", "--all", "-c", str(cfg)).returncode == 0
+    assert sorted(p.name for p in up.iterdir()) == ["f000", "f001"]
