@@ -281,7 +281,7 @@ def restore(
             result = restore_from_archive(catalog, cfg, entries, events, force=force)
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
-            result = restore_entries(catalog, entries, events, force=force)
+            result = restore_entries(catalog, entries, events, force=force, config=cfg)
     OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
@@ -359,6 +359,8 @@ def trash_list(
 
 @trash_app.command("purge")
 def trash_purge(
+    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/**/*.mp4').",
+                                                             show_default=False)] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     run_id: Annotated[Optional[str], typer.Option("--run", metavar="RUN_ID", help="Only files trashed by this run.", show_default=False)] = None,
@@ -372,27 +374,27 @@ def trash_purge(
     """Delete trashed files for good."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
-    from .trashops import purge_entries, select_trash
+    from .trashops import purge_entries, require_filter, select_trash
     from .units import parse_duration
 
-    if not (policy or run_id or all_ or older_than is not None):
-        # trash purge takes no path glob (restore does): say only what it accepts
-        raise UsageError("say what to purge: --policy NAME, --run RUN_ID, --older-than DURATION, or --all")
+    require_filter(patterns, policy, run_id, all_ or older_than is not None, verb="purge", older_than=True)
     try:
         age = None if older_than is None else parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     cfg = _load(config)
     if dry_run:
-        return _dry_run("purge", cfg, json_out, policies=policy, run_id=run_id, older_than=age)
+        return _dry_run("purge", cfg, json_out, patterns=patterns, policies=policy, run_id=run_id, older_than=age)
     events = _events(cfg)
     events.bind(_command_id())
     with locked_state(cfg) as catalog:
-        entries = select_trash(catalog, policies=policy, run_id=run_id, older_than=age)
+        entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id, older_than=age)
         result = purge_entries(catalog, entries, events)
     OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
-        print_json({"purged": [entry_to_dict(e) for e in result.done]})
+        print_json({"purged": [entry_to_dict(e) for e in result.done],
+                    "bytes": sum(e.size or 0 for e in result.done),
+                    "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
     else:
         render_trash_op("purged", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK

@@ -218,6 +218,8 @@ class Policy(_Model):
     # Act in directories other accounts can write as this account (logrotate's `su`);
     # janitor.asowner reads it as Credentials.
     su: Annotated[Credentials, PlainValidator(_su)] | None = None
+    # remove directories this run emptied (never the policy path itself); janitor/execute.py
+    remove_empty_dirs: bool = False
     # soft-delete (also `then: soft-delete` of archive and quota)
     trash_dir: str | None = None
     retain: Duration | None = None

@@ -19,7 +19,7 @@ from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
 from .runstop import stop_reason
-from .safepath import open_dirs_below
+from .safepath import O_CANDIDATE, lexists_at, open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
 from .units import format_duration
@@ -43,6 +43,7 @@ class PolicyOutcome:
     skipped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # by error code
     messages: list[str] = field(default_factory=list)
+    dirs_removed: int = 0  # remove_empty_dirs
 
 
 @dataclass
@@ -119,10 +120,26 @@ class DirCache:
         reldir, _, name = relpath.rpartition("/")
         dir_fd = self._open_chain(reldir) if reldir else self.root_fd
         try:
-            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
+            # A FIFO, socket or device swapped in is never opened (a device's open can act) and,
+            # if swapped in between the look and the open, the open does not block and the
+            # fstat refuses it: reading it could hang or never end (/dev/zero).
+            if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise OSError(errno.EINVAL, "no longer a regular file (a FIFO, socket, device or symlink); not read")
+            fd = os.open(name, O_CANDIDATE, dir_fd=dir_fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "no longer a regular file (a FIFO, socket or device); not read")
+            os.set_blocking(fd, True)
+            return fd
         finally:
             if dir_fd != self.root_fd:
                 os.close(dir_fd)
+
+    def forget(self, reldir: str) -> None:
+        """Drop a cached directory (it was removed)."""
+        fd = self._fds.pop(reldir, None)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -144,6 +161,8 @@ class ExecContext:
     now: float = field(default_factory=time.time)
     # the policy root's open directories, while its batches run (for actions that read files)
     dirs: DirCache | None = None
+    # remove_empty_dirs: directories (relative, with the dev/ino they had) a file left this run
+    emptied: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def trash_slot(self, item: PlannedAction) -> TrashSlot:
         return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
@@ -182,6 +201,8 @@ def recheck(
         return "changed", "no longer a regular file"
     if (st.st_dev, st.st_ino) != (fact.dev, fact.ino):
         return "changed", "replaced by another file since the plan"
+    if st.st_uid != fact.uid:
+        return "changed", f"owner changed since the plan (uid {fact.uid} -> {st.st_uid})"
     if not action.skips_busy:
         return None
     if st.st_size != fact.size or st.st_mtime != fact.mtime:
@@ -206,20 +227,24 @@ def execute_plan(
 ) -> RunResult:
     """Apply the plan. Every policy runs even if another failed; failures are counted."""
     result = RunResult(run_id)
-    trash = TrashBin(run_id)
-    for pp in plan.policies:
-        if stop_reason() is not None:
-            break  # a signal or a replaced state_dir: the runner records and says it
-        policy = config.policy(pp.name)
-        outcome = PolicyOutcome(pp.name, pp.action)
-        result.policies.append(outcome)
-        try:
-            _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
-        except JanitorError as exc:
-            outcome.status = "error"
-            outcome.errors[exc.code] += 1
-            outcome.messages.append(str(exc))
-            events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
+    trash = TrashBin(run_id, on_refused=lambda message: events.emit("trash_refused", "warning", message=message,
+                                                                     code="E_UNSAFE"))
+    try:
+        for pp in plan.policies:
+            if stop_reason() is not None:
+                break  # a signal or a replaced state_dir: the runner records and says it
+            policy = config.policy(pp.name)
+            outcome = PolicyOutcome(pp.name, pp.action)
+            result.policies.append(outcome)
+            try:
+                _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
+            except JanitorError as exc:
+                outcome.status = "error"
+                outcome.errors[exc.code] += 1
+                outcome.messages.append(str(exc))
+                events.emit("policy_failed", "error", policy=pp.name, code=exc.code, message=str(exc))
+    finally:
+        trash.close()
     return result
 
 
@@ -281,12 +306,48 @@ def _execute_policy(
                         break
             finally:
                 action.after_actions(ctx)
+            if getattr(policy, "remove_empty_dirs", False):
+                remove_emptied_dirs(ctx, outcome)
         finally:
             ctx.dirs = None
             dirs.close()
         action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
+
+
+def remove_emptied_dirs(ctx: ExecContext, outcome: PolicyOutcome) -> None:
+    """`remove_empty_dirs`: remove the directories that this run's removals left empty.
+
+    Only a directory a file of this run left (and then its parents, once they are empty in
+    turn), deepest first, never the policy path itself and never a directory that was empty
+    before (an application may expect it). Each is removed with rmdir through its parent's
+    descriptor after confirming the name is still the directory the run worked in (dev/ino);
+    a directory that gained an entry meanwhile fails with ENOTEMPTY and is left alone, as is
+    one the kernel refuses (a mount point, an immutable directory).
+    """
+    dirs = ctx.dirs
+    assert dirs is not None
+    pending = dict(ctx.emptied)
+    while pending:
+        reldir = max(pending, key=lambda d: (d.count("/"), d))
+        identity = pending.pop(reldir)
+        try:
+            parent_fd, name = dirs.parent_of(reldir)
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+                continue  # not the directory this run emptied: someone else's, left alone
+            dirs.forget(reldir)
+            os.rmdir(name, dir_fd=parent_fd)
+        except OSError:
+            continue  # not empty (gained a file), gone, busy or refused: left as it is
+        outcome.dirs_removed += 1
+        ctx.events.emit("dir_removed", policy=ctx.policy.name, action=ctx.policy.action,
+                        path=os.path.join(ctx.policy.path, reldir))
+        parent = reldir.rpartition("/")[0]
+        if parent and parent not in pending:
+            parent_fd_st = os.fstat(parent_fd)
+            pending[parent] = (parent_fd_st.st_dev, parent_fd_st.st_ino)
 
 
 def _journal_row(item: PlannedAction, run_id: str, root: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -318,6 +379,7 @@ def _execute_batch(
     keep_going = True
     events = ctx.events
     stopped_by: JanitorError | None = None
+    track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
     try:
         action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
@@ -370,6 +432,11 @@ def _execute_batch(
             done_bytes = extra.pop("bytes", item.fact.size)
             columns = {k: v for k, v in extra.items() if k in JOURNAL_COLUMNS}
             results.append((row_id, "done", None, columns))
+            if track_dirs and "/" in item.fact.relpath and not lexists_at(dir_fd, name):
+                reldir = item.fact.relpath.rpartition("/")[0]
+                if reldir not in ctx.emptied:
+                    st_dir = os.fstat(dir_fd)
+                    ctx.emptied[reldir] = (st_dir.st_dev, st_dir.st_ino)
             outcome.files += 1
             outcome.bytes += done_bytes
             event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()

@@ -20,7 +20,7 @@ from .disk import disk_usage
 from .plan import Plan, PlannedAction, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
 from .scan import FileFact, WalkNote, fact_from_stat, walk_files
-from .trash import MOUNT_TRASH_NAME, mount_point
+from .trash import MOUNT_TRASH_NAME, mount_point, own_dir_identity
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -68,14 +68,8 @@ def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
             candidates.add(os.path.join(mount_point(policy.path), MOUNT_TRASH_NAME))
         except OSError:
             pass
-    found = set()
-    for path in candidates:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        found.add((st.st_dev, st.st_ino))
-    return frozenset(found)
+    # only directories janitor made count: a `.janitor-trash` a user planted is walked as usual
+    return frozenset(ident for ident in map(own_dir_identity, candidates) if ident is not None)
 
 
 def build_plan(

@@ -244,10 +244,8 @@ def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
         out.print(f"{verb} {_esc(_display_path(e.path))}")
     for e, reason in result.failed:
         out.print(f"[red]not {verb}[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
-    summary = f"{len(result.done)} {verb}, {len(result.failed)} failed"
-    if result.done:
-        summary += f" ({format_size(sum(e.size or 0 for e in result.done))})"
-    out.print(summary)
+    out.print(f"{len(result.done)} {verb} ({format_size(sum(e.size or 0 for e in result.done))}), "
+              f"{len(result.failed)} failed")
 
 
 def render_config(config: Config, out: Console) -> None:

@@ -12,13 +12,15 @@ from typing import Any
 
 from .catalog import Catalog, JournalEntry, open_catalog
 from .config import Config, Policy
+from .errors import JanitorError
 from .events import EventLog
 from .execute import RunResult, execute_plan
 from .plan import Plan
 from .planner import build_plan
 from .runstop import RunInterrupted, acting, run_stop
+from .safepath import stat_below
 from .state import RunLock, ensure_private_dir
-from .trash import purge_from_trash
+from .trash import reconcile_trash_move as trash_reconcile
 
 
 def new_run_id() -> str:
@@ -159,7 +161,12 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | 
     outcomes: list[tuple[int, str, str | None, dict[str, Any]]] = []
     for entry in entries:
         action_cls = ACTIONS.get(entry.action)
-        state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))
+        try:
+            state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))
+        except (OSError, JanitorError) as exc:
+            # one row that cannot be settled (a hostile name, a path too long) is recorded as
+            # failed with the reason: it must not fail this run and every later one
+            state, note = "failed", f"could not be settled: {exc.strerror if isinstance(exc, OSError) else exc}"
         outcomes.append((entry.id, state, note, {}))
         events.emit("journal_reconciled", policy=entry.policy, action=entry.action, path=entry.path,
                     state=state, reason=note, previous_run=entry.run_id)
@@ -168,11 +175,9 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | 
 
 
 def _same_file(path: str, entry: JournalEntry) -> bool:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+    # reached from the policy root by descriptor: no symlink on the way, no PATH_MAX limit
+    st = stat_below(entry.root, path)
+    return st is not None and (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
 
 
 def reconcile_by_presence(entry: JournalEntry) -> tuple[str, str | None]:
@@ -183,23 +188,5 @@ def reconcile_by_presence(entry: JournalEntry) -> tuple[str, str | None]:
 
 
 def reconcile_trash_move(entry: JournalEntry) -> tuple[str, str | None]:
-    """For moves into the trash: rename (atomic) or verified copy then unlink."""
-    trash = entry.trash_path
-    if trash:
-        partial = trash + ".janitor-partial"
-        if os.path.lexists(partial):
-            os.unlink(partial)
-    original_there = _same_file(entry.path, entry) or (
-        os.path.lexists(entry.path) and not (trash and os.path.lexists(trash))
-    )
-    in_trash = bool(trash and os.path.lexists(trash))
-    if original_there and in_trash:
-        # a verified copy was made but the original not yet unlinked: keep the original
-        assert trash is not None
-        purge_from_trash(entry)
-        return "aborted", "interrupted between copy and unlink; the copy was removed, the file is in place"
-    if in_trash:
-        return "done", "interrupted after moving to the trash; recorded now"
-    if original_there:
-        return "aborted", "interrupted before acting; the file is still in place"
-    return "failed", "neither the file nor its trash copy exists"
+    """For moves into the trash: rename (atomic) or verified copy then unlink (janitor/trash.py)."""
+    return trash_reconcile(entry)

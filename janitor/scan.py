@@ -29,6 +29,9 @@ class FileFact:
     mode: int
     uid: int
     gid: int
+    # allocated 512-byte blocks and link count: what quota counts (each inode once, by blocks)
+    blocks: int = 0
+    nlink: int = 1
 
     def age_ts(self, age_by: str) -> float:
         return self.mtime if age_by == "mtime" else self.atime if age_by == "atime" else self.ctime
@@ -53,6 +56,7 @@ def fact_from_stat(relpath: str, st: os.stat_result) -> FileFact:
     return FileFact(
         relpath, share(st.st_dev, st.st_dev), st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime,
         share(st.st_mode, st.st_mode), share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid),
+        st.st_blocks, share(st.st_nlink, st.st_nlink),
     )
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .asowner import Credentials, parse_su
 from .catalog import Catalog, JournalEntry
 from .errors import JanitorError, UsageError
 from .events import EventLog
 from .globs import path_matcher
 from .trash import purge_from_trash, restore_from_trash
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def select_trash(
@@ -38,9 +43,13 @@ def select_trash(
     return out
 
 
-def require_filter(patterns: list[str] | None, policies: list[str] | None, run_id: str | None, all_: bool) -> None:
+def require_filter(patterns: list[str] | None, policies: list[str] | None, run_id: str | None, all_: bool,
+                   *, verb: str = "act on", older_than: bool = False) -> None:
+    """Refuse a command that names nothing; the message lists exactly the filters it accepts."""
     if not (patterns or policies or run_id or all_):
-        raise UsageError("say what to act on: a path glob, --policy, --run, or --all")
+        accepted = "a path glob (e.g. '/srv/out/**/*.mp4'), --policy, --run, " + (
+            "--older-than or --all" if older_than else "or --all")
+        raise UsageError(f"say what to {verb}: {accepted}")
 
 
 @dataclass
@@ -49,14 +58,41 @@ class TrashOpResult:
     failed: list[tuple[JournalEntry, str]] = field(default_factory=list)
 
 
-def restore_entries(catalog: Catalog, entries: list[JournalEntry], events: EventLog, *, force: bool = False) -> TrashOpResult:
-    # newest trash entry per original path wins when the same path was trashed twice
+def latest_per_path(entries: list[JournalEntry]) -> list[JournalEntry]:
+    """What a restore puts back: the newest trash entry per original path, sorted by path."""
     latest: dict[str, JournalEntry] = {}
     for entry in entries:
         if entry.path not in latest or entry.id > latest[entry.path].id:
             latest[entry.path] = entry
-    ordered = sorted(latest.values(), key=lambda e: e.path)
-    return put_back_each(catalog, ordered, events, lambda entry: restore_from_trash(entry, force=force))
+    return sorted(latest.values(), key=lambda e: e.path)
+
+
+def su_for(config: Config | None, policy_name: str) -> Credentials | None:
+    """The policy's `su:` as credentials (None when unset, unknown or the policy is gone).
+
+    Read defensively: the key belongs to the policy format (config.py); restore uses it to
+    create files in a directory that several accounts can write (janitor/asowner.py).
+    """
+    if config is None:
+        return None
+    try:
+        value = getattr(config.policy(policy_name), "su", None)
+    except (KeyError, JanitorError, ValueError):
+        return None
+    if value is None or isinstance(value, Credentials):
+        return value
+    try:
+        return parse_su(str(value))
+    except ValueError:
+        return None
+
+
+def restore_entries(catalog: Catalog, entries: list[JournalEntry], events: EventLog, *, force: bool = False,
+                    config: Config | None = None) -> TrashOpResult:
+    # newest trash entry per original path wins when the same path was trashed twice
+    ordered = latest_per_path(entries)
+    return put_back_each(catalog, ordered, events,
+                         lambda entry: restore_from_trash(entry, force=force, su=su_for(config, entry.policy)))
 
 
 def put_back_each(
@@ -91,8 +127,10 @@ def purge_entries(catalog: Catalog, entries: list[JournalEntry], events: EventLo
     for entry in entries:
         try:
             purge_from_trash(entry)
-        except OSError as exc:
-            result.failed.append((entry, exc.strerror or str(exc)))
+        except (OSError, JanitorError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            result.failed.append((entry, reason))
+            events.emit("trash_purge_failed", "error", policy=entry.policy, path=entry.path, message=reason)
             continue
         result.done.append(entry)
         events.emit("trash_purged", policy=entry.policy, action=entry.action, path=entry.path, bytes=entry.size,

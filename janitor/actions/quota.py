@@ -4,6 +4,11 @@ When the matching files are over `max_size` or `max_files`, evict (oldest by `ag
 largest first) until both totals are at or below `low_watermark` of their cap (default
 90%), applying `then:` (delete, soft-delete or archive) to each evicted file.
 
+Totals count what is really used: allocated blocks (st_blocks * 512, so a sparse file counts
+what it occupies, not its apparent size) and each inode (dev, ino) once, however many of its
+names the policy matches; `max_files` counts inodes. A file with several links is evicted
+only when all of its links are names this policy matches and may evict (then all go
+together); otherwise evicting names would free nothing and it is left alone.
 Every matching file counts towards the totals, including files still being written and
 files `keep_newest` protects; only eligible files (not busy, not protected, passing the
 policy's age and size filters) are evicted. Selection is arithmetic over the compact
@@ -29,6 +34,11 @@ if TYPE_CHECKING:
 
 THEN_CHOICES = ("delete", "soft-delete", "archive")
 DEFAULT_LOW_WATERMARK = 90.0
+
+
+def used_bytes(fact: FileFact) -> int:
+    """Bytes a file really occupies: its allocated blocks (st_blocks is in 512-byte units)."""
+    return fact.blocks * 512
 
 
 def _then(policy: Policy) -> str:
@@ -83,10 +93,17 @@ class QuotaAction(Action):
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
     ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None]]:
-        files = len(matched)
+        # What is really used: allocated blocks (a sparse file counts what it occupies, not
+        # its apparent size), and each inode once however many names it has here.
+        names: dict[tuple[int, int], int] = {}
         size = 0
         for fact in matched:
-            size += fact.size
+            key = (fact.dev, fact.ino)
+            seen = names.get(key, 0)
+            if not seen:
+                size += used_bytes(fact)
+            names[key] = seen + 1
+        files = len(names)
         max_size, max_files = policy.max_size, policy.max_files
         over = (max_size is not None and size > max_size) or (max_files is not None and files > max_files)
         if not over:
@@ -99,23 +116,39 @@ class QuotaAction(Action):
         order = sorted(eligible, key=attrgetter(policy.age_by, "relpath"))
         if evict == "largest":
             # largest first; sort is stable (also reversed), so equal sizes stay oldest first
-            order.sort(key=attrgetter("size"), reverse=True)
+            order.sort(key=used_bytes, reverse=True)
+        # A file with several names is evicted only with all of them, and only when every
+        # one of its links is a name this policy matches and may evict: otherwise removing
+        # names frees nothing (another user's hard link keeps the bytes).
+        eligible_names: dict[tuple[int, int], list[FileFact]] = {}
+        for fact in eligible:
+            eligible_names.setdefault((fact.dev, fact.ino), []).append(fact)
 
         reason = _reason(evict, size, files, max_size, max_files, size_goal, files_goal)
         detail = {"then": _then(policy)}  # one shared dict: read-only, one per policy not per file
         chosen: list[tuple[FileFact, str, dict[str, Any] | None]] = []
+        done: set[tuple[int, int]] = set()
         for fact in order:
             if (size_goal is None or size <= size_goal) and (files_goal is None or files <= files_goal):
                 break
-            chosen.append((fact, reason, detail))
-            size -= fact.size
+            key = (fact.dev, fact.ino)
+            if key in done:
+                continue
+            done.add(key)
+            group = eligible_names[key]
+            if fact.nlink > 1 and not (fact.nlink == len(group) == names[key]):
+                continue  # linked from elsewhere: evicting these names would free nothing
+            for name in sorted(group, key=attrgetter("relpath")):
+                chosen.append((name, reason, detail))
+            size -= used_bytes(fact)
             files -= 1
         if (size_goal is not None and size > size_goal) or (files_goal is not None and files > files_goal):
             left = len(matched) - len(eligible)
             ctx.note(
                 f"quota cannot reach its low watermark: after evicting every eligible file "
                 f"{_totals(size, files, max_size, max_files)} remain; {left} matching files are "
-                "still being written, protected by keep_newest or excluded by the policy's filters"
+                "still being written, protected by keep_newest or excluded by the policy's filters "
+                "(files with hard links outside the policy are never evicted: that frees nothing)"
             )
         return chosen
 

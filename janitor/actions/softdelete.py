@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from ..trash import move_into_trash, purge_from_trash
+from ..errors import JanitorError
+from ..safepath import Expected
+from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from ..units import format_duration
 from .base import Action
 
@@ -22,10 +25,16 @@ class SoftDeleteAction(Action):
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         slot = ctx.trash_slot(item)
-        return {"trash_path": ctx.trash.destination(slot, item.policy, item.fact.relpath)}
+        fields: dict[str, Any] = {"trash_path": ctx.trash.destination(slot, item.policy, item.fact.relpath)}
+        records = _parent_records(item.fact.relpath, ctx)
+        if records:
+            fields["detail"] = encode_dir_records(records)
+        return fields
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
-        move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), item.fact.size)
+        fact = item.fact
+        move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), fact.size,
+                        Expected(fact.dev, fact.ino, fact.uid))
         return {}
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
@@ -33,9 +42,26 @@ class SoftDeleteAction(Action):
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
-        from ..runner import reconcile_trash_move
+        from ..trash import reconcile_trash_move
 
         return reconcile_trash_move(entry)
+
+
+def _parent_records(relpath: str, ctx: ExecContext) -> list[DirRecord] | None:
+    """Owner and mode of each directory between the policy path and the file, so that a
+    restore can recreate the ones removed meanwhile as they were. None when unknown."""
+    if ctx.dirs is None or "/" not in relpath:
+        return None
+    parts = relpath.split("/")[:-1]
+    records = []
+    try:
+        for depth in range(1, len(parts) + 1):
+            fd, _ = ctx.dirs.parent_of("/".join(parts[:depth]) + "/-")
+            st = os.fstat(fd)
+            records.append(DirRecord(st.st_uid, st.st_gid, st.st_mode & 0o7777))
+    except OSError:
+        return None
+    return records
 
 
 def purge_expired(policy: Policy, ctx: ExecContext) -> int:
@@ -43,10 +69,18 @@ def purge_expired(policy: Policy, ctx: ExecContext) -> int:
     if policy.retain is None:
         return 0
     expired = ctx.catalog.expired_in_trash(policy.name, policy.retain)
+    purged = []
     for entry in expired:
-        purge_from_trash(entry)
+        try:
+            purge_from_trash(entry)
+        except (OSError, JanitorError) as exc:
+            # e.g. a trash that is no longer janitor's: that entry stays, the policy goes on
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            ctx.events.emit("trash_purge_failed", "error", policy=policy.name, path=entry.path, message=reason)
+            continue
+        purged.append(entry)
         ctx.events.emit("trash_purged", policy=policy.name, action=entry.action, path=entry.path, bytes=entry.size,
                         reason="retain", run=entry.run_id,
                         message=f"in the trash longer than retain {format_duration(policy.retain)}")
-    ctx.catalog.mark((e.id for e in expired), "purged_at")
-    return len(expired)
+    ctx.catalog.mark((e.id for e in purged), "purged_at")
+    return len(purged)
