@@ -95,20 +95,24 @@ def parse_percent(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Compact human form, the leading unit and the next one: 90061 -> '1d1h', 26d 0h 25m ->
-    '26d0h' (the hours are never skipped), 7d exactly -> '7d'. Used in every table and reason."""
+    """Compact human form: every unit from the leading one down to the last that is not zero,
+    minutes at the finest once past an hour. 26d 0h 25m -> '26d0h25m' (an hour is never
+    skipped, so '25m' cannot read as part of the days), 90061 -> '1d1h1m', 7d exactly -> '7d'.
+    A reason such as 'mtime age 7d0h1m > 7d' thus shows by how much a threshold is passed.
+    Used in every table and reason."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    for i, (unit, size) in enumerate(units):
-        if seconds >= size:
-            lead, rest = divmod(seconds, size)
-            if rest == 0 or unit == "m":
-                return f"{lead}{unit}"
-            next_unit, next_size = units[i + 1]
-            return f"{lead}{unit}{rest // next_size}{next_unit}"
-    return f"{seconds}s"  # pragma: no cover - the loop always returns
+    units = (("d", 86400), ("h", 3600), ("m", 60))
+    parts: list[str] = []
+    rest = seconds
+    for unit, size in units:
+        lead, rest = divmod(rest, size)
+        if lead or parts:
+            parts.append(f"{lead}{unit}")
+    while parts and parts[-1][0] == "0":  # trailing zero units say nothing
+        parts.pop()
+    return "".join(parts)
 
 
 _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")

@@ -93,6 +93,6 @@ def test_demo_plan_total_equals_run_total_and_nothing_is_cut(cli, tmp_path: Path
     assert plan_total.group(1) == run_total.group(1)
     assert "…" not in out and "..." not in out
     assert "7. janitor restore -c" in out and ".mp4'" in out  # the whole command, copyable
-    # ages keep their hours: 26d0h, never 26d25m
+    # ages keep their hours: 26d0h25m, never 26d25m
     for age in re.findall(r"\b(\d+d\d+m)\b", out):
         raise AssertionError(f"age without its hours: {age}")

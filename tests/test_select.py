@@ -48,7 +48,7 @@ def test_older_than_uses_exact_mtime(tree: Tree, write_config) -> None:  # type:
     tree.file("old.mp4", age=7 * DAY + 60)
     pp = plan_for(write_config, policy(older_than="7d"), now=tree.now)
     assert selected(pp) == ["old.mp4"]
-    assert pp.actions[0].reason == "mtime age 7d1m > 7d"
+    assert pp.actions[0].reason == "mtime age 7d0h1m > 7d"  # the hours are shown (issue 12, defect 15)
 
 
 @pytest.mark.parametrize(("age_by", "expected"), [("mtime", ["modified-long-ago"]), ("atime", ["read-long-ago"])])

@@ -10,11 +10,11 @@ DAY, HOUR, MIN = 86400, 3600, 60
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [
-    (0, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (HOUR, "1h"), (HOUR + 30, "1h0m"),
-    (2 * HOUR + 5 * MIN, "2h5m"), (DAY, "1d"), (7 * DAY, "7d"), (DAY + HOUR + 1, "1d1h"),
-    (26 * DAY + 25 * MIN, "26d0h"), (DAY + 12 * HOUR, "1d12h"),
+    (0, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (HOUR, "1h"), (HOUR + 30, "1h"),
+    (2 * HOUR + 5 * MIN, "2h5m"), (DAY, "1d"), (7 * DAY, "7d"), (DAY + HOUR + 1, "1d1h"), (DAY + HOUR + MIN, "1d1h1m"),
+    (26 * DAY + 25 * MIN, "26d0h25m"), (DAY + 12 * HOUR, "1d12h"),
 ])  # fmt: skip
-def test_format_duration_keeps_the_unit_after_the_leading_one(seconds: int, shown: str) -> None:
+def test_format_duration_never_skips_a_unit_between_the_leading_and_the_last(seconds: int, shown: str) -> None:
     assert format_duration(seconds) == shown
 
 
