@@ -21,11 +21,16 @@ from urllib.parse import unquote, urlsplit
 from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets.base import (
     Progress,
+    RateLimiter,
     StoredObject,
     TargetSpec,
     clean_key_parts,
     join_key,
     join_prefix,
+    limiter_for,
+    open_dest,
+    open_source,
+    write_all,
 )
 
 SIDECAR_SUFFIX = ".janitor.json"
@@ -53,19 +58,30 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
 
 
-def _copy_hashing(src: str, dst_fd: int, progress: Progress | None) -> tuple[int, str]:
-    """Copy src into the open fd, returning (bytes, hex sha256) of what was written."""
+def _copy_hashing(src_fd: int, size: int, dst_fd: int, progress: Progress | None,
+                  limiter: RateLimiter | None = None, *, exact: bool = True) -> tuple[int, str]:
+    """Copy the first `size` bytes of src_fd into dst_fd (both descriptors, pread: never
+    more than `size`, whatever the source does meanwhile); (bytes, hex sha256) written.
+    `exact`: a shorter source raises FileChanged; else the copy stops at its end."""
     h = hashlib.sha256()
     total = 0
-    with open(src, "rb") as f, os.fdopen(os.dup(dst_fd), "wb", closefd=True) as out:
-        while block := f.read(_CHUNK):
-            out.write(block)
-            h.update(block)
-            total += len(block)
-            if progress is not None:
-                progress(len(block))
-        out.flush()
-        os.fsync(out.fileno())
+    while total < size:
+        want = min(_CHUNK, size - total)
+        if limiter is not None:
+            limiter.consume(want)
+        block = os.pread(src_fd, want, total)
+        if not block:
+            if exact:
+                raise FileChanged(f"shrank while it was copied ({total} of {size} bytes)")
+            break
+        write_all(dst_fd, block)
+        h.update(block)
+        total += len(block)
+        if progress is not None:
+            progress(len(block))
+    if not exact and os.pread(src_fd, 1, total):
+        total += 1  # longer than recorded: the caller's size check fails
+    os.fsync(dst_fd)
     return total, h.hexdigest()
 
 
@@ -86,6 +102,7 @@ class FileTarget:
             raise ValueError(f"target {spec.name}: file URL {spec.url!r} needs an absolute path")
         self.spec = spec
         self.base = os.path.normpath(path)
+        self._limiter = limiter_for(spec)
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -153,7 +170,7 @@ class FileTarget:
         )
 
     def download(
-        self, key: str, dest_path: str, *, progress: Progress | None = None
+        self, key: str, dest: str | int, *, progress: Progress | None = None, version_id: str | None = None
     ) -> StoredObject:
         obj = self.stat(key)
         if obj is None:
@@ -162,22 +179,29 @@ class FileTarget:
             raise VerifyFailed(
                 self._fail(f"'{key}' has no readable metadata sidecar; cannot verify")
             )
-        src = self._path(key)
+        shown = dest if isinstance(dest, str) else "the restore copy"
+        out_fd = -1
         try:
-            fd = os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            out_fd = dest if isinstance(dest, int) else open_dest(dest)
+            src = open_source(self._path(key))
             try:
-                size, digest = _copy_hashing(src, fd, progress)
+                size, digest = _copy_hashing(src, obj.size, out_fd, progress, self._limiter, exact=False)
             finally:
-                os.close(fd)
+                os.close(src)
         except OSError as e:
-            _unlink_quiet(dest_path)
+            if isinstance(dest, str):
+                _unlink_quiet(dest)
             if e.errno == errno.ENOSPC:
-                raise DiskFull(f"no space left writing {dest_path}") from None
+                raise DiskFull(f"no space left writing {shown}") from None
             raise TargetError(
-                self._fail(f"cannot copy '{key}' to {dest_path}: {e.strerror}")
+                self._fail(f"cannot copy '{key}' to {shown}: {e.strerror}")
             ) from None
+        finally:
+            if isinstance(dest, str) and out_fd >= 0:
+                os.close(out_fd)
         if size != obj.size or digest != obj.sha256.lower():
-            _unlink_quiet(dest_path)  # never leave corrupt bytes where a restore might pick them up
+            if isinstance(dest, str):
+                _unlink_quiet(dest)  # never leave corrupt bytes where a restore might pick them up
             raise VerifyFailed(
                 self._fail(
                     f"'{key}' is corrupt: read {size} bytes sha256 {digest[:16]}, "
@@ -185,6 +209,19 @@ class FileTarget:
                 )
             )
         return obj
+
+    def verified(self, obj: StoredObject, size: int, sha256: str, md5: str | None, fd: int | None = None) -> bool:
+        """A copy whose sidecar matches (written only after the copy was read back); with
+        `verify: readback`, the copy is hashed again too."""
+        if not (obj.sha256 and obj.size == size and obj.sha256.lower() == sha256.lower()):
+            return False
+        if self.spec.verify != "readback":
+            return True
+        try:
+            self._verify_stored(obj.key, self._path(obj.key), size=size, sha256=sha256.lower())
+        except (VerifyFailed, ValueError):
+            return False
+        return True
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         if not os.path.isdir(self.base):
@@ -250,7 +287,7 @@ class FileTarget:
 
     def upload(
         self,
-        local_path: str,
+        source: str | int,
         key: str,
         *,
         sha256: str,
@@ -258,7 +295,17 @@ class FileTarget:
         mtime: float,
         mode: int,
         progress: Progress | None = None,
+        md5: str | None = None,
     ) -> StoredObject:
+        fd = source if isinstance(source, int) else open_source(source)
+        try:
+            return self._upload_fd(fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, progress=progress)
+        finally:
+            if not isinstance(source, int):
+                os.close(fd)
+
+    def _upload_fd(self, src_fd: int, key: str, *, sha256: str, size: int, mtime: float, mode: int,
+                   progress: Progress | None) -> StoredObject:
         dest = self._path(key)
         directory = os.path.dirname(dest)
         self._ensure_inside(dest)
@@ -274,16 +321,22 @@ class FileTarget:
             if os.path.lexists(dest + SIDECAR_SUFFIX):
                 os.unlink(dest + SIDECAR_SUFFIX)
                 _fsync_dir(directory)
+            # mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, 0600, an unguessable name
             fd, tmp = tempfile.mkstemp(
                 dir=directory, prefix="." + os.path.basename(dest) + ".", suffix=_TMP_SUFFIX
             )
             try:
-                copied, digest = _copy_hashing(local_path, fd, progress)
+                st = os.fstat(fd)
+                if st.st_uid != os.geteuid() or st.st_nlink != 1:
+                    raise UploadFailed(self._fail(f"temporary file for '{key}' is not janitor's own"))
+                copied, digest = _copy_hashing(src_fd, size, fd, progress, self._limiter)
+                if os.fstat(src_fd).st_size != size:
+                    copied = os.fstat(src_fd).st_size  # grew: only the planned bytes were read; not the file now
             finally:
                 os.close(fd)
             if copied != size or digest != sha256.lower():
                 raise FileChanged(
-                    f"{local_path}: changed while archiving (now {copied} bytes sha256 "
+                    f"changed while archiving (now {copied} bytes sha256 "
                     f"{digest[:16]}, planned {size} bytes sha256 {sha256[:16]})"
                 )
             os.replace(tmp, dest)
@@ -324,7 +377,7 @@ class FileTarget:
         h = hashlib.sha256()
         got = 0
         try:
-            with open(dest, "rb") as f:
+            with os.fdopen(open_source(dest), "rb") as f:
                 while block := f.read(_CHUNK):
                     h.update(block)
                     got += len(block)
