@@ -42,6 +42,8 @@ from janitor.targets.base import (
 )
 
 _CHUNK = 1 << 20
+# multipart parts of one file in flight (and in memory) at once
+_PART_WINDOW = 4
 
 _ACCESS_CODES = {
     "AccessDenied": "access denied (check credentials and bucket policy)",
@@ -776,42 +778,69 @@ class S3Target:
     def _upload_multipart(self, client: Any, fd: int, key: str, *, sha256: str, size: int, mtime: float,
                           mode: int, progress: Progress | None, checksum: bool) -> _Put:
         """Parts read from the descriptor (bounded by `size`), each sent with its Content-MD5
-        (and SHA-256), each part's ETag compared with its MD5; aborted on any failure."""
+        (and SHA-256), each part's ETag compared with its MD5; aborted on any failure.
+
+        Up to _PART_WINDOW parts are in flight at once (and in memory); they are taken back
+        in order, so the SHA-256 of everything sent is compared with the file's digest.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         chunk = self.part_size(size)
         extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum)
         upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
         parts: list[dict[str, Any]] = []
         md5s = b""
         whole = hashlib.sha256()
-        proven = self._etag_is_md5()
+        state = {"proven": self._etag_is_md5()}
+
+        def send(number: int, offset: int) -> tuple[bytes, bytes, dict[str, Any]]:
+            length = min(chunk, size - offset)
+            data = BoundedFdReader(fd, offset, length, limiter=self._limiter).read_all()
+            part_md5 = hashlib.md5(data, usedforsecurity=False).digest()
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                "Body": data, "ContentLength": length, "ContentMD5": base64.b64encode(part_md5).decode(),
+            }
+            if checksum:
+                kwargs["ChecksumAlgorithm"] = "SHA256"
+                kwargs["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            resp = client.upload_part(**kwargs)
+            if progress is not None:
+                progress(length)
+            etag = str(resp.get("ETag") or "").strip('"').lower()
+            if not etag or "-" in etag:
+                state["proven"] = False
+            elif state["proven"] and etag != part_md5.hex():
+                raise VerifyFailed(self._fail(
+                    f"'{key}' part {number}: the server's MD5 of the bytes it stored is not janitor's: "
+                    "damaged in transit or changed while read; source kept"))
+            part: dict[str, Any] = {"ETag": resp.get("ETag"), "PartNumber": number}
+            if checksum and resp.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = resp["ChecksumSHA256"]
+            return data, part_md5, part
+
+        pending: list[Future[tuple[bytes, bytes, dict[str, Any]]]] = []
+        pool = ThreadPoolExecutor(max_workers=_PART_WINDOW, thread_name_prefix="janitor-part")
+
+        def take_oldest() -> None:
+            nonlocal md5s
+            data, part_md5, part = pending.pop(0).result()
+            whole.update(data)
+            md5s += part_md5
+            parts.append(part)
+
         try:
-            for number, offset in enumerate(range(0, size, chunk), 1):
-                length = min(chunk, size - offset)
-                data = BoundedFdReader(fd, offset, length, limiter=self._limiter).read_all()
-                part_md5 = hashlib.md5(data, usedforsecurity=False).digest()
-                whole.update(data)
-                kwargs: dict[str, Any] = {
-                    "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
-                    "Body": data, "ContentLength": length, "ContentMD5": base64.b64encode(part_md5).decode(),
-                }
-                if checksum:
-                    kwargs["ChecksumAlgorithm"] = "SHA256"
-                    kwargs["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(data).digest()).decode()
-                resp = client.upload_part(**kwargs)
-                if progress is not None:
-                    progress(length)
-                etag = str(resp.get("ETag") or "").strip('"').lower()
-                if not etag or "-" in etag:
-                    proven = False
-                elif proven and etag != part_md5.hex():
-                    raise VerifyFailed(self._fail(
-                        f"'{key}' part {number}: the server's MD5 of the bytes it stored is not janitor's: "
-                        "damaged in transit or changed while read; source kept"))
-                part: dict[str, Any] = {"ETag": resp.get("ETag"), "PartNumber": number}
-                if checksum and resp.get("ChecksumSHA256"):
-                    part["ChecksumSHA256"] = resp["ChecksumSHA256"]
-                parts.append(part)
-                md5s += part_md5
+            try:
+                for number, offset in enumerate(range(0, size, chunk), 1):
+                    if len(pending) >= _PART_WINDOW:
+                        take_oldest()
+                    pending.append(pool.submit(send, number, offset))
+                while pending:
+                    take_oldest()
+            finally:
+                for future in pending:
+                    future.cancel()
+                pool.shutdown(wait=True)
             if whole.hexdigest() != sha256:
                 raise FileChanged("changed while it was being uploaded; kept")
             done = client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
@@ -822,7 +851,7 @@ class S3Target:
             raise
         put = _Put(_version(done), str(done.get("ETag") or "").strip('"').lower() or None, proven=False)
         composite = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
-        if proven and put.etag is not None:
+        if state["proven"] and put.etag is not None:
             if put.etag != composite:
                 self._remove_bad(key, put.version_id)
                 raise VerifyFailed(self._fail(
