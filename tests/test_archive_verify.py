@@ -188,3 +188,24 @@ def test_bwlimit_values() -> None:
     for bad in ("fast", "0/s", "-1MiB/s", True):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+def test_reads_stop_at_the_planned_size_even_on_an_endless_file(tmp_path: Path) -> None:
+    """/dev/zero (or a file growing without end) is read only as far as the size the plan
+    saw: hashing, the upload body and a file:// copy all stop there."""
+    from janitor.actions.archive import sha256_of_fd
+    from janitor.targets import TargetSpec, make_target
+    from janitor.targets.base import BoundedFdReader
+
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        assert sha256_of_fd(fd, 3 * MiB + 5) == hashlib.sha256(bytes(3 * MiB + 5)).hexdigest()
+        assert BoundedFdReader(fd, 0, 1000).read_all() == bytes(1000)
+        store = tmp_path / "store"
+        store.mkdir()
+        target = make_target(TargetSpec("nas", f"file://{store}"))
+        obj = target.upload(fd, "p/zero.bin", sha256=hashlib.sha256(bytes(4096)).hexdigest(), size=4096,
+                            mtime=0.0, mode=0o600)
+    finally:
+        os.close(fd)
+    assert obj.size == 4096 and (store / "p/zero.bin").read_bytes() == bytes(4096)

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
@@ -330,8 +331,9 @@ class FileTarget:
                 if st.st_uid != os.geteuid() or st.st_nlink != 1:
                     raise UploadFailed(self._fail(f"temporary file for '{key}' is not janitor's own"))
                 copied, digest = _copy_hashing(src_fd, size, fd, progress, self._limiter)
-                if os.fstat(src_fd).st_size != size:
-                    copied = os.fstat(src_fd).st_size  # grew: only the planned bytes were read; not the file now
+                now = os.fstat(src_fd)
+                if stat.S_ISREG(now.st_mode) and now.st_size != size:
+                    copied = now.st_size  # grew: only the planned bytes were read; not the file now
             finally:
                 os.close(fd)
             if copied != size or digest != sha256.lower():
