@@ -303,3 +303,20 @@ def test_a_restore_stops_at_the_first_enospc_and_names_the_users_path(
     assert reason == f"{entry.path}: no space left on device; restore stopped"
     assert "/proc/self/fd" not in reason
     assert sorted(os.listdir(data)) == sorted(["filler"] + [e.path.rsplit("/", 1)[1] for e in result.done])
+
+
+def test_hostile_names_fail_only_their_own_file(attacker, hostile_root) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11 point 4: names the target cannot hold (its reserved suffixes, a name too
+    long for its temp and sidecar names), six of them, more than the run's 'target keeps
+    failing' limit: each fails alone, the other files are archived, no internal error."""
+    data, store = _setup(hostile_root)
+    udir = attacker.mkdir(data / "u")
+    hostile = ["a.janitor.json", "b.janitor-tmp", "c.janitor.json", "d.janitor-tmp", "e" * 250, "f" * 249]
+    for name in [*hostile, "fine.txt", "z@0123456789abcdef"]:
+        _as_attacker_write(attacker, udir / name, b"x")
+    report, log = run_inprocess(write_config(hostile_root, data, url=f"file://{store}", workers=1))
+    (outcome,) = report.result.policies
+    assert outcome.failed == len(hostile) and outcome.files == 2, log
+    assert "internal error" not in log and "stopping this policy" not in log
+    assert sorted(os.listdir(udir)) == sorted(hostile)
+    assert (store / "outputs/u/fine.txt").read_bytes() == b"x"

@@ -401,6 +401,8 @@ class ArchiveSession:
             result = ArchivedFile(skipped=exc)
         except (TargetError, OSError) as exc:
             result = ArchivedFile(error=self._classify(exc))
+        except ValueError as exc:  # a key the target cannot hold (a reserved suffix): this file only
+            result = ArchivedFile(error=JanitorError(f"not archived: {exc}", code="E_KEY_REJECTED"))
         finally:
             os.close(fd)
         if result.error is None:
@@ -412,7 +414,9 @@ class ArchiveSession:
 
     def _classify(self, exc: BaseException) -> BaseException:
         """The file's own error, or TargetUnavailable when the target is the problem."""
-        if not isinstance(exc, TargetError) or isinstance(exc, VerifyFailed):
+        from ..targets.base import KeyRejected
+
+        if not isinstance(exc, TargetError) or isinstance(exc, VerifyFailed | KeyRejected):
             return exc
         with self._lock:
             if self.unavailable is not None:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from janitor.errors import UploadFailed
+
 # Called with the number of bytes moved since the previous call (boto3's convention).
 Progress = Callable[[int], None]
 
@@ -122,6 +124,13 @@ class ArchiveTarget(Protocol):
 
 
 VERIFY_MODES = ("server", "readback")
+
+
+class KeyRejected(UploadFailed):
+    """The target cannot store this one key (a name too long, a reserved suffix): that
+    file's own failure, never a sign that the target is down."""
+
+    code = "E_KEY_REJECTED"
 _RATE_RE = re.compile(r"^\s*(.+?)\s*(?:/\s*s|ps)?\s*$", re.IGNORECASE)
 
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets.base import (
+    KeyRejected,
     Progress,
     RateLimiter,
     StoredObject,
@@ -348,6 +349,8 @@ class FileTarget:
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise DiskFull(self._fail(f"no space left on {self.base}")) from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise KeyRejected(self._fail(f"cannot store '{key}': a name is too long there")) from None
             raise UploadFailed(self._fail(f"cannot write '{key}': {e.strerror}")) from None
         finally:
             if tmp is not None:

@@ -27,6 +27,7 @@ from janitor.targets.base import (
     META_MTIME,
     META_SHA256,
     BoundedFdReader,
+    KeyRejected,
     Progress,
     StoredObject,
     TargetSpec,
@@ -287,6 +288,8 @@ class S3Target:
                 or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "unknown")
             )
             msg = _one_line(err.get("Message") or "")
+            if code in ("KeyTooLongError", "InvalidObjectName"):
+                return KeyRejected(self._fail(f"{action}: the endpoint refuses this key ({code})"))
             if code == "NoSuchBucket":
                 return cls(self._fail(f"bucket '{self.bucket}' does not exist"))
             if code in ("NoSuchKey", "404") and key is not None:
