@@ -244,6 +244,12 @@ def check_room(config: Config, entries: list[JournalEntry]) -> None:
             dev = os.stat(entry.root).st_dev
         except OSError:
             continue  # the restore of that entry says why
+        try:  # an estimate only (each file is checked again through its directory)
+            st = os.lstat(entry.path)
+            if stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
+                continue  # most likely already there: it needs no room
+        except OSError:
+            pass
         total, where = need.get(dev, (0, entry.root))
         need[dev] = (total + entry.size, where)
     for dev, (total, where) in need.items():

@@ -236,6 +236,8 @@ def archive_open_file(
         return ArchivedFile(changed="replaced by another file since the plan")
     if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
         return ArchivedFile(changed="modified since the plan")
+    if (before.st_uid, before.st_gid) != (fact.uid, fact.gid):
+        return ArchivedFile(changed="owner changed since the plan")
     if hashed is None or not hashed.digest:
         hashed = _hash_open(fd, before)
     digest, md5 = hashed.digest, hashed.md5
