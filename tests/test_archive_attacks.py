@@ -320,3 +320,87 @@ def test_hostile_names_fail_only_their_own_file(attacker, hostile_root) -> None:
     assert "internal error" not in log and "stopping this policy" not in log
     assert sorted(os.listdir(udir)) == sorted(hostile)
     assert (store / "outputs/u/fine.txt").read_bytes() == b"x"
+
+
+def test_an_attacker_racing_every_name_during_an_archive_run_gets_nothing_uploaded_or_hung(  # type: ignore[no-untyped-def]
+    attacker, sysctl_protection, hostile_root
+) -> None:
+    """While the run uploads, the attacker keeps swapping its files for symlinks to a root
+    secret, hard links to it (where the kernel allows), FIFOs and endlessly growing files.
+    Whatever wins each race: the run ends, nothing of the secret is stored, the secret and
+    the attacker's own files are never lost (each one is either still there or archived)."""
+    data, store = _setup(hostile_root)
+    udir = attacker.mkdir(data / "u")
+    secret = hostile_root / "secret.txt"
+    secret.write_bytes(b"SECRET" * 1000)
+    secret.chmod(0o600)
+    _old(secret)
+    names = [f"f{i}.bin" for i in range(40)]
+    r = attacker.run(f"""
+        import os
+        for n in {names!r}:
+            p = os.path.join({str(udir)!r}, n)
+            with open(p, "wb") as f:
+                f.write(n.encode() * 2000)
+            os.utime(p, ({OLD!r}, {OLD!r}))
+        """)
+    assert r.returncode == 0, r.stderr
+    originals = {n: (n.encode() * 2000) for n in names}
+    proc = attacker.start(f"""
+        import os, itertools
+        d, secret = {str(udir)!r}, {str(secret)!r}
+        names = {names!r}
+        print("ready", flush=True)
+        for i in itertools.count():
+            if time.monotonic() > DEADLINE:
+                break
+            n = names[i % len(names)]
+            p = os.path.join(d, n)
+            kind = i % 4
+            try:
+                os.rename(p, p + ".saved")
+            except OSError:
+                continue
+            try:
+                if kind == 0:
+                    os.symlink(secret, p)
+                elif kind == 1:
+                    os.link(secret, p)
+                elif kind == 2:
+                    os.mkfifo(p)
+                else:
+                    with open(p, "wb") as f:
+                        f.truncate(1 << 30)
+            except OSError:
+                pass
+            time.sleep(0.001)
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+            try:
+                os.rename(p + ".saved", p)
+            except OSError:
+                pass
+        """, seconds=6)
+    attacker.wait_ready(proc)
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(run_inprocess(
+        write_config(hostile_root, data, url=f"file://{store}", workers=4))), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    attacker.finish(proc)
+    assert not worker.is_alive(), "the archive run hangs"
+    report, log = result[0]  # type: ignore[misc]
+    assert "Traceback" not in log and "internal error" not in log
+    assert secret.read_bytes() == b"SECRET" * 1000 and secret.stat().st_uid == 0
+    stored = {p.name: p.read_bytes() for p in (store / "outputs/u").iterdir()
+              if not p.name.endswith(".janitor.json")} if (store / "outputs/u").exists() else {}
+    assert not any(b"SECRET" in body for body in stored.values())
+    for n, body in originals.items():
+        here = udir / n
+        saved = udir / (n + ".saved")
+        kept = [p for p in (here, saved) if p.exists() and not p.is_symlink() and p.is_file()
+                and p.read_bytes() == body]
+        archived = any(k.split("@")[0] == n and v == body for k, v in stored.items())
+        assert kept or archived, f"{n} lost"
