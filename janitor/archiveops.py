@@ -455,6 +455,13 @@ def restore_archived(
                 finally:
                     os.close(fd)
             else:
+                if entry.uid != creds.uid:
+                    # Created as that account, the copy would belong to it: another account's
+                    # file (moved or linked into this directory) would be handed over.
+                    raise JanitorError(
+                        f"{entry.path}: belonged to uid {entry.uid}, but {os.path.dirname(entry.path)} is written "
+                        f"as {creds.describe()}; not restoring it there as someone else's file",
+                        code="E_UNSAFE_DIR")
                 scratch_parent = os.open(scratch_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
                     scratch, scratch_name = _new_copy(scratch_parent)

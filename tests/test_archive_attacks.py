@@ -404,3 +404,20 @@ def test_an_attacker_racing_every_name_during_an_archive_run_gets_nothing_upload
                 and p.read_bytes() == body]
         archived = any(k.split("@")[0] == n and v == body for k, v in stored.items())
         assert kept or archived, f"{n} lost"
+
+
+def test_another_accounts_file_is_not_restored_into_the_attackers_directory(attacker, hostile_root) -> None:  # type: ignore[no-untyped-def]
+    """A root-owned 0600 file that ended up in the attacker's directory (moved there, made
+    there by a root job) is archived; restoring it there would have to create it as the
+    attacker, who would then own root's bytes: refused, nothing created."""
+    data, store = _setup(hostile_root)
+    udir = attacker.mkdir(data / "u")
+    (udir / "root.key").write_bytes(b"root key")
+    os.chmod(udir / "root.key", 0o600)
+    _old(udir / "root.key")
+    cfg = write_config(hostile_root, data, url=f"file://{store}")
+    report, log = run_inprocess(cfg)
+    assert report.result.exit_code == 0 and not (udir / "root.key").exists(), log
+    r = janitor("restore", "--from-archive", "--all", "-c", str(cfg))
+    assert r.returncode == 1 and "not restoring it there as someone else's file" in r.stdout, r.stdout + r.stderr
+    assert os.listdir(udir) == []
