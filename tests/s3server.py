@@ -138,7 +138,9 @@ class ChecksumCheckingProxy:
         # The corrupting proxy of issue 12 defect 1 (all off by default):
         self.flip_all = False  # flip one byte of every object PUT body (PutObject and UploadPart)
         self.strip = False  # remove Content-MD5 and every checksum header: the server checks nothing
-        self.etag = "keep"  # PutObject answers: "keep" the server's ETag, "drop" it, or "echo" the client's MD5
+        # PutObject answers: "keep" the server's ETag, "drop" it, "echo" the client's MD5 (a
+        # lie), or "opaque" (a random one, as servers whose ETags are not MD5s)
+        self.etag = "keep"
         self.flipped: list[str] = []
         proxy = self
 
@@ -195,6 +197,8 @@ class ChecksumCheckingProxy:
                         keep = [(k, v) for k, v in keep if k.lower() != "etag"]
                         if proxy.etag == "echo" and claimed_md5:  # a server that lies: "stored what you sent"
                             keep.append(("ETag", '"' + base64.b64decode(claimed_md5).hex() + '"'))
+                        elif proxy.etag == "opaque":  # ETags that are not MD5s (encrypting servers)
+                            keep.append(("ETag", '"' + os.urandom(16).hex() + '"'))
                     if proxy.strip and self.command == "POST" and b"<ChecksumSHA256>" in data:
                         data = re.sub(rb"<ChecksumSHA256>[^<]*</ChecksumSHA256>", b"", data)
                     if self.command != "HEAD":

@@ -81,6 +81,20 @@ def test_a_corrupting_proxy_deletes_no_source_and_every_restore_works(
         assert hashlib.sha256((data / rel).read_bytes()).hexdigest() == digest, rel
 
 
+def test_a_server_whose_etags_are_not_md5s_still_archives_after_a_read_back(
+    moto_server: MotoServer, proxy: ChecksumCheckingProxy, tmp_path: Path
+) -> None:
+    """ETags that are not MD5s (encrypting S3-compatibles) prove nothing, and disprove
+    nothing either: the objects are read back, match, and the sources go."""
+    bucket = _fresh_bucket(moto_server.endpoint_url, "verify-opaque")
+    data = tmp_path / "data"
+    make_tree(data, {f"f{i}.bin": os.urandom(3000) for i in range(4)})
+    proxy.etag = "opaque"
+    report, log = run_inprocess(write_config(tmp_path, data, url=f"s3://{bucket}/arch", endpoint=proxy.endpoint_url))
+    assert report.result.exit_code == 0 and report.result.policies[0].files == 4, log
+    assert os.listdir(data) == []
+
+
 def test_without_proof_and_without_read_access_the_source_is_kept_with_one_line(
     moto_server: MotoServer, proxy: ChecksumCheckingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -628,11 +628,12 @@ class S3Target:
         """Upload the first `size` bytes of `source` and prove the stored bytes are those.
 
         Below multipart_threshold: one PutObject carrying Content-MD5 and
-        x-amz-checksum-sha256; its ETag must be that MD5. Above it: a multipart upload
-        janitor drives itself, each part with its own Content-MD5 and SHA-256, each part's
-        ETag compared with its MD5 and the object's ETag with the MD5 of those. Where the
-        server proves nothing (or `verify: readback`), the object is read back and hashed.
-        VerifyFailed, with the object removed again, when the bytes differ.
+        x-amz-checksum-sha256; an ETag equal to that MD5 proves the bytes. Above it: a
+        multipart upload janitor drives itself, each part with its own Content-MD5 and
+        SHA-256; proven when each part's ETag is its MD5 and the object's ETag is the MD5 of
+        those. Any other answer (no ETag, another ETag, `verify: readback`) proves nothing,
+        and the object is read back and hashed. VerifyFailed, with the object removed
+        again, when the bytes differ.
 
         progress gets byte increments (negative when a retry sends bytes again).
         """
@@ -766,22 +767,18 @@ class S3Target:
             resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
                                      ContentMD5=_b64_of_hex(md5), **extra)
             etag = str(resp.get("ETag") or "").strip('"').lower()
-            put = _Put(_version(resp), etag or None, proven=False)
-            if etag and self._etag_is_md5() and "-" not in etag:
-                if etag != md5:
-                    self._remove_bad(key, put.version_id)
-                    raise VerifyFailed(self._fail(
-                        f"'{key}': the server's MD5 of the bytes it stored ({etag[:16]}) is not janitor's "
-                        f"({md5[:16]}): damaged in transit or changed while read; source kept"))
-                put.proven = True
-            return put
+            # An ETag equal to the MD5 sent proves the bytes. Any other ETag proves nothing
+            # either way (some servers' ETags are not MD5s, with encryption for one): the
+            # object is then read back, which tells damage from a server's own ETag scheme.
+            return _Put(_version(resp), etag or None, proven=bool(etag) and self._etag_is_md5() and etag == md5)
         return self._upload_multipart(client, fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode,
                                       progress=progress, checksum=checksum)
 
     def _upload_multipart(self, client: Any, fd: int, key: str, *, sha256: str, size: int, mtime: float,
                           mode: int, progress: Progress | None, checksum: bool) -> _Put:
         """Parts read from the descriptor (bounded by `size`), each sent with its Content-MD5
-        (and SHA-256), each part's ETag compared with its MD5; aborted on any failure.
+        (and SHA-256), each part's ETag compared with its MD5 (a mismatch: no proof, the object
+        is read back); aborted on any failure.
 
         Up to _PART_WINDOW parts are in flight at once (and in memory); they are taken back
         in order, so the SHA-256 of everything sent is compared with the file's digest.
@@ -811,12 +808,8 @@ class S3Target:
             if progress is not None:
                 progress(length)
             etag = str(resp.get("ETag") or "").strip('"').lower()
-            if not etag or "-" in etag:
-                state["proven"] = False
-            elif state["proven"] and etag != part_md5.hex():
-                raise VerifyFailed(self._fail(
-                    f"'{key}' part {number}: the server's MD5 of the bytes it stored is not janitor's: "
-                    "damaged in transit or changed while read; source kept"))
+            if etag != part_md5.hex():
+                state["proven"] = False  # no proof for this part: the whole object is read back
             part: dict[str, Any] = {"ETag": resp.get("ETag"), "PartNumber": number}
             if checksum and resp.get("ChecksumSHA256"):
                 part["ChecksumSHA256"] = resp["ChecksumSHA256"]
@@ -854,13 +847,7 @@ class S3Target:
             raise
         put = _Put(_version(done), str(done.get("ETag") or "").strip('"').lower() or None, proven=False)
         composite = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
-        if state["proven"] and put.etag is not None:
-            if put.etag != composite:
-                self._remove_bad(key, put.version_id)
-                raise VerifyFailed(self._fail(
-                    f"'{key}': the multipart ETag {put.etag} is not the one of the parts janitor sent "
-                    f"({composite}); source kept"))
-            put.proven = True
+        put.proven = bool(state["proven"]) and put.etag == composite
         return put
 
     # -- lifecycle ------------------------------------------------------------------------
