@@ -159,8 +159,8 @@ def _elapsed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.monotonic() - start
 
 
-@pytest.mark.parametrize("where", ["target", "policy"])
-def test_bwlimit_bounds_uploads_and_restores(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("where", ["target", "policy", "s3 target"])
+def test_bwlimit_bounds_uploads_and_restores(tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
     """`bwlimit: 1MiB/s`: 2 MiB take at least about 2 s up and 2 s back down (a lower
     bound from size/limit; no upper bound is asserted)."""
     data = tmp_path / "data"
@@ -169,8 +169,12 @@ def test_bwlimit_bounds_uploads_and_restores(tmp_path: Path, where: str) -> None
     payload = {"a.bin": os.urandom(MiB), "b.bin": os.urandom(MiB)}
     digests = make_tree(data, payload)
     limit = "    bwlimit: 1MiB/s\n"
-    cfg = write_config(tmp_path, data, url=f"file://{store}", workers=2,
-                       target_extra=limit if where == "target" else "",
+    url, endpoint = f"file://{store}", None
+    if where == "s3 target":
+        server = request.getfixturevalue("moto_server")
+        url, endpoint = f"s3://{_fresh_bucket(server.endpoint_url, 'bwlimit')}/arch", server.endpoint_url
+    cfg = write_config(tmp_path, data, url=url, endpoint=endpoint, workers=2,
+                       target_extra=limit if where != "policy" else "",
                        extra=limit if where == "policy" else "")
     size = sum(len(v) for v in payload.values())
     floor = 0.8 * size / MiB  # seconds; the bucket starts empty and holds at most 1/4 s
@@ -223,3 +227,19 @@ def test_reads_stop_at_the_planned_size_even_on_an_endless_file(tmp_path: Path) 
     finally:
         os.close(fd)
     assert obj.size == 4096 and (store / "p/zero.bin").read_bytes() == bytes(4096)
+
+
+def test_restore_version_by_key_suffix_or_time() -> None:
+    from types import SimpleNamespace
+
+    from janitor.archiveops import version_filter
+
+    old = SimpleNamespace(object_key="arch/p/a.txt", version_id=None, done_at=time.time() - 10 * 86400, ts=0.0)
+    new = SimpleNamespace(object_key="arch/p/a.txt@0123456789abcdef", version_id="v2", done_at=time.time(), ts=0.0)
+    assert [version_filter(None)(e) for e in (old, new)] == [True, True]
+    assert [version_filter("arch/p/a.txt")(e) for e in (old, new)] == [True, False]
+    assert [version_filter("0123456789abcdef")(e) for e in (old, new)] == [False, True]
+    assert [version_filter("v2")(e) for e in (old, new)] == [False, True]
+    assert [version_filter("3d")(e) for e in (old, new)] == [True, False]  # archived 3 days ago or earlier
+    day = time.strftime("%Y-%m-%d", time.localtime(time.time() - 5 * 86400))
+    assert [version_filter(day)(e) for e in (old, new)] == [True, False]
