@@ -284,8 +284,8 @@ def _same_content(parent: int, name: str, entry: JournalEntry) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
-            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or st.st_uid != entry.uid:
+            return False  # not read at all: it is not the file (someone else's, a FIFO, ...)
         from .actions.archive import sha256_of_fd
 
         try:
