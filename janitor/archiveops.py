@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import stat
@@ -296,29 +297,34 @@ def _same_content(parent: int, name: str, entry: JournalEntry) -> bool:
         os.close(fd)
 
 
-def _open_parent(entry: JournalEntry, su: Credentials | None) -> tuple[int, str]:
+def _open_parent(entry: JournalEntry, su: Credentials | None,
+                 recorded: Callable[[], list[tuple[int, int, int]] | None] | None = None) -> tuple[int, str]:
     """The destination's directory, reached from the policy path through descriptors with
     O_NOFOLLOW; missing directories are created by whoever may create names in their
-    parent (asowner: root, the directory's owner, or `su`)."""
+    parent (asowner: root, the directory's owner, or `su`), with the owner and mode recorded
+    when the file was archived (`recorded()`, asked only when one is missing) where known."""
     from .asowner import credentials_for_dir, run_as
     from .safepath import open_dirs_below
 
     parts = relative_parts(entry.path, entry.root)
     fd = os.open(entry.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     shown = entry.root
+    chain: list[tuple[int, int, int]] | None = None
+    asked = False
     try:
-        for part in parts[:-1]:
+        for index, part in enumerate(parts[:-1]):
             try:
                 child = open_dirs_below(fd, [part])
             except FileNotFoundError:
+                if not asked and recorded is not None:
+                    asked = True
+                    with contextlib.suppress(JanitorError, OSError, ValueError):
+                        chain = recorded()
+                    if chain is not None and len(chain) != len(parts) - 1:
+                        chain = None
+                want = chain[index] if chain is not None else None
                 creds = credentials_for_dir(fd, shown, su=su, policy=entry.policy)
-                dir_fd = fd
-
-                def make(name: str = part, at: int = dir_fd) -> None:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(name, 0o755, dir_fd=at)
-
-                run_as(creds, make)
+                run_as(creds, functools.partial(_make_dir, fd, part, want))
                 child = open_dirs_below(fd, [part])
             os.close(fd)
             fd = child
@@ -327,6 +333,29 @@ def _open_parent(entry: JournalEntry, su: Credentials | None) -> tuple[int, str]
         os.close(fd)
         raise
     return fd, parts[-1]
+
+
+def _make_dir(parent: int, name: str, want: tuple[int, int, int] | None) -> None:
+    """mkdir `name`; with `want` (uid, gid, mode) give it that owner (only root can) and mode,
+    through its descriptor, and only if it is the directory this call made."""
+    from .scan import O_DIR
+
+    try:
+        os.mkdir(name, 0o755 if want is None else 0o700, dir_fd=parent)
+    except FileExistsError:
+        return
+    if want is None:
+        return
+    fd = os.open(name, O_DIR, dir_fd=parent)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            return
+        uid, gid, mode = want
+        if os.geteuid() == 0:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _new_copy(dir_fd: int) -> tuple[int, str | None]:
@@ -420,7 +449,13 @@ def restore_archived(
     _check_key(entry)
     assert entry.object_key is not None
     key = entry.object_key
-    parent, name = _open_parent(entry, su)
+    def recorded() -> list[tuple[int, int, int]] | None:
+        from .targets.base import parse_dirs_meta
+
+        obj = target.stat(key)
+        return None if obj is None else parse_dirs_meta(obj.dirs)
+
+    parent, name = _open_parent(entry, su, recorded)
     try:
         if lexists_at(parent, name):
             if _same_content(parent, name, entry):

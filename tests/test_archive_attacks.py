@@ -184,6 +184,7 @@ def test_restore_into_the_attackers_directory_acts_as_the_attacker(  # type: ign
     assert r.returncode == 0, r.stdout + r.stderr
     st = os.lstat(sub)
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == attacker.uid  # made by the owner's account
+    assert stat.S_IMODE(st.st_mode) == 0o750  # with the mode recorded when it was archived
     got = os.lstat(sub / "f.bin")
     assert stat.S_ISREG(got.st_mode) and got.st_uid == attacker.uid and got.st_mode & 0o7777 == 0o640
     assert (sub / "f.bin").read_bytes() == payload
@@ -421,3 +422,33 @@ def test_another_accounts_file_is_not_restored_into_the_attackers_directory(atta
     r = janitor("restore", "--from-archive", "--all", "-c", str(cfg))
     assert r.returncode == 1 and "not restoring it there as someone else's file" in r.stdout, r.stdout + r.stderr
     assert os.listdir(udir) == []
+
+
+def test_missing_directories_are_recreated_with_their_recorded_owner_and_mode(attacker, hostile_root) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11 point 5: a restore recreates the directories removed since the archive with
+    the owner and mode they had then: root's `r` (0751) as root, the user's `r/home` (0700,
+    inside a root-only directory) by root and given to the user, and the file inside as the
+    user (its directory is the user's)."""
+    import shutil
+
+    data, store = _setup(hostile_root)
+    r = data / "r"
+    r.mkdir()
+    r.chmod(0o751)
+    home = r / "home"
+    home.mkdir()
+    os.chown(home, attacker.uid, attacker.gid)
+    home.chmod(0o700)
+    (home / "f.txt").write_bytes(b"user data")
+    os.chown(home / "f.txt", attacker.uid, attacker.gid)
+    _old(home / "f.txt")
+    cfg = write_config(hostile_root, data, url=f"file://{store}")
+    report, log = run_inprocess(cfg)
+    assert report.result.exit_code == 0 and not (home / "f.txt").exists(), log
+    shutil.rmtree(r)
+    rr = janitor("restore", "--from-archive", "--all", "-c", str(cfg))
+    assert rr.returncode == 0, rr.stdout + rr.stderr
+    assert (os.lstat(r).st_uid, stat.S_IMODE(os.lstat(r).st_mode)) == (0, 0o751)
+    assert (os.lstat(home).st_uid, os.lstat(home).st_gid, stat.S_IMODE(os.lstat(home).st_mode)) == \
+        (attacker.uid, attacker.gid, 0o700)
+    assert (home / "f.txt").read_bytes() == b"user data" and os.lstat(home / "f.txt").st_uid == attacker.uid

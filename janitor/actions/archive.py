@@ -172,6 +172,33 @@ def foreign_link_reason(st: os.stat_result, dir_st: os.stat_result, su: Credenti
             "not uploading another account's file")
 
 
+def dir_chain_meta(root_fd: int, reldir: str, cache: dict[str, str | None]) -> str | None:
+    """Owner and mode of each directory from the policy root down to `reldir`, as
+    "uid:gid:mode/..." (octal), for a restore that must recreate them; None when not known."""
+    from ..safepath import open_dirs_below
+
+    if not reldir:
+        return None
+    if reldir in cache:
+        return cache[reldir]
+    parent = reldir.rpartition("/")[0]
+    head = dir_chain_meta(root_fd, parent, cache) if parent else ""
+    value: str | None = None
+    if head is not None:
+        try:
+            fd = open_dirs_below(root_fd, reldir.split("/"))
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            item = f"{st.st_uid}:{st.st_gid}:{stat.S_IMODE(st.st_mode):o}"
+            value = f"{head}/{item}" if head else item
+        except (OSError, JanitorError):
+            value = None
+    cache[reldir] = value
+    return value
+
+
 def policy_su(policy: Policy) -> Credentials | None:
     """The policy's `su: USER[:GROUP]` (read defensively until config.py has the key)."""
     value = getattr(policy, "su", None)
@@ -219,6 +246,7 @@ def archive_open_file(
     progress: Callable[[int], None] | None = None,
     listed_size: int | None | Literal[False] = False,
     hashed: HashedFile | None = None,
+    dirs: str | None = None,
 ) -> ArchivedFile:
     """Archive one open file under `key` unless a verified copy is already there.
 
@@ -264,6 +292,7 @@ def archive_open_file(
         return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
             before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
+    extra: dict[str, Any] = {"dirs": dirs} if dirs else {}  # the owner/mode of its directories
     try:
         obj = target.upload(
             fd,
@@ -274,6 +303,7 @@ def archive_open_file(
             mtime=before.st_mtime,
             mode=before.st_mode & 0o7777,
             progress=progress,
+            **extra,
         )
     except (VerifyFailed, FileChanged):
         # A server that refused our digest (BadDigest) most likely saw a file being written.
@@ -301,6 +331,8 @@ class ArchiveSession:
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
         self._ahead: dict[str, Future[HashedFile]] = {}
+        # object key -> owner/mode of the file's directories (META_DIRS), set per batch
+        self.dir_meta: dict[str, str] = {}
 
     def hash_ahead(self, jobs: Sequence[tuple[str, Callable[[], int]]]) -> None:
         """Open and hash these (key, open_file) files now, in the pool, while the caller
@@ -396,7 +428,7 @@ class ArchiveSession:
 
         try:
             result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance,
-                                       listed_size=listed_size, hashed=hashed)
+                                       listed_size=listed_size, hashed=hashed, dirs=self.dir_meta.get(key))
         except FileChanged as exc:
             result = ArchivedFile(changed=str(exc))
         except FileSkipped as exc:
@@ -539,6 +571,12 @@ class ArchiveAction(Action):
              item.path)
             for item, f in zip(items, fields, strict=True)
         ]
+        cache: dict[str, str | None] = {}
+        self.session.dir_meta = {}
+        for item, f in zip(items, fields, strict=True):
+            meta = dir_chain_meta(dirs.root_fd, item.fact.relpath.rpartition("/")[0], cache)
+            if meta:
+                self.session.dir_meta[f["object_key"]] = meta
         results = self.session.archive_many(jobs)
         self._results = {item.fact.relpath: r for item, r in zip(items, results, strict=True)}
         record_final_keys(ctx, items, results)

@@ -26,6 +26,10 @@ Progress = Callable[[int], None]
 META_SHA256 = "janitor-sha256"
 META_MTIME = "janitor-mtime"
 META_MODE = "janitor-mode"
+# owner and mode of each directory between the policy path and the file, "uid:gid:mode/..."
+# (octal mode), so that a restore can recreate missing directories as they were
+META_DIRS = "janitor-dirs"
+MAX_DIRS_META = 1500  # S3 user metadata holds 2 KiB in all
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class StoredObject:
     # the server's ETag, unquoted (S3); None where there is none. Not part of equality: two
     # descriptions of the same stored bytes are equal whether or not one carries it.
     etag: str | None = field(default=None, compare=False)
+    dirs: str | None = field(default=None, compare=False)  # META_DIRS, when recorded
 
 
 @runtime_checkable
@@ -89,6 +94,7 @@ class ArchiveTarget(Protocol):
         mode: int,
         progress: Progress | None = None,
         md5: str | None = None,
+        dirs: str | None = None,
     ) -> StoredObject:
         """Store the first `size` bytes of `source` (an open descriptor, or a path opened
         O_NOFOLLOW) under `key` and prove the stored bytes are those (see `verify`)."""
@@ -350,6 +356,20 @@ def join_prefix(prefix: str, policy: str) -> str:
     if len(policy_parts) != 1:
         raise ValueError(f"policy name {policy!r} must be a single path component")
     return posixpath.join(*[p for p in prefix.split("/") if p], policy_parts[0]) + "/"
+
+
+def parse_dirs_meta(value: object) -> list[tuple[int, int, int]] | None:
+    """META_DIRS back into (uid, gid, mode) per directory; None when absent or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    out = []
+    try:
+        for item in value.split("/"):
+            uid, gid, mode = item.split(":")
+            out.append((int(uid), int(gid), int(mode, 8) & 0o7777))
+    except ValueError:
+        return None
+    return out
 
 
 def validate_lifecycle_args(

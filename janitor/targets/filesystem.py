@@ -214,6 +214,7 @@ class FileTarget:
             sha256=sha if isinstance(sha, str) else None,
             mtime=float(mtime) if isinstance(mtime, int | float) else None,
             mode=mode if isinstance(mode, int) else None,
+            dirs=meta.get("dirs") if isinstance(meta.get("dirs"), str) else None,
         )
 
     def download(
@@ -352,16 +353,18 @@ class FileTarget:
         mode: int,
         progress: Progress | None = None,
         md5: str | None = None,
+        dirs: str | None = None,
     ) -> StoredObject:
         fd = source if isinstance(source, int) else open_source(source)
         try:
-            return self._upload_fd(fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, progress=progress)
+            return self._upload_fd(fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, progress=progress,
+                                   dirs=dirs)
         finally:
             if not isinstance(source, int):
                 os.close(fd)
 
     def _upload_fd(self, src_fd: int, key: str, *, sha256: str, size: int, mtime: float, mode: int,
-                   progress: Progress | None) -> StoredObject:
+                   progress: Progress | None, dirs: str | None = None) -> StoredObject:
         if not os.path.isdir(self.base):
             raise TargetError(
                 self._fail(f"directory {self.base} does not exist (is the share mounted?)")
@@ -390,7 +393,7 @@ class FileTarget:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             tmp = None
             _fsync_fd(dir_fd)
-            self._write_sidecar(dir_fd, name, sha256=sha256.lower(), size=size, mtime=mtime, mode=mode)
+            self._write_sidecar(dir_fd, name, sha256=sha256.lower(), size=size, mtime=mtime, mode=mode, dirs=dirs)
             return self._verify_stored(key, dir_fd, name, size=size, sha256=sha256.lower())
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -405,11 +408,12 @@ class FileTarget:
                         os.unlink(tmp, dir_fd=dir_fd)
                 os.close(dir_fd)
 
-    def _write_sidecar(self, dir_fd: int, name: str, *, sha256: str, size: int, mtime: float, mode: int) -> None:
-        body = json.dumps(
-            {"sha256": sha256, "size": size, "mtime": mtime, "mode": mode & 0o7777},
-            sort_keys=True,
-        ).encode()
+    def _write_sidecar(self, dir_fd: int, name: str, *, sha256: str, size: int, mtime: float, mode: int,
+                       dirs: str | None = None) -> None:
+        meta: dict[str, object] = {"sha256": sha256, "size": size, "mtime": mtime, "mode": mode & 0o7777}
+        if dirs:
+            meta["dirs"] = dirs
+        body = json.dumps(meta, sort_keys=True).encode()
         fd, tmp = _new_temp(dir_fd, "." + name + ".meta.")
         try:
             write_all(fd, body)

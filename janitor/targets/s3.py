@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets.base import (
+    MAX_DIRS_META,
+    META_DIRS,
     META_MODE,
     META_MTIME,
     META_SHA256,
@@ -437,6 +439,7 @@ class S3Target:
             mode=_parse_mode(meta.get(META_MODE)),
             version_id=_version(head),
             etag=str(head.get("ETag") or "").strip('"').lower() or None,
+            dirs=meta.get(META_DIRS),
         )
 
     def stat(self, key: str) -> StoredObject | None:
@@ -578,7 +581,8 @@ class S3Target:
         return opts
 
     def _extra_args(
-        self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False
+        self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False,
+        dirs: str | None = None,
     ) -> dict:
         extra: dict[str, Any] = {
             "Metadata": {
@@ -587,6 +591,8 @@ class S3Target:
                 META_MODE: oct(mode & 0o7777),
             }
         }
+        if dirs:
+            extra["Metadata"][META_DIRS] = dirs
         if self.spec.storage_class:
             extra["StorageClass"] = self.spec.storage_class
         if self.spec.sse:
@@ -624,6 +630,7 @@ class S3Target:
         mode: int,
         progress: Progress | None = None,
         md5: str | None = None,
+        dirs: str | None = None,
     ) -> StoredObject:
         """Upload the first `size` bytes of `source` and prove the stored bytes are those.
 
@@ -643,18 +650,19 @@ class S3Target:
             if md5 is None:
                 md5 = md5_of_fd(fd, size)
             return self._upload_fd(fd, key, sha256=sha256, md5=md5.lower(), size=size, mtime=mtime,
-                                   mode=mode, progress=progress)
+                                   mode=mode, progress=progress,
+                                   dirs=dirs if dirs and len(dirs) <= MAX_DIRS_META else None)
         finally:
             if not isinstance(source, int):
                 os.close(fd)
 
     def _upload_fd(self, fd: int, key: str, *, sha256: str, md5: str, size: int, mtime: float, mode: int,
-                   progress: Progress | None) -> StoredObject:
+                   progress: Progress | None, dirs: str | None = None) -> StoredObject:
         use_checksum = self._checksums_supported
         try:
             try:
                 put = self._upload_once(fd, key, sha256=sha256, md5=md5, size=size, mtime=mtime, mode=mode,
-                                        progress=progress, checksum=use_checksum)
+                                        progress=progress, checksum=use_checksum, dirs=dirs)
             except self._sdk_errors() as e:
                 if not (use_checksum and self._is_client_error(e, _CHECKSUM_UNSUPPORTED_CODES)):
                     raise
@@ -662,14 +670,14 @@ class S3Target:
                 # Content-MD5 and the ETag (or a read-back) still prove the stored bytes.
                 self._checksums_supported = False
                 put = self._upload_once(fd, key, sha256=sha256, md5=md5, size=size, mtime=mtime, mode=mode,
-                                        progress=progress, checksum=False)
+                                        progress=progress, checksum=False, dirs=dirs)
         except (TargetError, FileChanged):
             raise
         except self._sdk_errors() as e:  # before OSError: botocore timeouts subclass it
             raise self._error(e, action="upload", cls=UploadFailed) from None
         except OSError as e:
             raise UploadFailed(self._fail(f"cannot read the file for '{key}': {e.strerror or _one_line(e)}")) from None
-        obj = StoredObject(key, size, sha256, float(mtime), mode & 0o7777, put.version_id, put.etag)
+        obj = StoredObject(key, size, sha256, float(mtime), mode & 0o7777, put.version_id, put.etag, dirs)
         try:
             if self.spec.verify != "readback" and put.proven:
                 return obj
@@ -759,10 +767,12 @@ class S3Target:
         mode: int,
         progress: Progress | None,
         checksum: bool,
+        dirs: str | None = None,
     ) -> _Put:
         client = self.client if checksum else self._compat_client()
         if size < self._transfer_options()["multipart_threshold"]:
-            extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, whole_object=True)
+            extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, whole_object=True,
+                                     dirs=dirs)
             body = BoundedFdReader(fd, 0, size, limiter=self._limiter, progress=progress)
             resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
                                      ContentMD5=_b64_of_hex(md5), **extra)
@@ -771,11 +781,11 @@ class S3Target:
             # either way (some servers' ETags are not MD5s, with encryption for one): the
             # object is then read back, which tells damage from a server's own ETag scheme.
             return _Put(_version(resp), etag or None, proven=bool(etag) and self._etag_is_md5() and etag == md5)
-        return self._upload_multipart(client, fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode,
+        return self._upload_multipart(client, fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, dirs=dirs,
                                       progress=progress, checksum=checksum)
 
     def _upload_multipart(self, client: Any, fd: int, key: str, *, sha256: str, size: int, mtime: float,
-                          mode: int, progress: Progress | None, checksum: bool) -> _Put:
+                          mode: int, progress: Progress | None, checksum: bool, dirs: str | None = None) -> _Put:
         """Parts read from the descriptor (bounded by `size`), each sent with its Content-MD5
         (and SHA-256), each part's ETag compared with its MD5 (a mismatch: no proof, the object
         is read back); aborted on any failure.
@@ -786,7 +796,7 @@ class S3Target:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         chunk = self.part_size(size)
-        extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum)
+        extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, dirs=dirs)
         upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
         parts: list[dict[str, Any]] = []
         md5s = b""
