@@ -258,26 +258,34 @@ def restore(
                                                                       "instead of taking them from the trash.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be restored: which files, "
                                                                    "how many, how many bytes.")] = False,
+    version: Annotated[Optional[str], typer.Option(
+        "--version", metavar="KEY|TIME",
+        help="With --from-archive: the archived copy to restore, by object key (or its @ suffix) or by time "
+             "(2026-12-01, 3d: the newest archived then or before); default the newest.",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
     with their mtime and mode."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
-    from .trashops import require_filter, restore_entries, select_trash
+    from .trashops import TrashOpResult, require_filter, restore_entries, select_trash
 
     require_filter(patterns, policy, run_id, all_)
+    if version is not None and not from_archive:
+        raise UsageError("--version chooses an archived copy: use it with --from-archive")
     cfg = _load(config)
     if dry_run:
         return _dry_run("restore", cfg, json_out, patterns=patterns, policies=policy, run_id=run_id,
                         from_archive=from_archive)
     events = _events(cfg)
     events.bind(_command_id())
+    result: TrashOpResult
     with locked_state(cfg) as catalog:
         if from_archive:
             from .archiveops import restore_from_archive, select_archived
 
-            entries = select_archived(catalog, patterns=patterns, policies=policy, run_id=run_id)
+            entries = select_archived(catalog, patterns=patterns, policies=policy, run_id=run_id, version=version)
             result = restore_from_archive(catalog, cfg, entries, events, force=force)
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
@@ -285,11 +293,17 @@ def restore(
     OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
+                    "already": [entry_to_dict(e) for e in getattr(result, "already", [])],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
     else:
         if not entries:
             console().print("nothing in the archive matches" if from_archive else "nothing in the trash matches")
-        render_trash_op("restored", result, console())
+        if from_archive:
+            from .archiveops import render_archive_restore
+
+            render_archive_restore(result, console())
+        else:
+            render_trash_op("restored", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 

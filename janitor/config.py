@@ -101,6 +101,17 @@ Percent = Annotated[float, BeforeValidator(_percent)]
 StrList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
 
 
+# --- archive: verification and bandwidth (sec-archive) ---
+def _rate(v: object) -> int:
+    from .targets.base import parse_rate
+
+    return parse_rate(v)
+
+
+Rate = Annotated[int, BeforeValidator(_rate)]  # `bwlimit: 20MiB/s`, bytes per second
+VerifyMode = Literal["server", "readback"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -145,6 +156,8 @@ class TargetConfig(_Model):
     read_timeout: Duration = 60.0
     multipart_threshold: Size = Field(100 * 1024 * 1024, ge=5 * 1024 * 1024)
     multipart_chunksize: Size = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum part size
+    verify: VerifyMode = "server"  # how an upload is proven before `then:` (docs/archive.md)
+    bwlimit: Rate | None = None  # uploads, read-backs and restores of this target, all workers together
 
     @field_validator("url")
     @classmethod
@@ -226,6 +239,8 @@ class Policy(_Model):
     # archive (also quota's `then: archive`)
     target: str | None = None
     then: Literal["delete", "soft-delete", "keep", "archive"] | None = None
+    verify: VerifyMode | None = None  # overrides the target's for this policy
+    bwlimit: Rate | None = None  # overrides the target's for this policy
     # truncate
     rotate: int | None = Field(None, ge=0, le=1000)
     compress: Literal["none", "gzip", "zstd"] | None = None

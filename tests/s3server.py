@@ -135,6 +135,13 @@ class ChecksumCheckingProxy:
         self.rejected: list[str] = []
         self.checked: list[str] = []
         self.corrupt: set[str] = set()  # paths whose PUT body gets one byte flipped in transit
+        # The corrupting proxy of issue 12 defect 1 (all off by default):
+        self.flip_all = False  # flip one byte of every object PUT body (PutObject and UploadPart)
+        self.strip = False  # remove Content-MD5 and every checksum header: the server checks nothing
+        # PutObject answers: "keep" the server's ETag, "drop" it, "echo" the client's MD5 (a
+        # lie), or "opaque" (a random one, as servers whose ETags are not MD5s)
+        self.etag = "keep"
+        self.flipped: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -156,24 +163,44 @@ class ChecksumCheckingProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                object_put = self.command == "PUT" and "/" in self.path.split("?")[0].strip("/")
                 if self.command == "PUT" and self.path in proxy.corrupt and body:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
+                elif object_put and proxy.flip_all and body and "x-amz-copy-source" not in self.headers:
+                    middle = len(body) // 2
+                    body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1:]
+                    proxy.flipped.append(self.path)
                 claimed = self.headers.get("x-amz-checksum-sha256")
-                if self.command == "PUT" and claimed:
+                claimed_md5 = self.headers.get("Content-MD5")
+                if self.command == "PUT" and (claimed or claimed_md5) and not proxy.strip:
                     proxy.checked.append(self.path)
-                    if base64.b64encode(hashlib.sha256(body).digest()).decode() != claimed:
+                    if (claimed and base64.b64encode(hashlib.sha256(body).digest()).decode() != claimed) or (
+                            claimed_md5 and base64.b64encode(hashlib.md5(body).digest()).decode() != claimed_md5):
                         proxy.rejected.append(self.path)
                         self._reply(400, [("Content-Type", "application/xml")], _BAD_DIGEST)
                         return
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 try:
                     skip = {"expect", "connection", "content-length"}
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                    if proxy.strip:
+                        skip |= {"content-md5", "x-amz-sdk-checksum-algorithm", "x-amz-trailer"}
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in skip
+                               and not (proxy.strip and k.lower().startswith("x-amz-checksum"))}
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     resp = upstream.getresponse()
                     data = resp.read()
                     keep = [(k, v) for k, v in resp.getheaders()
-                            if k.lower() not in ("connection", "transfer-encoding")]
+                            if k.lower() not in ("connection", "transfer-encoding")
+                            and not (proxy.strip and k.lower().startswith("x-amz-checksum"))]
+                    # (ETags of multipart parts stay: a server without them cannot complete an upload)
+                    if object_put and proxy.etag != "keep" and "uploadId=" not in self.path:
+                        keep = [(k, v) for k, v in keep if k.lower() != "etag"]
+                        if proxy.etag == "echo" and claimed_md5:  # a server that lies: "stored what you sent"
+                            keep.append(("ETag", '"' + base64.b64decode(claimed_md5).hex() + '"'))
+                        elif proxy.etag == "opaque":  # ETags that are not MD5s (encrypting servers)
+                            keep.append(("ETag", '"' + os.urandom(16).hex() + '"'))
+                    if proxy.strip and self.command == "POST" and b"<ChecksumSHA256>" in data:
+                        data = re.sub(rb"<ChecksumSHA256>[^<]*</ChecksumSHA256>", b"", data)
                     if self.command != "HEAD":
                         keep = [(k, v) for k, v in keep if k.lower() != "content-length"]
                     self._reply(resp.status, keep, data)

@@ -382,8 +382,8 @@ def test_a_file_rewritten_after_hashing_is_kept_even_if_the_server_does_not_chec
     victim = data / "render.mp4"
     real_hash = archive_mod.sha256_of_fd
 
-    def hash_then_rewrite(fd: int) -> str:
-        digest = real_hash(fd)
+    def hash_then_rewrite(fd: int, *args: object) -> str:
+        digest = real_hash(fd, *args)
         if os.fstat(fd).st_ino == victim.stat().st_ino:
             st = victim.stat()
             with open(victim, "r+b") as f:
@@ -573,9 +573,13 @@ def test_e2e_multipart_and_restore_round_trip(moto_server: MotoServer, tmp_path:
     st = restored.stat()
     assert st.st_mtime == pytest.approx(mtime, abs=1e-5) and st.st_mode & 0o7777 == 0o640
     assert not [p for p in (data / "renders").iterdir() if "janitor-restore" in p.name]
+    # big.mp4 is in place with the same bytes: "already there", not a failure (issue 12
+    # defect 9); small.txt is in the way with other bytes: refused, never overwritten
+    (data / "small.txt").write_bytes(b"other")
     r = janitor("restore", "--from-archive", "--all", "-c", str(cfg))
     assert r.returncode == 1 and "exists; not overwriting it (use --force)" in r.stdout + r.stderr
-    assert (data / "small.txt").read_bytes() == b"small"
+    assert (data / "small.txt").read_bytes() == b"other"
+    assert f"already there {data / 'renders/big.mp4'}" in r.stdout
 
 
 def test_e2e_restore_refuses_paths_outside_policy(moto_server: MotoServer, tmp_path: Path) -> None:
@@ -797,7 +801,8 @@ def test_e2e_lifecycle_cli(moto_server: MotoServer, tmp_path: Path) -> None:
     r = janitor("archive", "lifecycle", "-c", str(cfg), "--target", "store", "--expire-after", "36h")
     assert r.returncode == 2 and "whole days" in r.stderr
     r = janitor("archive", "lifecycle", "-c", str(cfg), "--target", "nope", "--show")
-    assert r.returncode == 1 and r.stderr.strip() == "janitor: no target named 'nope' (defined: store)"
+    assert r.returncode == 2, r.stderr  # a usage error (issue 12 defect 12), not a failed run
+    assert "no target named 'nope' (defined: store)" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_every_archive_command_has_help() -> None:

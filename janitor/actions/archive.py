@@ -23,14 +23,22 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import FileChanged, JanitorError, TargetError, TargetUnavailable, VerifyFailed
+from ..errors import (
+    FileChanged,
+    FileSkipped,
+    JanitorError,
+    TargetError,
+    TargetUnavailable,
+    VerifyFailed,
+)
 from ..trash import move_into_trash
 from .base import Action
 
 if TYPE_CHECKING:
+    from ..asowner import Credentials
     from ..catalog import JournalEntry
     from ..config import Config, Policy
-    from ..execute import ExecContext
+    from ..execute import DirCache, ExecContext
     from ..plan import PlannedAction
     from ..progress import TransferProgress
     from ..scan import FileFact
@@ -51,40 +59,165 @@ class ArchivedFile:
     uploaded: bool = False  # False: an identical verified object was already there
     error: BaseException | None = None
     changed: str | None = None  # set when the file changed during the upload: keep it
+    skipped: FileSkipped | None = None  # left alone on purpose (another user's hard link, ...)
 
 
-def sha256_of_fd(fd: int) -> str:
-    """SHA-256 of an open file from its start (pread: the fd's offset is left alone)."""
+def sha256_of_fd(fd: int, size: int | None = None, md5: Any = None) -> str:
+    """SHA-256 of an open file from its start (pread: the fd's offset is left alone).
+
+    With `size`, exactly that many bytes are read, never more (a file that keeps growing,
+    or something endless, cannot make the read go on) and FileChanged if it is shorter.
+    `md5`, a hashlib object, is fed the same bytes (the Content-MD5 of the upload).
+    """
     h = hashlib.sha256()
     buf = bytearray(_HASH_CHUNK)
     view = memoryview(buf)
     offset = 0
-    while True:
-        n = os.preadv(fd, [buf], offset)
+    while size is None or offset < size:
+        want = _HASH_CHUNK if size is None else min(_HASH_CHUNK, size - offset)
+        n = os.preadv(fd, [view[:want]], offset)
         if n <= 0:
+            if size is not None:
+                raise FileChanged(f"shrank since the plan ({offset} of {size} bytes)")
             break
         h.update(view[:n])
+        if md5 is not None:
+            md5.update(view[:n])
         offset += n
     return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class HashedFile:
-    """An open file, its stat and its SHA-256, all taken together before the upload."""
+    """An open file, its stat and its SHA-256 and MD5, all taken together before the upload."""
 
     fd: int
     before: os.stat_result
     digest: str
+    md5: str | None = None
+
+
+def _hash_open(fd: int, before: os.stat_result) -> HashedFile:
+    md5 = hashlib.md5(usedforsecurity=False)
+    digest = sha256_of_fd(fd, before.st_size, md5)
+    return HashedFile(fd, before, digest, md5.hexdigest())
 
 
 def _open_and_hash(open_file: Callable[[], int]) -> HashedFile:
     fd = open_file()
     try:
         before = os.fstat(fd)
-        return HashedFile(fd, before, sha256_of_fd(fd))
+        if not stat.S_ISREG(before.st_mode):
+            return HashedFile(fd, before, "")  # archive_open_file says why it is not read
+        return _hash_open(fd, before)
     except BaseException:
         os.close(fd)
         raise
+
+
+_SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def open_candidate(dirs: DirCache, relpath: str, su: Credentials | None = None) -> int:
+    """Open a file to archive through the policy root's directory chain: every directory
+    and the file itself without following a symlink, the file O_NONBLOCK (a FIFO swapped
+    in cannot block the open; a non-regular file is refused after fstat by the caller).
+
+    A file with more than one link whose owner is not the account that could have made
+    that link in this directory is left alone (FileSkipped, code `foreign_link`): with
+    fs.protected_hardlinks=0 anyone can hard-link another user's (or root's) file into a
+    directory they can write, and uploading it would leak it.
+    """
+    from ..safepath import open_dirs_below
+
+    reldir, _, name = relpath.rpartition("/")
+    dev = dirs.root_dev if dirs.one_filesystem else None
+    dir_fd = open_dirs_below(dirs.root_fd, reldir.split("/"), dev=dev) if reldir else os.dup(dirs.root_fd)
+    try:
+        fd = os.open(name, _SOURCE_FLAGS, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            reason = foreign_link_reason(st, os.fstat(dir_fd), su)
+            if reason is not None:
+                raise FileSkipped(reason, code="E_FOREIGN_LINK", skip_code="foreign_link")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    finally:
+        os.close(dir_fd)
+
+
+def foreign_link_reason(st: os.stat_result, dir_st: os.stat_result, su: Credentials | None) -> str | None:
+    """Why a file with several links is not archived from this directory, or None.
+
+    Who could have linked it here: root alone where only root can write the directory; its
+    owner where only the owner can; anyone where a group or everyone can (then only the
+    policy's `su` account's own files are trusted). A link to a file of anyone else is
+    skipped.
+    """
+    from ..asowner import writers_of
+
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink <= 1:
+        return None
+    who = writers_of(dir_st)
+    if who is None:
+        return None
+    if who == "owner" and st.st_uid == dir_st.st_uid:
+        return None
+    if su is not None and st.st_uid == su.uid:
+        return None
+    return (f"a hard link ({st.st_nlink} links) to a file of uid {st.st_uid} in a directory "
+            f"{'its owner uid ' + str(dir_st.st_uid) if who == 'owner' else 'others'} can write: "
+            "not uploading another account's file")
+
+
+def dir_chain_meta(root_fd: int, reldir: str, cache: dict[str, str | None]) -> str | None:
+    """Owner and mode of each directory from the policy root down to `reldir`, as
+    "uid:gid:mode/..." (octal), for a restore that must recreate them; None when not known."""
+    from ..safepath import open_dirs_below
+
+    if not reldir:
+        return None
+    if reldir in cache:
+        return cache[reldir]
+    parent = reldir.rpartition("/")[0]
+    head = dir_chain_meta(root_fd, parent, cache) if parent else ""
+    value: str | None = None
+    if head is not None:
+        try:
+            fd = open_dirs_below(root_fd, reldir.split("/"))
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            item = f"{st.st_uid}:{st.st_gid}:{stat.S_IMODE(st.st_mode):o}"
+            value = f"{head}/{item}" if head else item
+        except (OSError, JanitorError):
+            value = None
+    cache[reldir] = value
+    return value
+
+
+def policy_su(policy: Policy) -> Credentials | None:
+    """The policy's `su: USER[:GROUP]` (read defensively until config.py has the key)."""
+    value = getattr(policy, "su", None)
+    if not value:
+        return None
+    from ..asowner import Credentials, parse_su
+
+    if isinstance(value, Credentials):
+        return value
+    try:
+        return parse_su(str(value))
+    except ValueError:
+        return None
+
+
+def versioned_key(key: str, sha256: str) -> str:
+    """The key for a file whose plain key already holds other bytes: never overwrite them.
+    Derived from the content, so a re-run finds (and does not re-upload) the same copy."""
+    return f"{key}@{sha256[:16].lower()}"
 
 
 def _discard(ahead: Future[HashedFile]) -> None:
@@ -93,12 +226,14 @@ def _discard(ahead: Future[HashedFile]) -> None:
         os.close(ahead.result().fd)
 
 
-def _fd_path(fd: int, fallback: str) -> str:
-    # boto3's managed transfer wants a path (it reopens the file once per part); the
-    # /proc/self/fd link names exactly the inode we opened with O_NOFOLLOW, so a file
-    # swapped for a symlink after the open cannot redirect the upload.
-    path = f"/proc/self/fd/{fd}"
-    return path if os.path.exists(path) else fallback
+def _is_verified(target: ArchiveTarget, obj: StoredObject, size: int, digest: str, md5: str | None,
+                 fd: int) -> bool:
+    verified = getattr(target, "verified", None)
+    if verified is None:  # a target without proofs of its own (tests' fakes)
+        from ..targets import is_verified
+
+        return is_verified(obj, size, digest)
+    return bool(verified(obj, size, digest, md5, fd))
 
 
 def archive_open_file(
@@ -107,16 +242,20 @@ def archive_open_file(
     fd: int,
     fact: FileFact,
     *,
-    fallback_path: str,
+    fallback_path: str = "",
     progress: Callable[[int], None] | None = None,
     listed_size: int | None | Literal[False] = False,
     hashed: HashedFile | None = None,
+    dirs: str | None = None,
 ) -> ArchivedFile:
     """Archive one open file under `key` unless a verified copy is already there.
 
     `listed_size`: what a listing said about the key (None: absent, an int: its size,
-    False: not listed, so ask the target). An absent key or another size needs no HEAD.
-    `hashed`: the file's stat and digest when they were taken ahead (ArchiveSession).
+    False: not listed, so ask the target). An absent key needs no HEAD.
+    `hashed`: the file's stat and digests when they were taken ahead (ArchiveSession).
+    The file is read only through `fd` and only as far as the size the plan saw.
+    A key that holds other bytes is never overwritten: the file goes to its
+    content-derived `versioned_key` instead (issue 11 point 7).
     Never raises for the file's own problems: they come back in `error` / `changed`.
     TargetError is raised (the caller decides whether the target is down).
     """
@@ -125,35 +264,48 @@ def archive_open_file(
         return ArchivedFile(changed="replaced by another file since the plan")
     if (before.st_size, before.st_mtime) != (fact.size, fact.mtime):
         return ArchivedFile(changed="modified since the plan")
-    if listed_size is False or listed_size == before.st_size:  # noqa: SIM108 (the else says why)
-        existing = target.stat(key)
-    else:
-        existing = None  # absent, or a different size: it cannot be a verified copy
-    digest = hashed.digest if hashed is not None else sha256_of_fd(fd)
-    from ..targets import is_verified
-
-    if existing is not None and is_verified(existing, before.st_size, digest):
-        return ArchivedFile(obj=existing, uploaded=False)
+    if (before.st_uid, before.st_gid) != (fact.uid, fact.gid):
+        return ArchivedFile(changed="owner changed since the plan")
+    if hashed is None or not hashed.digest:
+        hashed = _hash_open(fd, before)
+    digest, md5 = hashed.digest, hashed.md5
+    existing = None if listed_size is None else target.stat(key)
+    if existing is not None:
+        if _is_verified(target, existing, before.st_size, digest, md5, fd):
+            return ArchivedFile(obj=existing, uploaded=False)
+        if not (existing.sha256 and existing.sha256.lower() == digest and existing.size == before.st_size):
+            # Other bytes (another file that had this path, maybe deleted since) hold the
+            # key: they may be the only copy left, so this file gets a key of its own.
+            key = versioned_key(key, digest)
+            other = target.stat(key)
+            if other is not None:
+                if _is_verified(target, other, before.st_size, digest, md5, fd):
+                    return ArchivedFile(obj=other, uploaded=False)
+                if not (other.sha256 and other.sha256.lower() == digest):
+                    return ArchivedFile(error=VerifyFailed(
+                        f"{key} already holds other bytes; not overwriting it (file kept)"))
+        # else: a copy that claims these bytes but has no proof: replace it
 
     def changed_since_hashed() -> bool:
-        # ctime too: a rewrite that keeps the size and puts the mtime back still moves it,
-        # and an endpoint that stores our checksum header without checking it (moto, some
-        # S3-compatibles) would otherwise keep bytes that are not the ones we hashed.
+        # ctime too: a rewrite that keeps the size and puts the mtime back still moves it.
         after = os.fstat(fd)
         return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
             before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
+    extra: dict[str, Any] = {"dirs": dirs} if dirs else {}  # the owner/mode of its directories
     try:
         obj = target.upload(
-            _fd_path(fd, fallback_path),
+            fd,
             key,
             sha256=digest,
+            md5=md5,
             size=before.st_size,
             mtime=before.st_mtime,
             mode=before.st_mode & 0o7777,
             progress=progress,
+            **extra,
         )
-    except VerifyFailed:
+    except (VerifyFailed, FileChanged):
         # A server that refused our digest (BadDigest) most likely saw a file being written.
         if changed_since_hashed():
             return ArchivedFile(changed="changed while it was being uploaded; kept")
@@ -179,6 +331,8 @@ class ArchiveSession:
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
         self._ahead: dict[str, Future[HashedFile]] = {}
+        # object key -> owner/mode of the file's directories (META_DIRS), set per batch
+        self.dir_meta: dict[str, str] = {}
 
     def hash_ahead(self, jobs: Sequence[tuple[str, Callable[[], int]]]) -> None:
         """Open and hash these (key, open_file) files now, in the pool, while the caller
@@ -258,6 +412,8 @@ class ArchiveSession:
             # Submitted before this job, so already running or done: waiting cannot deadlock.
             hashed = ahead.result() if ahead is not None else None
             fd = hashed.fd if hashed is not None else open_file()
+        except FileSkipped as exc:
+            return ArchivedFile(skipped=exc)
         except OSError as exc:
             return ArchivedFile(error=exc)  # a local read problem: this file only
         except CancelledError:  # the session is closing (interrupted)
@@ -272,11 +428,15 @@ class ArchiveSession:
 
         try:
             result = archive_open_file(self.target, key, fd, fact, fallback_path=fallback_path, progress=advance,
-                                       listed_size=listed_size, hashed=hashed)
+                                       listed_size=listed_size, hashed=hashed, dirs=self.dir_meta.get(key))
         except FileChanged as exc:
             result = ArchivedFile(changed=str(exc))
+        except FileSkipped as exc:
+            result = ArchivedFile(skipped=exc)
         except (TargetError, OSError) as exc:
             result = ArchivedFile(error=self._classify(exc))
+        except ValueError as exc:  # a key the target cannot hold (a reserved suffix): this file only
+            result = ArchivedFile(error=JanitorError(f"not archived: {exc}", code="E_KEY_REJECTED"))
         finally:
             os.close(fd)
         if result.error is None:
@@ -288,7 +448,9 @@ class ArchiveSession:
 
     def _classify(self, exc: BaseException) -> BaseException:
         """The file's own error, or TargetUnavailable when the target is the problem."""
-        if not isinstance(exc, TargetError) or isinstance(exc, VerifyFailed):
+        from ..targets.base import KeyRejected
+
+        if not isinstance(exc, TargetError) or isinstance(exc, VerifyFailed | KeyRejected):
             return exc
         with self._lock:
             if self.unavailable is not None:
@@ -321,7 +483,7 @@ class ArchiveSession:
 
 class ArchiveAction(Action):
     name = "archive"
-    options = frozenset({"target", "then", "trash_dir", "retain"})
+    options = frozenset({"target", "then", "trash_dir", "retain", "verify", "bwlimit"})
     done_event = "file_archived"
 
     def __init__(self, then: str | None = None) -> None:
@@ -353,7 +515,7 @@ class ArchiveAction(Action):
             from ..targets import target_for
 
             assert ctx.policy.target is not None  # check_policy guarantees it
-            self.target = target_for(ctx.config, ctx.policy.target)
+            self.target = target_for(ctx.config, ctx.policy.target, ctx.policy)
         return self.target
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
@@ -381,7 +543,8 @@ class ArchiveAction(Action):
         dirs = ctx.dirs
         if dirs is not None:
             session.hash_ahead([
-                (target.key_for(item.policy, item.fact.relpath), functools.partial(dirs.open_file, item.fact.relpath))
+                (target.key_for(item.policy, item.fact.relpath),
+                 functools.partial(open_candidate, dirs, item.fact.relpath, policy_su(ctx.policy)))
                 for item in items[:workers]
             ])
         try:
@@ -404,11 +567,19 @@ class ArchiveAction(Action):
         assert self.session is not None and ctx.dirs is not None
         dirs = ctx.dirs
         jobs = [
-            (f["object_key"], item.fact, functools.partial(dirs.open_file, item.fact.relpath), item.path)
+            (f["object_key"], item.fact, functools.partial(open_candidate, dirs, item.fact.relpath, policy_su(ctx.policy)),
+             item.path)
             for item, f in zip(items, fields, strict=True)
         ]
+        cache: dict[str, str | None] = {}
+        self.session.dir_meta = {}
+        for item, f in zip(items, fields, strict=True):
+            meta = dir_chain_meta(dirs.root_fd, item.fact.relpath.rpartition("/")[0], cache)
+            if meta:
+                self.session.dir_meta[f["object_key"]] = meta
         results = self.session.archive_many(jobs)
         self._results = {item.fact.relpath: r for item, r in zip(items, results, strict=True)}
+        record_final_keys(ctx, items, results)
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
         result = self._results.pop(item.fact.relpath, None)
@@ -419,6 +590,21 @@ class ArchiveAction(Action):
     @classmethod
     def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
         return reconcile_archive(entry, config)
+
+
+def record_final_keys(ctx: ExecContext, items: list[PlannedAction], results: list[ArchivedFile]) -> None:
+    """Before any `then:` runs, write each verified object's key and digest into its
+    journal row: a run killed between a delete and the end of the batch leaves rows that
+    reconcile can check against exactly that object (the key may be a versioned one)."""
+    rows = [
+        (r.obj.key, r.obj.sha256, ctx.run_id, os.fsencode(item.path))
+        for item, r in zip(items, results, strict=True)
+        if r.obj is not None and r.error is None and r.changed is None
+    ]
+    if rows:
+        ctx.catalog._write(  # noqa: SLF001 (one narrow update; the catalog has no public one)
+            "UPDATE journal SET object_key=?, sha256=? WHERE run_id=? AND path=? AND state='planned'", rows
+        )
 
 
 def check_archive_keys(policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
@@ -439,6 +625,8 @@ def finish_archived(
     fields: dict[str, Any], ctx: ExecContext,
 ) -> dict[str, Any]:
     """Apply `then` to a file whose upload verified; raise (file stays) for anything else."""
+    if result.skipped is not None:
+        raise result.skipped
     if result.error is not None:
         raise result.error
     if result.changed is not None:
@@ -490,6 +678,7 @@ def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, 
         obj = target.stat(entry.object_key)
     except TargetError as exc:
         return "failed", f"the file is gone and the archive could not be checked: {exc}"
-    if obj is not None and obj.size == entry.size and obj.sha256:
+    if (obj is not None and obj.size == entry.size and obj.sha256
+            and (entry.sha256 is None or obj.sha256.lower() == entry.sha256.lower())):
         return "done", f"interrupted after archiving; object {entry.object_key} verified"
     return "failed", f"the file is gone and no verified object {entry.object_key} exists"

@@ -32,7 +32,7 @@ def _make_file(spec: TargetSpec) -> ArchiveTarget:
     return FileTarget(spec)
 
 if TYPE_CHECKING:
-    from janitor.config import Config, TargetConfig
+    from janitor.config import Config, Policy, TargetConfig
 
 
 # URL scheme -> factory; the modules are imported on demand to keep startup cheap.
@@ -73,19 +73,30 @@ def spec_from_config(name: str, cfg: TargetConfig) -> TargetSpec:
         read_timeout=cfg.read_timeout,
         multipart_threshold=cfg.multipart_threshold,
         multipart_chunksize=cfg.multipart_chunksize,
+        verify=getattr(cfg, "verify", None) or "server",
+        bwlimit=getattr(cfg, "bwlimit", None),
     )
 
 
-def target_for(config: Config, name: str) -> ArchiveTarget:
-    """The target the policy files define under `name`; TargetError when there is none."""
+def target_for(config: Config, name: str, policy: Policy | None = None) -> ArchiveTarget:
+    """The target the policy files define under `name`; TargetError when there is none.
+    `policy`: its `verify` and `bwlimit`, when set, override the target's."""
+    from dataclasses import replace
+
     from janitor.errors import TargetError
 
     cfg = config.targets.get(name)
     if cfg is None:
         known = ", ".join(sorted(config.targets)) or "none"
         raise TargetError(f"no target named {name!r} (defined: {known})")
+    spec = spec_from_config(name, cfg)
+    if policy is not None:
+        if getattr(policy, "verify", None):
+            spec = replace(spec, verify=str(policy.verify))
+        if getattr(policy, "bwlimit", None):
+            spec = replace(spec, bwlimit=policy.bwlimit)
     try:
-        return make_target(spec_from_config(name, cfg))
+        return make_target(spec)
     except ValueError as exc:
         raise TargetError(str(exc)) from None
 

@@ -5,6 +5,10 @@ mode}. Crash-safety invariant: a sidecar only ever describes the data file curre
 Upload therefore removes an old sidecar first and writes the new one only after the data has
 been renamed into place, so a crash at any point leaves either no sidecar (not verified, the
 next run uploads again) or a sidecar that matches the data.
+
+Every object, sidecar and temporary file is reached from the base directory through
+directory descriptors opened one component at a time with O_NOFOLLOW; temporary files are
+created O_EXCL, 0600, under unguessable names and checked with fstat before they are used.
 """
 
 from __future__ import annotations
@@ -14,18 +18,26 @@ import errno
 import hashlib
 import json
 import os
+import secrets
+import stat
 import tempfile
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets.base import (
+    KeyRejected,
     Progress,
+    RateLimiter,
     StoredObject,
     TargetSpec,
     clean_key_parts,
     join_key,
     join_prefix,
+    limiter_for,
+    open_dest,
+    open_source,
+    write_all,
 )
 
 SIDECAR_SUFFIX = ".janitor.json"
@@ -33,19 +45,21 @@ _TMP_SUFFIX = ".janitor-tmp"
 _CHUNK = 1 << 20
 
 
-def _fsync_dir(path: str) -> None:
-    # Makes a rename/unlink in `path` durable; some filesystems (e.g. some FUSE/NFS) refuse
-    # to open directories for fsync, which we tolerate rather than fail the archive.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
+def _fsync_fd(dir_fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
+
+
+def _new_temp(dir_fd: int, prefix: str) -> tuple[int, str]:
+    """A new 0600 file in dir_fd: O_CREAT|O_EXCL|O_NOFOLLOW under an unguessable name,
+    confirmed with fstat (a regular file of ours, one link) before it is trusted."""
+    name = f"{prefix}{secrets.token_hex(8)}{_TMP_SUFFIX}"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
         os.close(fd)
+        raise UploadFailed(f"temporary file {name} is not janitor's own")
+    return fd, name
 
 
 def _unlink_quiet(path: str) -> None:
@@ -53,19 +67,30 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
 
 
-def _copy_hashing(src: str, dst_fd: int, progress: Progress | None) -> tuple[int, str]:
-    """Copy src into the open fd, returning (bytes, hex sha256) of what was written."""
+def _copy_hashing(src_fd: int, size: int, dst_fd: int, progress: Progress | None,
+                  limiter: RateLimiter | None = None, *, exact: bool = True) -> tuple[int, str]:
+    """Copy the first `size` bytes of src_fd into dst_fd (both descriptors, pread: never
+    more than `size`, whatever the source does meanwhile); (bytes, hex sha256) written.
+    `exact`: a shorter source raises FileChanged; else the copy stops at its end."""
     h = hashlib.sha256()
     total = 0
-    with open(src, "rb") as f, os.fdopen(os.dup(dst_fd), "wb", closefd=True) as out:
-        while block := f.read(_CHUNK):
-            out.write(block)
-            h.update(block)
-            total += len(block)
-            if progress is not None:
-                progress(len(block))
-        out.flush()
-        os.fsync(out.fileno())
+    while total < size:
+        want = min(_CHUNK, size - total)
+        if limiter is not None:
+            limiter.consume(want)
+        block = os.pread(src_fd, want, total)
+        if not block:
+            if exact:
+                raise FileChanged(f"shrank while it was copied ({total} of {size} bytes)")
+            break
+        write_all(dst_fd, block)
+        h.update(block)
+        total += len(block)
+        if progress is not None:
+            progress(len(block))
+    if not exact and os.pread(src_fd, 1, total):
+        total += 1  # longer than recorded: the caller's size check fails
+    os.fsync(dst_fd)
     return total, h.hexdigest()
 
 
@@ -90,6 +115,7 @@ class FileTarget:
             path = path.replace("{hostname}", host_name())
         self.spec = spec
         self.base = os.path.normpath(path)
+        self._limiter = limiter_for(spec)
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -113,38 +139,76 @@ class FileTarget:
             raise ValueError(f"key {key!r} collides with janitor's own file names")
         return os.path.join(self.base, *parts)
 
-    def _ensure_inside(self, path: str) -> None:
-        """Refuse paths that resolve (through symlinks) outside the base directory."""
-        probe = path
-        while not os.path.lexists(probe) and probe != self.base:
-            probe = os.path.dirname(probe)
-        real_base = os.path.realpath(self.base)
-        real = os.path.realpath(probe)
-        if real != real_base and not real.startswith(real_base + os.sep):
-            raise ValueError(f"{path!r} resolves outside the target directory {self.base!r}")
+    def _parent(self, key: str, *, create: bool = False) -> tuple[int, str]:
+        """(directory fd, name) of `key`, reached from the base directory one component at a
+        time with O_NOFOLLOW (created 0755 with `create`): no symlink inside the target can
+        send a read or a write elsewhere. FileNotFoundError when a directory is missing."""
+        from janitor.safepath import open_dirs_below
+
+        parts = clean_key_parts(key, what="key")
+        if not parts:
+            raise ValueError("key must not be empty")
+        self._path(key)  # the reserved-suffix check
+        base_fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                return open_dirs_below(base_fd, parts[:-1], create=create), parts[-1]
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ValueError(
+                        f"{os.path.join(self.base, *parts)!r} resolves outside the target directory "
+                        f"{self.base!r} (a symlink or a file where a directory belongs)"
+                    ) from None
+                raise
+        finally:
+            os.close(base_fd)
 
     # -- reading --------------------------------------------------------------------------
 
-    def _read_sidecar(self, path: str) -> dict | None:
+    @staticmethod
+    def _open_regular(dir_fd: int, name: str) -> int:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
+        return fd
+
+    def _read_sidecar(self, dir_fd: int, name: str) -> dict | None:
         try:
-            with open(path + SIDECAR_SUFFIX, encoding="utf-8") as f:
-                data = json.load(f)
+            fd = self._open_regular(dir_fd, name + SIDECAR_SUFFIX)
         except FileNotFoundError:
             return None
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read(1 << 16).decode("utf-8"))
         except (OSError, ValueError):
             return None  # unreadable sidecar = unverified copy; the next run re-uploads
         return data if isinstance(data, dict) else None
 
     def stat(self, key: str) -> StoredObject | None:
-        path = self._path(key)
-        self._ensure_inside(path)
         try:
-            st = os.stat(path)
+            dir_fd, name = self._parent(key)
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise TargetError(self._fail(f"cannot stat {path}: {e.strerror}")) from None
-        meta = self._read_sidecar(path) or {}
+            raise TargetError(self._fail(f"cannot reach '{key}': {e.strerror}")) from None
+        try:
+            return self._stat_at(key, dir_fd, name)
+        finally:
+            os.close(dir_fd)
+
+    def _stat_at(self, key: str, dir_fd: int, name: str) -> StoredObject | None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise TargetError(self._fail(f"cannot stat '{key}': {e.strerror}")) from None
+        if not stat.S_ISREG(st.st_mode):
+            return StoredObject(key=key, size=st.st_size, sha256=None, mtime=None, mode=None)  # never verified
+        meta = self._read_sidecar(dir_fd, name) or {}
         sha = meta.get("sha256")
         mtime = meta.get("mtime")
         mode = meta.get("mode")
@@ -154,10 +218,11 @@ class FileTarget:
             sha256=sha if isinstance(sha, str) else None,
             mtime=float(mtime) if isinstance(mtime, int | float) else None,
             mode=mode if isinstance(mode, int) else None,
+            dirs=meta.get("dirs") if isinstance(meta.get("dirs"), str) else None,
         )
 
     def download(
-        self, key: str, dest_path: str, *, progress: Progress | None = None
+        self, key: str, dest: str | int, *, progress: Progress | None = None, version_id: str | None = None
     ) -> StoredObject:
         obj = self.stat(key)
         if obj is None:
@@ -166,22 +231,33 @@ class FileTarget:
             raise VerifyFailed(
                 self._fail(f"'{key}' has no readable metadata sidecar; cannot verify")
             )
-        src = self._path(key)
+        shown = dest if isinstance(dest, str) else "the restore copy"
+        out_fd = -1
         try:
-            fd = os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            out_fd = dest if isinstance(dest, int) else open_dest(dest)
+            dir_fd, name = self._parent(key)
             try:
-                size, digest = _copy_hashing(src, fd, progress)
+                src = self._open_regular(dir_fd, name)
             finally:
-                os.close(fd)
+                os.close(dir_fd)
+            try:
+                size, digest = _copy_hashing(src, obj.size, out_fd, progress, self._limiter, exact=False)
+            finally:
+                os.close(src)
         except OSError as e:
-            _unlink_quiet(dest_path)
+            if isinstance(dest, str):
+                _unlink_quiet(dest)
             if e.errno == errno.ENOSPC:
-                raise DiskFull(f"no space left writing {dest_path}") from None
+                raise DiskFull(f"no space left writing {shown}") from None
             raise TargetError(
-                self._fail(f"cannot copy '{key}' to {dest_path}: {e.strerror}")
+                self._fail(f"cannot copy '{key}' to {shown}: {e.strerror}")
             ) from None
+        finally:
+            if isinstance(dest, str) and out_fd >= 0:
+                os.close(out_fd)
         if size != obj.size or digest != obj.sha256.lower():
-            _unlink_quiet(dest_path)  # never leave corrupt bytes where a restore might pick them up
+            if isinstance(dest, str):
+                _unlink_quiet(dest)  # never leave corrupt bytes where a restore might pick them up
             raise VerifyFailed(
                 self._fail(
                     f"'{key}' is corrupt: read {size} bytes sha256 {digest[:16]}, "
@@ -189,6 +265,23 @@ class FileTarget:
                 )
             )
         return obj
+
+    def verified(self, obj: StoredObject, size: int, sha256: str, md5: str | None, fd: int | None = None) -> bool:
+        """A copy whose sidecar matches (written only after the copy was read back); with
+        `verify: readback`, the copy is hashed again too."""
+        if not (obj.sha256 and obj.size == size and obj.sha256.lower() == sha256.lower()):
+            return False
+        if self.spec.verify != "readback":
+            return True
+        try:
+            dir_fd, name = self._parent(obj.key)
+            try:
+                self._verify_stored(obj.key, dir_fd, name, size=size, sha256=sha256.lower())
+            finally:
+                os.close(dir_fd)
+        except (VerifyFailed, ValueError, OSError):
+            return False
+        return True
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         if not os.path.isdir(self.base):
@@ -237,24 +330,25 @@ class FileTarget:
         Called when a killed run is reconciled (the run lock says no upload is running).
         They are never taken for objects, but they take space and look like data.
         """
-        dest = self._path(key)
-        self._ensure_inside(dest)
-        directory, base = os.path.split(dest)
-        removed = 0
         try:
-            names = os.listdir(directory)
+            dir_fd, base = self._parent(key)
         except FileNotFoundError:
             return 0
-        prefix = "." + base + "."
-        for name in names:
-            if name.startswith(prefix) and name.endswith(_TMP_SUFFIX):
-                _unlink_quiet(os.path.join(directory, name))
-                removed += 1
+        removed = 0
+        try:
+            prefix = "." + base + "."
+            for name in os.listdir(dir_fd):
+                if name.startswith(prefix) and name.endswith(_TMP_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+        finally:
+            os.close(dir_fd)
         return removed
 
     def upload(
         self,
-        local_path: str,
+        source: str | int,
         key: str,
         *,
         sha256: str,
@@ -262,79 +356,95 @@ class FileTarget:
         mtime: float,
         mode: int,
         progress: Progress | None = None,
+        md5: str | None = None,
+        dirs: str | None = None,
     ) -> StoredObject:
-        dest = self._path(key)
-        directory = os.path.dirname(dest)
-        self._ensure_inside(dest)
+        fd = source if isinstance(source, int) else open_source(source)
+        try:
+            return self._upload_fd(fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, progress=progress,
+                                   dirs=dirs)
+        finally:
+            if not isinstance(source, int):
+                os.close(fd)
+
+    def _upload_fd(self, src_fd: int, key: str, *, sha256: str, size: int, mtime: float, mode: int,
+                   progress: Progress | None, dirs: str | None = None) -> StoredObject:
+        if not os.path.isdir(self.base):
+            raise TargetError(
+                self._fail(f"directory {self.base} does not exist (is the share mounted?)")
+            )
+        dir_fd = -1
         tmp: str | None = None
         try:
-            if not os.path.isdir(self.base):
-                raise TargetError(
-                    self._fail(f"directory {self.base} does not exist (is the share mounted?)")
-                )
-            os.makedirs(directory, exist_ok=True)
-            self._ensure_inside(dest)  # re-check: a component may have been a symlink
+            dir_fd, name = self._parent(key, create=True)
             # Drop any old sidecar before the data changes (see module docstring).
-            if os.path.lexists(dest + SIDECAR_SUFFIX):
-                os.unlink(dest + SIDECAR_SUFFIX)
-                _fsync_dir(directory)
-            fd, tmp = tempfile.mkstemp(
-                dir=directory, prefix="." + os.path.basename(dest) + ".", suffix=_TMP_SUFFIX
-            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name + SIDECAR_SUFFIX, dir_fd=dir_fd)
+                os.fsync(dir_fd)
+            fd, tmp = _new_temp(dir_fd, "." + name + ".")
             try:
-                copied, digest = _copy_hashing(local_path, fd, progress)
+                copied, digest = _copy_hashing(src_fd, size, fd, progress, self._limiter)
+                now = os.fstat(src_fd)
+                if stat.S_ISREG(now.st_mode) and now.st_size != size:
+                    copied = now.st_size  # grew: only the planned bytes were read; not the file now
             finally:
                 os.close(fd)
             if copied != size or digest != sha256.lower():
                 raise FileChanged(
-                    f"{local_path}: changed while archiving (now {copied} bytes sha256 "
+                    f"changed while archiving (now {copied} bytes sha256 "
                     f"{digest[:16]}, planned {size} bytes sha256 {sha256[:16]})"
                 )
-            os.replace(tmp, dest)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             tmp = None
-            _fsync_dir(directory)
-            self._write_sidecar(dest, sha256=sha256.lower(), size=size, mtime=mtime, mode=mode)
+            _fsync_fd(dir_fd)
+            self._write_sidecar(dir_fd, name, sha256=sha256.lower(), size=size, mtime=mtime, mode=mode, dirs=dirs)
+            return self._verify_stored(key, dir_fd, name, size=size, sha256=sha256.lower())
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise DiskFull(self._fail(f"no space left on {self.base}")) from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise KeyRejected(self._fail(f"cannot store '{key}': a name is too long there")) from None
             raise UploadFailed(self._fail(f"cannot write '{key}': {e.strerror}")) from None
         finally:
-            if tmp is not None:
-                _unlink_quiet(tmp)
-        return self._verify_stored(key, dest, size=size, sha256=sha256.lower())
+            if dir_fd >= 0:
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                os.close(dir_fd)
 
-    def _write_sidecar(self, dest: str, *, sha256: str, size: int, mtime: float, mode: int) -> None:
-        directory = os.path.dirname(dest)
-        body = json.dumps(
-            {"sha256": sha256, "size": size, "mtime": mtime, "mode": mode & 0o7777},
-            sort_keys=True,
-        ).encode()
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix="." + os.path.basename(dest) + ".meta.", suffix=_TMP_SUFFIX
-        )
+    def _write_sidecar(self, dir_fd: int, name: str, *, sha256: str, size: int, mtime: float, mode: int,
+                       dirs: str | None = None) -> None:
+        meta: dict[str, object] = {"sha256": sha256, "size": size, "mtime": mtime, "mode": mode & 0o7777}
+        if dirs:
+            meta["dirs"] = dirs
+        body = json.dumps(meta, sort_keys=True).encode()
+        fd, tmp = _new_temp(dir_fd, "." + name + ".meta.")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest + SIDECAR_SUFFIX)
+            write_all(fd, body)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, name + SIDECAR_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            _unlink_quiet(tmp)
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
             raise
-        _fsync_dir(directory)
+        _fsync_fd(dir_fd)
 
-    def _verify_stored(self, key: str, dest: str, *, size: int, sha256: str) -> StoredObject:
+    def _verify_stored(self, key: str, dir_fd: int, name: str, *, size: int, sha256: str) -> StoredObject:
         """Re-read the stored copy: catches short writes and lying storage before deletion."""
         h = hashlib.sha256()
         got = 0
         try:
-            with open(dest, "rb") as f:
+            with os.fdopen(self._open_regular(dir_fd, name), "rb") as f:
                 while block := f.read(_CHUNK):
                     h.update(block)
                     got += len(block)
         except OSError as e:
             raise VerifyFailed(self._fail(f"cannot re-read '{key}': {e.strerror}")) from None
-        obj = self.stat(key)
+        obj = self._stat_at(key, dir_fd, name)
         if obj is None or got != size or h.hexdigest() != sha256 or obj.sha256 != sha256:
             raise VerifyFailed(
                 self._fail(f"'{key}' did not verify after writing ({got} bytes, expected {size})")

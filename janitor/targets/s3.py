@@ -17,23 +17,36 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from janitor.errors import DiskFull, TargetError, UploadFailed, VerifyFailed
+from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
 from janitor.targets.base import (
+    MAX_DIRS_META,
+    META_DIRS,
     META_MODE,
     META_MTIME,
     META_SHA256,
+    BoundedFdReader,
+    KeyRejected,
     Progress,
     StoredObject,
     TargetSpec,
     join_key,
     join_prefix,
+    limiter_for,
+    md5_of_fd,
+    open_dest,
+    open_source,
+    pread_exact,
     validate_lifecycle_args,
+    write_all,
 )
 
 _CHUNK = 1 << 20
+# multipart parts of one file in flight (and in memory) at once
+_PART_WINDOW = 4
 
 _ACCESS_CODES = {
     "AccessDenied": "access denied (check credentials and bucket policy)",
@@ -70,6 +83,21 @@ _CHECKSUM_UNSUPPORTED_CODES = {
     "MissingContentLength",
     "501",
 }
+
+
+@dataclass
+class _Put:
+    """What an upload request answered: the version, the ETag, and whether it proves the bytes."""
+
+    version_id: str | None
+    etag: str | None
+    proven: bool
+
+
+def _version(resp: Any) -> str | None:
+    """The version id an upload created; None on an unversioned bucket (some servers say "null")."""
+    value = resp.get("VersionId")
+    return None if value in (None, "", "null") else str(value)
 
 
 def _b64_of_hex(hex_digest: str) -> str:
@@ -154,6 +182,7 @@ class S3Target:
         # skip straight to the compatible path.
         self._checksums_supported = True
         self._bucket_confirmed = False
+        self._limiter = limiter_for(spec)
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -261,6 +290,8 @@ class S3Target:
                 or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "unknown")
             )
             msg = _one_line(err.get("Message") or "")
+            if code in ("KeyTooLongError", "InvalidObjectName"):
+                return KeyRejected(self._fail(f"{action}: the endpoint refuses this key ({code})"))
             if code == "NoSuchBucket":
                 return cls(self._fail(f"bucket '{self.bucket}' does not exist"))
             if code in ("NoSuchKey", "404") and key is not None:
@@ -292,12 +323,12 @@ class S3Target:
                 )
             if code.startswith("KMS.") or "kms" in msg.lower():
                 return cls(self._fail(f"server-side encryption with KMS failed: {msg or code}"))
-            if code == "BadDigest":
+            if code in ("BadDigest", "InvalidDigest"):
                 # The server's verification failed: a file's own problem (like VerifyFailed
                 # from our comparisons), not a sign that the target is down.
                 return VerifyFailed(
                     self._fail(
-                        f"{action}: the server's SHA-256 of the bytes it received is not "
+                        f"{action}: the server's SHA-256/MD5 of the bytes it received is not "
                         "janitor's digest (file changed while read, or damaged in transit)"
                     )
                 )
@@ -406,7 +437,9 @@ class S3Target:
             sha256=sha.lower() if sha else None,
             mtime=_parse_float(meta.get(META_MTIME)),
             mode=_parse_mode(meta.get(META_MODE)),
-            version_id=head.get("VersionId"),
+            version_id=_version(head),
+            etag=str(head.get("ETag") or "").strip('"').lower() or None,
+            dirs=meta.get(META_DIRS),
         )
 
     def stat(self, key: str) -> StoredObject | None:
@@ -417,39 +450,31 @@ class S3Target:
         return None if head is None else self._stored(key, head)
 
     def download(
-        self, key: str, dest_path: str, *, progress: Progress | None = None
+        self, key: str, dest: str | int, *, progress: Progress | None = None, version_id: str | None = None
     ) -> StoredObject:
-        """Stream the object to dest_path while hashing; VerifyFailed (and no file) on mismatch."""
+        """Stream the object into `dest` (a descriptor, or a path created 0600) while hashing;
+        VerifyFailed on a mismatch (a path given is then removed; a descriptor is the caller's)."""
         ok = False
+        out_fd = dest if isinstance(dest, int) else -1
+        shown = dest if isinstance(dest, str) else "the restore copy"
         try:
+            if out_fd < 0:
+                out_fd = open_dest(str(dest))
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-            if self._checksums_supported:
-                kwargs["ChecksumMode"] = "ENABLED"
+            if version_id:
+                kwargs["VersionId"] = version_id
             resp = self._active_client().get_object(**kwargs)
             obj = self._stored(key, resp)
-            h = hashlib.sha256()
-            got = 0
-            body = resp["Body"]
-            try:
-                with open(dest_path, "wb") as out:
-                    for block in body.iter_chunks(_CHUNK):
-                        out.write(block)
-                        h.update(block)
-                        got += len(block)
-                        if progress is not None:
-                            progress(len(block))
-                    out.flush()
-                    os.fsync(out.fileno())
-            finally:
-                body.close()
             if obj.sha256 is None:
                 raise VerifyFailed(
                     self._fail(f"'{key}' has no {META_SHA256} metadata; cannot verify it")
                 )
-            if got != obj.size or h.hexdigest() != obj.sha256:
+            got, digest = self._stream_body(resp["Body"], obj.size, out_fd, progress, key=key)
+            os.fsync(out_fd)
+            if got != obj.size or digest != obj.sha256:
                 raise VerifyFailed(
                     self._fail(
-                        f"'{key}' did not verify: read {got} bytes sha256 {h.hexdigest()[:16]}, "
+                        f"'{key}' did not verify: read {got} bytes sha256 {digest[:16]}, "
                         f"stored {obj.size} bytes sha256 {obj.sha256[:16]}"
                     )
                 )
@@ -461,13 +486,37 @@ class S3Target:
             raise self._error(e, action="download", key=key) from None
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise DiskFull(f"no space left writing {dest_path}") from None
-            raise TargetError(self._fail(f"cannot write {dest_path}: {e.strerror or e}")) from None
+                raise DiskFull(f"no space left writing {shown}") from None
+            raise TargetError(self._fail(f"cannot write {shown}: {e.strerror or e}")) from None
         finally:
-            if not ok:
-                # Never leave partial or corrupt bytes where a restore might pick them up.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(dest_path)
+            if isinstance(dest, str) and out_fd >= 0:
+                os.close(out_fd)
+                if not ok:
+                    # Never leave partial or corrupt bytes where a restore might pick them up.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(dest)
+
+    def _stream_body(self, body: Any, size: int, out_fd: int | None, progress: Progress | None, *,
+                     key: str) -> tuple[int, str]:
+        """Read a GET body (at most `size` + 1 bytes: more is already a mismatch), hashing it
+        and writing it to out_fd when given; (bytes, sha256 hex)."""
+        h = hashlib.sha256()
+        got = 0
+        try:
+            for block in body.iter_chunks(_CHUNK):
+                if self._limiter is not None:
+                    self._limiter.consume(len(block))
+                got += len(block)
+                if got > size:
+                    raise VerifyFailed(self._fail(f"'{key}' is longer than its recorded {size} bytes"))
+                h.update(block)
+                if out_fd is not None:
+                    write_all(out_fd, block)
+                if progress is not None:
+                    progress(len(block))
+        finally:
+            body.close()
+        return got, h.hexdigest()
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         """Objects under prefix (a full key prefix). One HEAD per object: for tests/reports."""
@@ -532,7 +581,8 @@ class S3Target:
         return opts
 
     def _extra_args(
-        self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False
+        self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False,
+        dirs: str | None = None,
     ) -> dict:
         extra: dict[str, Any] = {
             "Metadata": {
@@ -541,6 +591,8 @@ class S3Target:
                 META_MODE: oct(mode & 0o7777),
             }
         }
+        if dirs:
+            extra["Metadata"][META_DIRS] = dirs
         if self.spec.storage_class:
             extra["StorageClass"] = self.spec.storage_class
         if self.spec.sse:
@@ -554,9 +606,22 @@ class S3Target:
                 extra["ChecksumSHA256"] = _b64_of_hex(sha256)
         return extra
 
+    def _etag_is_md5(self) -> bool:
+        """Whether this target's ETags are MD5s of the bytes stored: not with SSE-KMS or
+        SSE-C (S3 documents them as opaque there)."""
+        return not (self.spec.sse and self.spec.sse.lower() != "aes256")
+
+    def part_size(self, size: int) -> int:
+        """The part size janitor uses for a multipart upload of `size` bytes (S3 allows
+        10,000 parts)."""
+        chunk = int(self._transfer_options()["multipart_chunksize"])
+        if size > chunk * 10_000:
+            chunk = -(-size // 10_000)
+        return chunk
+
     def upload(
         self,
-        local_path: str,
+        source: str | int,
         key: str,
         *,
         sha256: str,
@@ -564,123 +629,236 @@ class S3Target:
         mtime: float,
         mode: int,
         progress: Progress | None = None,
+        md5: str | None = None,
+        dirs: str | None = None,
     ) -> StoredObject:
-        """Upload (multipart from multipart_threshold up) and verify; returns the verified copy.
+        """Upload the first `size` bytes of `source` and prove the stored bytes are those.
 
-        progress gets byte increments; s3transfer may report negative amounts when it retries.
+        Below multipart_threshold: one PutObject carrying Content-MD5 and
+        x-amz-checksum-sha256; an ETag equal to that MD5 proves the bytes. Above it: a
+        multipart upload janitor drives itself, each part with its own Content-MD5 and
+        SHA-256; proven when each part's ETag is its MD5 and the object's ETag is the MD5 of
+        those. Any other answer (no ETag, another ETag, `verify: readback`) proves nothing,
+        and the object is read back and hashed. VerifyFailed, with the object removed
+        again, when the bytes differ.
+
+        progress gets byte increments (negative when a retry sends bytes again).
         """
         sha256 = sha256.lower()
+        fd = source if isinstance(source, int) else open_source(source)
+        try:
+            if md5 is None:
+                md5 = md5_of_fd(fd, size)
+            return self._upload_fd(fd, key, sha256=sha256, md5=md5.lower(), size=size, mtime=mtime,
+                                   mode=mode, progress=progress,
+                                   dirs=dirs if dirs and len(dirs) <= MAX_DIRS_META else None)
+        finally:
+            if not isinstance(source, int):
+                os.close(fd)
+
+    def _upload_fd(self, fd: int, key: str, *, sha256: str, md5: str, size: int, mtime: float, mode: int,
+                   progress: Progress | None, dirs: str | None = None) -> StoredObject:
         use_checksum = self._checksums_supported
         try:
             try:
-                put = self._upload_once(
-                    local_path,
-                    key,
-                    sha256=sha256,
-                    size=size,
-                    mtime=mtime,
-                    mode=mode,
-                    progress=progress,
-                    checksum=use_checksum,
-                )
+                put = self._upload_once(fd, key, sha256=sha256, md5=md5, size=size, mtime=mtime, mode=mode,
+                                        progress=progress, checksum=use_checksum, dirs=dirs)
             except self._sdk_errors() as e:
                 if not (use_checksum and self._is_client_error(e, _CHECKSUM_UNSUPPORTED_CODES)):
                     raise
-                # Some S3-compatibles reject flexible checksums: retry once without them
-                # and rely on HEAD + size + stored digest instead.
+                # Some S3-compatibles reject flexible checksums: retry once without them;
+                # Content-MD5 and the ETag (or a read-back) still prove the stored bytes.
                 self._checksums_supported = False
-                use_checksum = False
-                put = self._upload_once(
-                    local_path,
-                    key,
-                    sha256=sha256,
-                    size=size,
-                    mtime=mtime,
-                    mode=mode,
-                    progress=progress,
-                    checksum=False,
-                )
-            if put is not None and use_checksum and put.get("ChecksumSHA256"):
-                # A single PUT carried our digest as its checksum header; S3 and MinIO hash
-                # the bytes they received and refuse a mismatch (BadDigest). A 200 answer
-                # whose checksum is our digest is the verification: no HEAD needed.
-                if put["ChecksumSHA256"] != _b64_of_hex(sha256):
-                    raise VerifyFailed(
-                        self._fail(
-                            f"'{key}' server checksum differs from our digest "
-                            "(file changed during upload?)"
-                        )
-                    )
-                return StoredObject(key, size, sha256, float(mtime), mode & 0o7777, put.get("VersionId"))
-            head = self._head(key)
+                put = self._upload_once(fd, key, sha256=sha256, md5=md5, size=size, mtime=mtime, mode=mode,
+                                        progress=progress, checksum=False, dirs=dirs)
+        except (TargetError, FileChanged):
+            raise
         except self._sdk_errors() as e:  # before OSError: botocore timeouts subclass it
             raise self._error(e, action="upload", cls=UploadFailed) from None
         except OSError as e:
-            raise UploadFailed(
-                self._fail(f"cannot read {local_path}: {e.strerror or _one_line(e)}")
-            ) from None
-        if head is None:
-            raise VerifyFailed(self._fail(f"'{key}' is missing right after upload"))
-        return self._verify_head(key, head, sha256=sha256, size=size)
+            raise UploadFailed(self._fail(f"cannot read the file for '{key}': {e.strerror or _one_line(e)}")) from None
+        obj = StoredObject(key, size, sha256, float(mtime), mode & 0o7777, put.version_id, put.etag, dirs)
+        try:
+            if self.spec.verify != "readback" and put.proven:
+                return obj
+            self._read_back(key, put.version_id, size=size, sha256=sha256)
+        except VerifyFailed:
+            self._remove_bad(key, put.version_id)
+            raise
+        return obj
+
+    def _read_back(self, key: str, version_id: str | None, *, size: int, sha256: str) -> None:
+        """GET the object and hash it: the proof when the server gave none. A read-back that
+        cannot be done keeps the source (VerifyFailed, one line)."""
+        try:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+            if version_id:
+                kwargs["VersionId"] = version_id
+            resp = self._active_client().get_object(**kwargs)
+            got, digest = self._stream_body(resp["Body"], size, None, None, key=key)
+        except VerifyFailed:
+            raise VerifyFailed(self._fail(f"'{key}' read back longer than the {size} bytes sent; "
+                                          "the stored copy is not the file (source kept)")) from None
+        except TargetError as e:
+            raise VerifyFailed(self._fail(f"'{key}': the server gave no proof of the bytes it stored and "
+                                          f"reading it back failed ({e}); source kept")) from None
+        except self._sdk_errors() as e:
+            err = self._error(e, action="read back", key=key)
+            raise VerifyFailed(f"{err}; the server gave no proof of the bytes it stored, source kept") from None
+        except OSError as e:
+            raise VerifyFailed(self._fail(f"'{key}': reading it back failed ({e}); source kept")) from None
+        if got != size or digest != sha256:
+            raise VerifyFailed(
+                self._fail(f"'{key}' read back as {got} bytes sha256 {digest[:16]}, sent {size} bytes sha256 "
+                           f"{sha256[:16]}: the server stored other bytes (source kept)")
+            )
+
+    def _remove_bad(self, key: str, version_id: str | None) -> None:
+        """Remove an object that does not hold the bytes sent, so that no later run takes it
+        for a copy (best effort: the source is kept either way)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        with contextlib.suppress(Exception):
+            self._active_client().delete_object(**kwargs)
+
+    def verified(self, obj: StoredObject, size: int, sha256: str, md5: str | None, fd: int | None = None) -> bool:
+        """Whether an object already stored holds these bytes: size and digest metadata, and
+        the server's own proof (ETag = MD5, or the multipart ETag computed from `fd`), else a
+        read-back. `verify: readback` always reads back."""
+        if not (obj.sha256 and obj.size == size and obj.sha256.lower() == sha256.lower()):
+            return False
+        etag = (obj.etag or "").lower()
+        if self.spec.verify != "readback" and self._etag_is_md5() and etag:
+            if "-" not in etag:
+                if md5 is not None:
+                    return etag == md5.lower()
+            elif fd is not None:
+                try:
+                    return etag == self._composite_etag(fd, size)
+                except (OSError, FileChanged):
+                    return False
+        try:
+            self._read_back(obj.key, obj.version_id, size=size, sha256=sha256)
+        except VerifyFailed:
+            return False
+        return True
+
+    def _composite_etag(self, fd: int, size: int) -> str:
+        chunk = self.part_size(size)
+        md5s = b""
+        for offset in range(0, size, chunk):
+            h = hashlib.md5(usedforsecurity=False)
+            end = min(offset + chunk, size)
+            for pos in range(offset, end, _CHUNK):
+                h.update(pread_exact(fd, pos, min(_CHUNK, end - pos)))
+            md5s += h.digest()
+        return f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{-(-size // chunk)}"
 
     def _upload_once(
         self,
-        local_path: str,
+        fd: int,
         key: str,
         *,
         sha256: str,
+        md5: str,
         size: int,
         mtime: float,
         mode: int,
         progress: Progress | None,
         checksum: bool,
-    ) -> dict | None:
-        """Upload; returns the PutObject response for single-part uploads, else None."""
+        dirs: str | None = None,
+    ) -> _Put:
         client = self.client if checksum else self._compat_client()
-        options = self._transfer_options()
-        if size < options["multipart_threshold"]:
-            # What the managed transfer does below its threshold (one PutObject), without
-            # building a transfer manager and its thread pool for every small file.
-            extra = self._extra_args(
-                sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, whole_object=True
-            )
-            with open(local_path, "rb") as body:
-                resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        if size < self._transfer_options()["multipart_threshold"]:
+            extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, whole_object=True,
+                                     dirs=dirs)
+            body = BoundedFdReader(fd, 0, size, limiter=self._limiter, progress=progress)
+            resp = client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
+                                     ContentMD5=_b64_of_hex(md5), **extra)
+            etag = str(resp.get("ETag") or "").strip('"').lower()
+            # An ETag equal to the MD5 sent proves the bytes. Any other ETag proves nothing
+            # either way (some servers' ETags are not MD5s, with encryption for one): the
+            # object is then read back, which tells damage from a server's own ETag scheme.
+            return _Put(_version(resp), etag or None, proven=bool(etag) and self._etag_is_md5() and etag == md5)
+        return self._upload_multipart(client, fd, key, sha256=sha256, size=size, mtime=mtime, mode=mode, dirs=dirs,
+                                      progress=progress, checksum=checksum)
+
+    def _upload_multipart(self, client: Any, fd: int, key: str, *, sha256: str, size: int, mtime: float,
+                          mode: int, progress: Progress | None, checksum: bool, dirs: str | None = None) -> _Put:
+        """Parts read from the descriptor (bounded by `size`), each sent with its Content-MD5
+        (and SHA-256), each part's ETag compared with its MD5 (a mismatch: no proof, the object
+        is read back); aborted on any failure.
+
+        Up to _PART_WINDOW parts are in flight at once (and in memory); they are taken back
+        in order, so the SHA-256 of everything sent is compared with the file's digest.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        chunk = self.part_size(size)
+        extra = self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum, dirs=dirs)
+        upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
+        parts: list[dict[str, Any]] = []
+        md5s = b""
+        whole = hashlib.sha256()
+        state = {"proven": self._etag_is_md5()}
+
+        def send(number: int, offset: int) -> tuple[bytes, bytes, dict[str, Any]]:
+            length = min(chunk, size - offset)
+            data = BoundedFdReader(fd, offset, length, limiter=self._limiter).read_all()
+            part_md5 = hashlib.md5(data, usedforsecurity=False).digest()
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                "Body": data, "ContentLength": length, "ContentMD5": base64.b64encode(part_md5).decode(),
+            }
+            if checksum:
+                kwargs["ChecksumAlgorithm"] = "SHA256"
+                kwargs["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            resp = client.upload_part(**kwargs)
             if progress is not None:
-                progress(size)
-            return dict(resp)
-        # boto3's managed transfer (s3transfer) only here: importing it costs ~40 ms that
-        # the single PutObject above does not need.
-        from boto3.s3.transfer import S3Transfer, TransferConfig
+                progress(length)
+            etag = str(resp.get("ETag") or "").strip('"').lower()
+            if etag != part_md5.hex():
+                state["proven"] = False  # no proof for this part: the whole object is read back
+            part: dict[str, Any] = {"ETag": resp.get("ETag"), "PartNumber": number}
+            if checksum and resp.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = resp["ChecksumSHA256"]
+            return data, part_md5, part
 
-        with S3Transfer(client, TransferConfig(**options)) as transfer:
-            transfer.upload_file(
-                local_path,
-                self.bucket,
-                key,
-                extra_args=self._extra_args(sha256=sha256, mtime=mtime, mode=mode, checksum=checksum),
-                callback=progress,
-            )
-        return None
+        pending: list[Future[tuple[bytes, bytes, dict[str, Any]]]] = []
+        pool = ThreadPoolExecutor(max_workers=_PART_WINDOW, thread_name_prefix="janitor-part")
 
-    def _verify_head(self, key: str, head: dict, *, sha256: str, size: int) -> StoredObject:
-        obj = self._stored(key, head)
-        if obj.size != size:
-            raise VerifyFailed(self._fail(f"'{key}' stored with {obj.size} bytes, expected {size}"))
-        if obj.sha256 != sha256:
-            raise VerifyFailed(self._fail(f"'{key}' stored digest metadata does not match ours"))
-        # A server-computed SHA-256 of the whole object is the strongest evidence we get;
-        # multipart uploads only carry a checksum-of-part-checksums, which we cannot compare.
-        server = head.get("ChecksumSHA256")
-        ctype = head.get("ChecksumType")
-        multipart = "-" in str(head.get("ETag", "")) or (server is not None and "-" in server)
-        if server and ctype != "COMPOSITE" and not multipart and server != _b64_of_hex(sha256):
-            raise VerifyFailed(
-                self._fail(
-                    f"'{key}' server checksum differs from our digest (file changed during upload?)"
-                )
-            )
-        return obj
+        def take_oldest() -> None:
+            nonlocal md5s
+            data, part_md5, part = pending.pop(0).result()
+            whole.update(data)
+            md5s += part_md5
+            parts.append(part)
+
+        try:
+            try:
+                for number, offset in enumerate(range(0, size, chunk), 1):
+                    if len(pending) >= _PART_WINDOW:
+                        take_oldest()
+                    pending.append(pool.submit(send, number, offset))
+                while pending:
+                    take_oldest()
+            finally:
+                for future in pending:
+                    future.cancel()
+                pool.shutdown(wait=True)
+            if whole.hexdigest() != sha256:
+                raise FileChanged("changed while it was being uploaded; kept")
+            done = client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                    MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        put = _Put(_version(done), str(done.get("ETag") or "").strip('"').lower() or None, proven=False)
+        composite = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        put.proven = bool(state["proven"]) and put.etag == composite
+        return put
 
     # -- lifecycle ------------------------------------------------------------------------
 
