@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -269,7 +270,12 @@ def test_trash_list_sorted_history_narrow_and_retain_in_the_summary(tree: Tree, 
 def test_trash_purge_without_a_filter_names_only_what_it_accepts(write_config, cli) -> None:  # type: ignore[no-untyped-def]
     proc = cli("trash", "purge", "-c", write_config(SOFT))
     assert proc.returncode == 2
-    assert "glob" not in proc.stderr and "--older-than" in proc.stderr and "--all" in proc.stderr
+    assert "--older-than" in proc.stderr and "--all" in proc.stderr
+    # every form the message suggests is accepted: its example glob included (issue 12, item 16)
+    example = re.search(r"\(e\.g\. '([^']+)'\)", proc.stderr)
+    assert example is not None, proc.stderr
+    accepted = cli("trash", "purge", "-c", write_config(SOFT), example.group(1), "--dry-run")
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_validate_json_also_logs_and_a_usage_error_is_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
