@@ -228,7 +228,8 @@ def execute_plan(
     """Apply the plan. Every policy runs even if another failed; failures are counted."""
     result = RunResult(run_id)
     trash = TrashBin(run_id, on_refused=lambda message: events.emit("trash_refused", "warning", message=message,
-                                                                     code="E_UNSAFE"))
+                                                                     code="E_UNSAFE"),
+                     state_dir=config.settings.state_dir)
     try:
         for pp in plan.policies:
             if stop_reason() is not None:

@@ -20,7 +20,7 @@ from .disk import disk_usage
 from .plan import Plan, PlannedAction, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
 from .scan import FileFact, WalkNote, fact_from_stat, walk_files
-from .trash import MOUNT_TRASH_NAME, mount_point, own_dir_identity
+from .trash import MOUNT_TRASH_NAME, known_trash_roots, mount_point, own_dir_identity
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
         except OSError:
             pass
     # only directories janitor made count: a `.janitor-trash` a user planted is walked as usual
-    return frozenset(ident for ident in map(own_dir_identity, candidates) if ident is not None)
+    found = frozenset(ident for ident in map(own_dir_identity, candidates) if ident is not None)
+    return found | known_trash_roots(config.settings.state_dir)  # recorded by (dev, ino): renamed or not
 
 
 def build_plan(
