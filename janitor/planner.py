@@ -239,6 +239,10 @@ def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], 
     return lambda st: test(getattr(st, field_name), st.st_size)
 
 
+# How far in the future a file's time may be and still count as real (NFS clock skew).
+FUTURE_SKEW = 3600.0
+
+
 def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
     from .actions import ACTIONS
 
@@ -247,8 +251,14 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
     settle = ctx.config.effective_settle(policy)
     keep: set[tuple[int, int]] = set()
     if policy.keep_newest:
-        # nlargest: O(n log k) and no second list of every file
-        newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
+        # nlargest: O(n log k) and no second list of every file. A file dated in the future
+        # (beyond clock skew) takes no slot: anyone can set a file's times, and two files
+        # dated ten years ahead would otherwise protect themselves instead of the newest
+        # real ones (red team 14). They are not old enough to be acted on either.
+        horizon = now + FUTURE_SKEW
+        age_by_ = policy.age_by
+        newest = heapq.nlargest(policy.keep_newest, (f for f in matched if f.age_ts(age_by_) <= horizon),
+                                key=lambda f: f.age_ts(age_by_))
         keep = {(f.dev, f.ino) for f in newest}
     passes, age_by = _age_size_test(policy, now), policy.age_by
     # This loop runs once per matching file (hundreds of thousands for a quota): look the
