@@ -20,7 +20,7 @@ from .disk import disk_usage
 from .plan import Plan, PlannedAction, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
 from .scan import FileFact, WalkNote, fact_from_stat, walk_files
-from .trash import MOUNT_TRASH_NAME, mount_point, own_dir_identity
+from .trash import MOUNT_TRASH_NAME, known_trash_roots, mount_point, own_dir_identity
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
         except OSError:
             pass
     # only directories janitor made count: a `.janitor-trash` a user planted is walked as usual
-    return frozenset(ident for ident in map(own_dir_identity, candidates) if ident is not None)
+    found = frozenset(ident for ident in map(own_dir_identity, candidates) if ident is not None)
+    return found | known_trash_roots(config.settings.state_dir)  # recorded by (dev, ino): renamed or not
 
 
 def build_plan(
@@ -238,6 +239,10 @@ def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], 
     return lambda st: test(getattr(st, field_name), st.st_size)
 
 
+# How far in the future a file's time may be and still count as real (NFS clock skew).
+FUTURE_SKEW = 3600.0
+
+
 def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
     from .actions import ACTIONS
 
@@ -246,8 +251,14 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
     settle = ctx.config.effective_settle(policy)
     keep: set[tuple[int, int]] = set()
     if policy.keep_newest:
-        # nlargest: O(n log k) and no second list of every file
-        newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
+        # nlargest: O(n log k) and no second list of every file. A file dated in the future
+        # (beyond clock skew) takes no slot: anyone can set a file's times, and two files
+        # dated ten years ahead would otherwise protect themselves instead of the newest
+        # real ones (red team 14). They are not old enough to be acted on either.
+        horizon = now + FUTURE_SKEW
+        age_by_ = policy.age_by
+        newest = heapq.nlargest(policy.keep_newest, (f for f in matched if f.age_ts(age_by_) <= horizon),
+                                key=lambda f: f.age_ts(age_by_))
         keep = {(f.dev, f.ino) for f in newest}
     passes, age_by = _age_size_test(policy, now), policy.age_by
     # This loop runs once per matching file (hundreds of thousands for a quota): look the

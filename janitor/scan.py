@@ -8,6 +8,7 @@ the walk cannot lead the walk outside the policy path.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,6 +61,26 @@ def fact_from_stat(relpath: str, st: os.stat_result) -> FileFact:
     )
 
 
+# Descriptors the walk keeps open at most (besides the root's): deeper levels are closed and
+# reopened from the nearest kept ancestor, one component at a time, with a dev/ino check.
+# A chain of directories deeper than the fd limit then costs reopening, never EMFILE.
+KEEP_OPEN = 64
+
+# errors of one directory that must not fail the policy: no descriptor left (the process's or
+# the system's), a name too long for the kernel, a directory that went away or is refused
+_DIR_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENAMETOOLONG, errno.ENOMEM})
+
+
+class _Level:
+    __slots__ = ("fd", "reldir", "pending", "ident")
+
+    def __init__(self, fd: int, reldir: str, pending: list[str], ident: tuple[int, int]) -> None:
+        self.fd = fd  # -1 while closed to bound the descriptors held
+        self.reldir = reldir
+        self.pending = pending
+        self.ident = ident
+
+
 def walk_files(
     root: str,
     *,
@@ -67,52 +88,111 @@ def walk_files(
     prune_dir: Callable[[str], bool] | None = None,
     skip_inodes: frozenset[tuple[int, int]] = frozenset(),
     on_note: Callable[[WalkNote], None] | None = None,
+    keep_open: int = KEEP_OPEN,
 ) -> Iterator[tuple[str, str, os.stat_result | None]]:
     """Yield (relpath, kind, stat) for every entry below root that is a file or a symlink.
 
     kind is "file" (stat given) or "symlink" (stat None; never followed). Directories in
     `skip_inodes` (janitor's own trash and state directories) are not entered.
+
+    At most `keep_open` directory descriptors are held, however deep the tree: a deeper
+    level's descriptor is closed and, when the walk comes back to it, reopened from the
+    nearest open ancestor by name (O_NOFOLLOW) and confirmed by dev/ino; a directory that
+    changed meanwhile is passed over with a note. A directory that cannot be opened or read
+    (no descriptor left, EACCES, a name too long) is passed over with a note: one directory
+    never fails the policy.
     """
+
+    def note(rel: str, reason: str, code: str = "unreadable") -> None:
+        if on_note is not None:
+            on_note(WalkNote(rel, reason, code))
+
+    def reopen(levels: list[_Level], index: int) -> int:
+        """Reopen levels[index] from its nearest open ancestor; -1 (noted) when it changed."""
+        base = index - 1
+        while levels[base].fd == -1:
+            base -= 1
+        fd = levels[base].fd
+        try:
+            for k in range(base + 1, index + 1):
+                name = levels[k].reldir[len(levels[k - 1].reldir):].rstrip("/")
+                child = os.open(name, O_DIR, dir_fd=fd)
+                if fd != levels[base].fd:
+                    os.close(fd)
+                fd = child
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != levels[k].ident:
+                    os.close(fd)
+                    note(levels[index].reldir, "changed during the walk (renamed or replaced); not walked further",
+                         "changed")
+                    return -1
+        except OSError as exc:
+            if fd != levels[base].fd:
+                os.close(fd)
+            note(levels[index].reldir, f"cannot enter directory again: {exc.strerror}")
+            return -1
+        return fd
+
     root_fd = os.open(root, O_DIR)  # the policy path itself must not be a symlink either
+    levels: list[_Level] = []
     try:
-        root_dev = os.fstat(root_fd).st_dev
-        # Depth-first with one open descriptor per level: a wide tree must not exhaust fds.
-        stack: list[tuple[int, str, list[str]]] = []
-        fd, reldir = root_fd, ""
+        root_st = os.fstat(root_fd)
+        root_dev = root_st.st_dev
+        # Depth-first; the levels on the way down keep their pending subdirectories.
+        fd, reldir, ident = root_fd, "", (root_st.st_dev, root_st.st_ino)
         while True:
             subdirs: list[str] = []
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    rel = reldir + name
-                    try:
-                        if entry.is_symlink():
-                            yield rel, "symlink", None
-                        elif entry.is_dir(follow_symlinks=False):
-                            subdirs.append(name)
-                        elif entry.is_file(follow_symlinks=False):
-                            yield rel, "file", entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # vanished between readdir and stat: nothing to do
-            pending = subdirs
-            stack.append((fd, reldir, pending))
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        rel = reldir + name
+                        try:
+                            if entry.is_symlink():
+                                yield rel, "symlink", None
+                            elif entry.is_dir(follow_symlinks=False):
+                                subdirs.append(name)
+                            elif entry.is_file(follow_symlinks=False):
+                                yield rel, "file", entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # vanished between readdir and stat: nothing to do
+                        except OSError as exc:
+                            if exc.errno not in _DIR_ERRNOS:
+                                raise
+                            note(rel, f"cannot look at it: {exc.strerror}")
+            except OSError as exc:
+                if fd == root_fd:
+                    raise  # the policy path itself: the policy cannot run
+                note(reldir, f"cannot read directory: {exc.strerror}")
+            levels.append(_Level(fd, reldir, subdirs, ident))
+            if sum(1 for level in levels if level.fd != -1) > keep_open + 1:
+                # close the shallowest kept level below the root; it is reopened on the way back
+                for level in levels[1:]:
+                    if level.fd != -1:
+                        os.close(level.fd)
+                        level.fd = -1
+                        break
             fd = -1
-            while stack:
-                parent_fd, parent_rel, pending = stack[-1]
-                if not pending:
-                    stack.pop()
-                    if parent_fd != root_fd:
-                        os.close(parent_fd)
+            while levels:
+                top = levels[-1]
+                if not top.pending:
+                    levels.pop()
+                    if top.fd not in (-1, root_fd):
+                        os.close(top.fd)
                     continue
-                name = pending.pop()
-                rel = parent_rel + name
+                if top.fd == -1:
+                    top.fd = reopen(levels, len(levels) - 1)
+                    if top.fd == -1:
+                        top.pending.clear()
+                        continue
+                name = top.pending.pop()
+                rel = top.reldir + name
                 if prune_dir is not None and prune_dir(rel):
                     continue
                 try:
-                    child = os.open(name, O_DIR, dir_fd=parent_fd)
+                    child = os.open(name, O_DIR, dir_fd=top.fd)
                 except OSError as exc:
-                    if on_note is not None:
-                        on_note(WalkNote(rel + "/", f"cannot enter directory: {exc.strerror}", "unreadable"))
+                    note(rel + "/", f"cannot enter directory: {exc.strerror}")
                     continue
                 st = os.fstat(child)
                 if (st.st_dev, st.st_ino) in skip_inodes:
@@ -120,19 +200,18 @@ def walk_files(
                     continue
                 if one_filesystem and st.st_dev != root_dev:
                     os.close(child)
-                    if on_note is not None:
-                        on_note(WalkNote(rel + "/", "another filesystem (one_filesystem)", "other_fs"))
+                    note(rel + "/", "another filesystem (one_filesystem)", "other_fs")
                     continue
-                fd, reldir = child, rel + "/"
+                fd, reldir, ident = child, rel + "/", (st.st_dev, st.st_ino)
                 break
             if fd == -1:
                 return
     finally:
         # on early exit (generator closed) close whatever is still open
-        for open_fd, _, _ in locals().get("stack", []):
-            if open_fd != root_fd:
+        for level in levels:
+            if level.fd not in (-1, root_fd):
                 try:
-                    os.close(open_fd)
+                    os.close(level.fd)
                 except OSError:
                     pass
         os.close(root_fd)

@@ -99,9 +99,13 @@ class TrashBin:
     made it, a symlink, the wrong mode): files are then copied to the configured trash.
     """
 
-    def __init__(self, run_id: str, on_refused: Callable[[str], None] | None = None) -> None:
+    def __init__(self, run_id: str, on_refused: Callable[[str], None] | None = None,
+                 state_dir: str | None = None) -> None:
         self.run_id = run_id
         self.on_refused = on_refused
+        # where the (dev, ino) of every mount trash root janitor uses is recorded, so that
+        # walks recognise it by identity even if it were renamed (known_trash_roots)
+        self.state_dir = state_dir
         self._slots: dict[tuple[str, int], TrashSlot] = {}
 
     def slot(self, configured: str, policy_root: str, dev: int) -> TrashSlot:
@@ -119,14 +123,16 @@ class TrashBin:
         try:
             top = mount_point(policy_root)
             top_st = os.lstat(top)
-            if top_st.st_mode & stat.S_ISVTX == 0 and writers_of(top_st) is not None:
+            problem = _foreign_writable(top_st)
+            if problem is not None:
                 # someone else could rename a trash there away (or plant one first)
-                raise JanitorError(f"{top} is writable by {writers_of(top_st)} (mode "
-                                   f"{stat.S_IMODE(top_st.st_mode):o}, not sticky); janitor keeps no trash there",
-                                   code="E_UNSAFE")
+                raise JanitorError(f"{top} {problem}; janitor keeps no trash there", code="E_UNSAFE")
             candidate = os.path.join(top, MOUNT_TRASH_NAME)
             ensure_private_dir(candidate)
-            if os.stat(candidate).st_dev == dev:
+            st = os.lstat(candidate)
+            if st.st_dev == dev:
+                if self.state_dir is not None:
+                    remember_trash_root(self.state_dir, (st.st_dev, st.st_ino))
                 return TrashSlot(candidate, True)
         except JanitorError as exc:
             # not janitor's: never used, never walked as trash; say so once
@@ -142,6 +148,74 @@ class TrashBin:
 
     def destination(self, slot: TrashSlot, policy: str, relpath: str) -> str:
         return os.path.join(slot.root, self.run_id, policy, relpath)
+
+
+def _foreign_writable(st: os.stat_result) -> str | None:
+    """Why a directory is no place for a trash root, or None.
+
+    Only root (or janitor's own uid) may be able to rename or remove a name in it: a
+    directory writable by another account is refused, and so is a sticky one owned by
+    another account (the sticky bit does not stop a directory's owner renaming entries).
+    """
+    who = writers_of(st)
+    if who is None:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid()):
+        return None  # sticky and root's: others may add names, never rename ours
+    if st.st_mode & stat.S_ISVTX:
+        return f"belongs to uid {st.st_uid} (mode {mode:o}): its owner could rename a trash there away"
+    return f"is writable by {who} (mode {mode:o}, not sticky)"
+
+
+TRASH_ROOTS_FILE = "trash-roots"
+
+
+def _read_trash_roots(state_dir: str) -> set[tuple[int, int]]:
+    try:
+        fd = os.open(os.path.join(state_dir, TRASH_ROOTS_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK)
+    except OSError:
+        return set()
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_nlink != 1:
+            return set()  # not the file janitor wrote: trusted for nothing
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    out: set[tuple[int, int]] = set()
+    for line in data.decode("ascii", "replace").splitlines():
+        fields = line.split()
+        if len(fields) == 2 and all(f.isdigit() for f in fields):
+            out.add((int(fields[0]), int(fields[1])))
+    return out
+
+
+def known_trash_roots(state_dir: str) -> frozenset[tuple[int, int]]:
+    """(dev, ino) of every mount trash root janitor has used (recorded in state_dir).
+
+    Walks skip these by identity, whatever their name is now: a trash root renamed (by
+    root, or before janitor refused mount roots others can write) is never walked as
+    policy files.
+    """
+    return frozenset(_read_trash_roots(state_dir))
+
+
+def remember_trash_root(state_dir: str, ident: tuple[int, int]) -> None:
+    """Record a trash root's (dev, ino) in `<state_dir>/trash-roots` (state_dir is root 0700)."""
+    known = _read_trash_roots(state_dir)
+    if ident in known:
+        return
+    path = os.path.join(state_dir, TRASH_ROOTS_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            raise JanitorError(f"{path} is not janitor's own file; not recording trash roots in it", code="E_UNSAFE")
+        os.write(fd, f"{ident[0]} {ident[1]}\n".encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def open_trash_root(path: str) -> int:

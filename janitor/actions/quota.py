@@ -8,7 +8,9 @@ Totals count what is really used: allocated blocks (st_blocks * 512, so a sparse
 what it occupies, not its apparent size) and each inode (dev, ino) once, however many of its
 names the policy matches; `max_files` counts inodes. A file with several links is evicted
 only when all of its links are names this policy matches and may evict (then all go
-together); otherwise evicting names would free nothing and it is left alone.
+together); otherwise evicting names would free nothing and it is left alone. Such a file
+(a link count above the names matched here) is not counted either: the quota counts only
+what it could free, so a hard link to a big file elsewhere cannot push it over its cap.
 Every matching file counts towards the totals, including files still being written and
 files `keep_newest` protects; only eligible files (not busy, not protected, passing the
 policy's age and size filters) are evicted. Selection is arithmetic over the compact
@@ -96,14 +98,34 @@ class QuotaAction(Action):
         # What is really used: allocated blocks (a sparse file counts what it occupies, not
         # its apparent size), and each inode once however many names it has here.
         names: dict[tuple[int, int], int] = {}
-        size = 0
+        first: dict[tuple[int, int], FileFact] = {}
         for fact in matched:
             key = (fact.dev, fact.ino)
             seen = names.get(key, 0)
             if not seen:
-                size += used_bytes(fact)
+                first[key] = fact
             names[key] = seen + 1
-        files = len(names)
+        # Only what this policy could ever free counts: an inode with a link outside the
+        # matched names (another user's hard link, a name elsewhere on the filesystem) keeps
+        # its blocks whatever is evicted here, so it is neither counted nor evicted. Else one
+        # link to a big file elsewhere would push the quota over and evict everyone's files.
+        size = 0
+        files = 0
+        outside_files = 0
+        outside_bytes = 0
+        for key, fact in first.items():
+            if fact.nlink > names[key]:
+                outside_files += 1
+                outside_bytes += used_bytes(fact)
+                continue
+            size += used_bytes(fact)
+            files += 1
+        if outside_files:
+            ctx.note(
+                f"quota does not count {outside_files} file{'s' if outside_files != 1 else ''} "
+                f"({format_size(outside_bytes)}) with hard links outside the policy: evicting "
+                "them here would free nothing"
+            )
         max_size, max_files = policy.max_size, policy.max_files
         over = (max_size is not None and size > max_size) or (max_files is not None and files > max_files)
         if not over:
