@@ -80,6 +80,7 @@ def run_policies(
             raise
         status = "ok" if result.exit_code == 0 else "partial"
         catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
+        catalog.prune(config.settings.history_retain)  # engine: the catalog stays bounded
         events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
                     errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
         metrics_path = metrics_file or config.settings.metrics_file
