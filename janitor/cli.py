@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -177,14 +177,19 @@ def restore(
     from_archive: Annotated[bool, typer.Option("--from-archive", help="Download archived files from their target "
                                                                       "instead of taking them from the trash.")] = False,
     json_out: JsonOpt = False,
+    hold: Annotated[Optional[str], typer.Option(
+        "--hold", metavar="DURATION", help="Hold restored files this long: no policy touches them "
+        "(default: settings.restore_hold, 30d).", show_default=False)] = None,
+    no_hold: Annotated[bool, typer.Option("--no-hold", help="Do not hold restored files.")] = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
-    with their mtime and mode."""
+    with their mtime and mode, and hold them so the next run does not take them again."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
     from .trashops import require_filter, restore_entries, select_trash
 
     require_filter(patterns, policy, run_id, all_)
+    hold_for = _hold_duration(hold, no_hold)
     cfg = _load(config)
     events = _events(cfg)
     with locked_state(cfg) as catalog:
@@ -196,6 +201,9 @@ def restore(
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
             result = restore_entries(catalog, entries, events, force=force)
+        from .holds import hold_restored
+
+        hold_restored(catalog, result.done, cfg.settings.restore_hold if hold_for is None else hold_for)
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
                     "failed": [{**entry_to_dict(e), "reason": r} for e, r in result.failed]})
@@ -204,6 +212,80 @@ def restore(
             console().print("nothing in the archive matches" if from_archive else "nothing in the trash matches")
         render_trash_op("restored", result, console())
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+def _hold_duration(hold: str | None, no_hold: bool) -> float | None:
+    """restore's --hold/--no-hold: seconds, 0 for no hold, None for the configured default."""
+    from .units import parse_duration
+
+    if no_hold and hold is not None:
+        raise UsageError("give --hold DURATION or --no-hold, not both")
+    if no_hold:
+        return 0.0
+    try:
+        return None if hold is None else parse_duration(hold)
+    except ValueError as exc:
+        raise UsageError(f"--hold: {exc}") from None
+
+
+@app.command("hold")
+def hold_cmd(
+    patterns: Annotated[Optional[list[str]], typer.Argument(
+        metavar="GLOB...", help="Absolute paths or globs under a policy path (e.g. '/srv/out/2026-12/**').",
+        show_default=False)] = None,
+    config: ConfigOpt = None,
+    for_: Annotated[str, typer.Option("--for", metavar="DURATION", help="How long the hold lasts.")] = "30d",
+    reason: Annotated[Optional[str], typer.Option(help="Shown in the plan next to each held file.",
+                                                  show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the holds in force.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Hold files: no policy acts on what GLOB selects until the hold ends (the plan says so)."""
+    from .holds import add_holds, render_holds
+    from .units import parse_duration
+
+    cfg = _load(config)
+    if list_ or not patterns:
+        if patterns:
+            raise UsageError("--list takes no GLOB")
+        from .catalog import existing_catalog
+
+        with existing_catalog(cfg.settings.state_dir) as catalog:
+            return render_holds([] if catalog is None else catalog.holds(), json_out)
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    with _holds_catalog(cfg) as catalog:
+        made = add_holds(cfg, catalog, patterns, seconds, reason or "held by janitor hold")
+    return render_holds(made, json_out, verb="held")
+
+
+@app.command("unhold")
+def unhold_cmd(
+    patterns: Annotated[list[str], typer.Argument(
+        metavar="GLOB...", help="A held pattern as given to `hold`, or a glob selecting held files.")],
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Release holds (see `janitor hold --list`)."""
+    from .holds import remove_holds, render_holds
+
+    cfg = _load(config)
+    with _holds_catalog(cfg) as catalog:
+        gone = remove_holds(catalog, patterns)
+    return render_holds(gone, json_out, verb="released")
+
+
+def _holds_catalog(cfg: Config) -> Any:
+    """The catalog for writing holds: no run lock needed (SQLite serialises the writes)."""
+    from contextlib import closing
+
+    from .catalog import open_catalog
+    from .state import ensure_private_dir
+
+    ensure_private_dir(cfg.settings.state_dir)
+    return closing(open_catalog(cfg.settings.state_dir))
 
 
 @trash_app.command("list")

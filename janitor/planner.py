@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .disk import disk_usage
+from .holds import NO_HOLDS, HeldPaths, holds_in_force, skip_reason
 from .plan import Plan, PlannedAction, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
 from .scan import FileFact, WalkNote, fact_from_stat, walk_files
@@ -33,6 +34,7 @@ class PlanContext:
     now: float
     open_files: OpenFiles
     skip_inodes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+    held: HeldPaths = NO_HOLDS
     _formatted: dict[float, str] = field(default_factory=dict)
     # what an action says while selecting (e.g. a quota it cannot meet); the planner moves
     # these into the policy's plan notes
@@ -89,7 +91,7 @@ def build_plan(
     now = time.time() if now is None else now
     if open_files is None:
         open_files = scan_open_files(_devices(policies, config))
-    ctx = PlanContext(config, now, open_files, janitor_dirs(config))
+    ctx = PlanContext(config, now, open_files, janitor_dirs(config), held=holds_in_force(config.settings.state_dir, now))
     plans = [plan_policy(policy, ctx) for policy in policies]
     _note_trash_purges(config, policies, plans, now)
     return Plan(plans, created=now, procfs_complete=open_files.complete)
@@ -260,10 +262,17 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
     # busy tables up directly and build a path only for a file that is skipped.
     writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
     root = policy.path
+    held = ctx.held.for_root(root)
     eligible = []
     for fact in matched:
         if passes is not None and not passes(fact.age_ts(age_by), fact.size):
             continue
+        if held is not None:
+            hold = held(os.path.join(root, fact.relpath))
+            if hold is not None:
+                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "held",
+                                     skip_reason(hold)))
+                continue
         key = (fact.dev, fact.ino)
         if key in keep:
             pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "keep_newest",

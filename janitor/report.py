@@ -80,6 +80,8 @@ class Report:
     trash_bytes: int = 0
     archived: dict[str, dict[str, int]] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None
+    catalog_bytes: int = 0  # engine: the catalog database on disk (pruned by history_retain)
+    catalog_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +164,7 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
         ):
             report.archived[target] = {"files": files, "bytes": nbytes}
         report.last_run = catalog.last_run()
+        report.catalog_bytes, report.catalog_rows = catalog.size_bytes(), catalog.journal_rows()
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -201,6 +204,7 @@ def render_report(report: Report, out: Any) -> None:
     out.print(f"trash: {report.trash_files} files, {format_size(report.trash_bytes)}")
     for target, totals in report.archived.items():
         out.print(f"archived to {target}: {totals['files']} files, {format_size(totals['bytes'])}")
+    out.print(f"catalog: {format_size(report.catalog_bytes)}, {report.catalog_rows} journal rows")
     if report.last_run:
         r = report.last_run
         finished = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished"] or r["started"]))
