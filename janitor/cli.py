@@ -120,6 +120,9 @@ def plan(
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="Rows shown per policy in tables (0: all).")] = 0,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", metavar="FILE", help="Also save the plan here, for `janitor run --plan FILE`.",
+        show_default=False)] = None,
 ) -> int:
     """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
     from .planner import build_plan
@@ -127,6 +130,11 @@ def plan(
 
     cfg = _load(config)
     the_plan = build_plan(cfg, cfg.select(policy))
+    if out:
+        from .savedplan import write_plan
+
+        write_plan(the_plan, cfg, out)
+        print(f"plan saved to {out}: `janitor run --plan {out}` executes exactly this plan", file=sys.stderr)
     if json_out:
         print_json(the_plan.to_dict())
     else:
@@ -145,6 +153,11 @@ def run(
     metrics_file: Annotated[Optional[str], typer.Option(
         "--metrics-file", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
         show_default=False)] = None,
+    plan_file: Annotated[Optional[str], typer.Option(
+        "--plan", metavar="FILE", help="Execute this plan saved by `janitor plan --out` (and nothing else).",
+        show_default=False)] = None,
+    max_age: Annotated[str, typer.Option(
+        "--max-age", metavar="DURATION", help="With --plan: refuse a plan older than this.")] = "24h",
 ) -> int:
     """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
     if dry_run:
@@ -153,9 +166,23 @@ def run(
     from .runner import run_policies
 
     cfg = _load(config)
+    saved = None
+    if plan_file:
+        from .savedplan import load_plan
+        from .units import parse_duration
+
+        if policy:
+            raise UsageError("--plan runs the policies of the saved plan: --policy cannot be combined with it")
+        try:
+            max_age_s = parse_duration(max_age)
+        except ValueError as exc:
+            raise UsageError(f"--max-age: {exc}") from None
+        saved = load_plan(plan_file, cfg, max_age=max_age_s)
+        policy = [pp.name for pp in saved.policies]
     events = _events(cfg)
     try:
-        report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file)
+        report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file,
+                              saved_plan=saved)
     finally:
         events.close()
     if json_out:

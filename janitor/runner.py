@@ -57,8 +57,13 @@ def run_policies(
     metrics_file: str | None = None,
     lock_wait: float = 0.0,
     on_lock_wait: Callable[[str], None] | None = None,
+    saved_plan: Plan | None = None,
 ) -> RunReport:
-    """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics)."""
+    """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics).
+
+    With `saved_plan` (engine: `run --plan FILE`), that reviewed plan is executed instead of a
+    new one; each file is re-checked before acting as always.
+    """
     run_id = new_run_id()
     wall_started = time.time()
     events.bind(run_id)
@@ -68,7 +73,7 @@ def run_policies(
         started = time.monotonic()
         try:
             reconciled = reconcile(catalog, run_id, events, config)
-            plan = build_plan(config, policies)
+            plan = build_plan(config, policies) if saved_plan is None else saved_plan
             if not plan.procfs_complete:
                 events.emit("open_files_incomplete", "warning",
                             message="some processes could not be inspected (not root?): files they hold open "
