@@ -119,15 +119,18 @@ def plan(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="Rows shown per policy in tables (0: all).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(
+        metavar="N", help="Rows shown per policy in tables (default 50; 0: all).", show_default=False)] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="List every row (streamed).")] = False,
     out: Annotated[Optional[str], typer.Option(
         "--out", metavar="FILE", help="Also save the plan here, for `janitor run --plan FILE`.",
         show_default=False)] = None,
 ) -> int:
     """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
     from .planner import build_plan
-    from .render import console, print_json, render_plan
+    from .render import console, plan_rows, render_plan, write_plan_json
 
+    rows = plan_rows(limit, all_rows)
     cfg = _load(config)
     the_plan = build_plan(cfg, cfg.select(policy))
     if out:
@@ -136,9 +139,9 @@ def plan(
         write_plan(the_plan, cfg, out)
         print(f"plan saved to {out}: `janitor run --plan {out}` executes exactly this plan", file=sys.stderr)
     if json_out:
-        print_json(the_plan.to_dict())
+        write_plan_json(the_plan)
     else:
-        render_plan(the_plan, console(), limit=limit or None)
+        render_plan(the_plan, console(), limit=rows)
     return EXIT_OK
 
 
@@ -149,7 +152,8 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show the plan (same as `janitor plan`).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="With --dry-run: rows shown per policy (0: all).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(
+        metavar="N", help="With --dry-run: rows shown per policy (default 50; 0: all).", show_default=False)] = None,
     metrics_file: Annotated[Optional[str], typer.Option(
         "--metrics-file", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
         show_default=False)] = None,

@@ -84,8 +84,9 @@ class PolicyPlan:
     def bytes(self) -> int:
         return sum(a.fact.size for a in self.actions)
 
-    def to_dict(self, now: float) -> dict[str, Any]:
-        return {
+    def to_dict(self, now: float, *, rows: bool = True) -> dict[str, Any]:
+        """This policy's plan; `rows=False` leaves out the actions and skips (streamed apart)."""
+        out = {
             "policy": self.name,
             "action": self.action,
             "path": self.root,
@@ -106,9 +107,11 @@ class PolicyPlan:
                 "free": self.disk.free,
                 "used_pct": round(self.disk.used_pct, 2),
             },
-            "actions": [a.to_dict(now) for a in self.actions],
-            "skips": [s.to_dict() for s in self.skips],
         }
+        if rows:
+            out["actions"] = [a.to_dict(now) for a in self.actions]
+            out["skips"] = [s.to_dict() for s in self.skips]
+        return out
 
 
 @dataclass
