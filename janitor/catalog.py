@@ -564,7 +564,7 @@ class Catalog:
         return int(self.db.execute("SELECT count(*) FROM jrow").fetchone()[0])
 
     def prune(self, retain: float, now: float | None = None) -> int:
-        """Forget finished rows older than `retain` seconds; returns how many went.
+        """Forget the finished rows of runs started more than `retain` seconds ago; returns how many.
 
         Kept whatever their age: rows not finished (`planned`: the next run settles them),
         files still in the trash (the trash index), objects stored in an archive (the index
@@ -573,10 +573,9 @@ class Catalog:
         (incremental vacuum).
         """
         now = time.time() if now is None else now
-        cutoff = _ms(now - retain)
         keep_prefixes = [h.pattern_prefix() for h in self.holds(now=now)]
         held = ""
-        params: list[Any] = [cutoff, _PLANNED]
+        params: list[Any] = [now - retain, _PLANNED]
         if keep_prefixes:
             tests = []
             for prefix in keep_prefixes:
@@ -587,7 +586,8 @@ class Catalog:
         try:
             with self._transaction():
                 gone = self.db.execute(
-                    f"DELETE FROM jrow WHERE id IN (SELECT j.id FROM jrow j WHERE j.ts < ? AND j.state != ? "
+                    "DELETE FROM jrow WHERE id IN (SELECT j.id FROM jrow j WHERE j.run IN (SELECT l.id FROM label l "
+                    "JOIN runs r ON r.run_id = l.text WHERE r.started < ?) AND j.state != ? "
                     f"AND NOT ({_IN_TRASH_J}) AND NOT (j.state = 0 AND (j.kdir IS NOT NULL OR j.kname IS NOT NULL)) "
                     f"{held})",
                     params,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -180,6 +181,9 @@ def test_a_first_schema_catalog_is_migrated_and_shrinks(tmp_path: Path) -> None:
 def test_prune_keeps_trash_archive_holds_and_unfinished_rows_and_the_file_shrinks(tmp_path: Path) -> None:
     catalog = Catalog(str(tmp_path / "catalog.db"))
     old = time.time() - 100 * DAY
+    catalog.start_run("20261204T000000Z-abcdef", "run")
+    catalog.finish_run("20261204T000000Z-abcdef", "ok", 20_005, 0, 0, "")
+    catalog.db.execute("UPDATE runs SET started = ?", [old])
     fill(catalog, 20_000, ts=old)  # deleted long ago: history only
     in_trash = row(1, ts=old, action="soft-delete") | {"path": "/srv/tts/cache/keep/trashed.wav",
                                                        "trash_path": "/t/r/p/keep/trashed.wav"}
@@ -187,7 +191,8 @@ def test_prune_keeps_trash_archive_holds_and_unfinished_rows_and_the_file_shrink
                                                    "target": "s3", "object_key": "p/keep/archived.wav"}
     held = row(3, ts=old) | {"path": "/srv/tts/cache/held/f.wav"}
     interrupted = row(4, ts=old) | {"path": "/srv/tts/cache/keep/interrupted.wav"}
-    recent = row(5) | {"path": "/srv/tts/cache/keep/recent.wav"}
+    recent = row(5) | {"path": "/srv/tts/cache/keep/recent.wav", "run_id": "20261205T000000Z-recent"}
+    catalog.start_run("20261205T000000Z-recent", "run")
     ids = catalog.add_planned([in_trash, archived, held, interrupted, recent])
     catalog.set_outcomes([(i, "done", None, {}) for i in ids if i != ids[3]])
     catalog.db.execute("UPDATE jrow SET done = 1 WHERE id IN (?, ?, ?)", ids[:3])  # done then, not now
@@ -204,6 +209,8 @@ def test_prune_keeps_trash_archive_holds_and_unfinished_rows_and_the_file_shrink
     trashed = next(catalog.in_trash())
     assert trashed.trash_path == "/t/r/p/keep/trashed.wav"
     assert catalog.prune(90 * DAY) == 0
+    assert [r[0] for r in catalog.db.execute("SELECT run_id FROM runs ORDER BY run_id")] == [
+        "20261204T000000Z-abcdef", "20261205T000000Z-recent"]  # the old run still has rows
     catalog.close()
 
 
@@ -218,3 +225,28 @@ def test_holds_in_force_replace_and_expire(tmp_path: Path) -> None:
     assert holds[0].until == pytest.approx(now + 2 * DAY)
     assert catalog.remove_holds([holds[0].id]) == 1 and catalog.holds() == []
     catalog.close()
+
+
+def test_each_run_prunes_what_history_retain_lets_go(tree, write_config, cli, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        tree.file(f"old{i}.bin", 10, age=30 * DAY)
+    cfg = write_config("""\
+        version: 1
+        settings: {{state_dir: {state}, settle: 0s, history_retain: 30d}}
+        policies:
+          - {{name: p, path: {root}, older_than: 7d, action: delete}}
+        """)
+    assert cli("run", "-c", cfg).returncode == 0
+    assert len(json.loads(cli("history", "-c", cfg, "--json").stdout)) == 3
+    con = sqlite3.connect(state_dir / "catalog.db")
+    with con:
+        con.execute("UPDATE runs SET started = started - ?", [31 * DAY])
+    con.close()
+    tree.file("later.bin", 10, age=30 * DAY)
+    assert cli("run", "-c", cfg).returncode == 0
+    assert [os.path.basename(e["path"]) for e in json.loads(cli("history", "-c", cfg, "--json").stdout)] == [
+        "later.bin"]
+    report = json.loads(cli("report", "-c", cfg, "--json").stdout)
+    assert report["catalog_rows"] == 1
+    assert 4096 <= report["catalog_bytes"] < 1_000_000
+    assert "catalog: " in cli("report", "-c", cfg).stdout
