@@ -7,6 +7,7 @@ the run cannot drift apart.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +15,52 @@ from .disk import DiskUsage
 from .scan import FileFact
 
 
-@dataclass(slots=True)
+class LazyReason:
+    """A reason computed from the file when asked, instead of one string kept per file.
+
+    Plans hold 100,000s of actions; the planner's own reason ("mtime age 9d2h > 7d") is
+    the same function of each file, so one shared object replaces a string per action.
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: Callable[[FileFact], str]) -> None:
+        self._text = text
+
+    def text(self, fact: FileFact) -> str:
+        return self._text(fact)
+
+
 class PlannedAction:
-    policy: str
-    action: str
-    root: str  # the policy path (one shared string: plans can hold 100,000s of actions)
-    fact: FileFact
-    reason: str
-    detail: dict[str, Any] | None = None
+    """One file the run will act on, and why."""
+
+    __slots__ = ("policy", "action", "root", "fact", "_reason", "detail")
+
+    def __init__(self, policy: str, action: str, root: str, fact: FileFact, reason: str | LazyReason,
+                 detail: dict[str, Any] | None = None) -> None:
+        self.policy = policy
+        self.action = action
+        self.root = root  # the policy path (one shared string: plans can hold 100,000s of actions)
+        self.fact = fact
+        self._reason = reason
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        why = self._reason
+        return why.text(self.fact) if isinstance(why, LazyReason) else why
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlannedAction):
+            return NotImplemented
+        return ((self.policy, self.action, self.root, self.fact, self.reason, self.detail)
+                == (other.policy, other.action, other.root, other.fact, other.reason, other.detail))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"PlannedAction(policy={self.policy!r}, action={self.action!r}, root={self.root!r}, "
+                f"fact={self.fact!r}, reason={self.reason!r}, detail={self.detail!r})")
 
     @property
     def path(self) -> str:

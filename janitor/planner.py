@@ -8,6 +8,7 @@ what the disk threshold needs, and apply the circuit breaker.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import stat
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .disk import disk_usage
 from .holds import NO_HOLDS, HeldPaths, holds_in_force, skip_reason
-from .plan import Plan, PlannedAction, PolicyPlan, Skip
+from .plan import LazyReason, Plan, PlannedAction, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
 from .scan import FileFact, WalkNote, fact_from_stat, walk_files
 from .trash import MOUNT_TRASH_NAME, mount_point
@@ -44,6 +45,10 @@ class PlanContext:
         self.notes.append(text)
 
     def reason_for(self, policy: Policy, fact: FileFact) -> str:
+        """Why the policy selects this file (its age or size against the thresholds)."""
+        return _OwnReason(self._reason_text(policy, fact))
+
+    def _reason_text(self, policy: Policy, fact: FileFact) -> str:
         parts = []
         if policy.older_than is not None:
             age = self.now - fact.age_ts(policy.age_by)
@@ -59,6 +64,12 @@ class PlanContext:
         if text is None:
             text = self._formatted[seconds] = format_duration(seconds)
         return text
+
+
+class _OwnReason(str):
+    """A reason made by `PlanContext.reason_for`: the plan keeps a LazyReason in its place."""
+
+    __slots__ = ()
 
 
 def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
@@ -202,21 +213,26 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     pp.matched_bytes = total
     eligible = _eligible(policy, matched, ctx, pp)
     ctx.notes.clear()
-    chosen = []
+    # Straight into the plan (no list of (fact, reason, detail) tuples beside it), with one
+    # shared LazyReason in place of each reason the planner itself wrote.
+    root, name, verb = policy.path, policy.name, policy.action
+    lazy = LazyReason(functools.partial(ctx._reason_text, policy))
+    chosen: list[PlannedAction] = []
     for choice in action.select(policy, matched, eligible, ctx):
         if isinstance(choice, Skip):
             pp.skips.append(choice)
         else:
-            chosen.append(choice)
+            fact, reason, detail = choice
+            chosen.append(PlannedAction(name, verb, root, fact, lazy if type(reason) is _OwnReason else reason,
+                                        detail))
     pp.notes.extend(ctx.notes)
     ctx.notes.clear()
-    del eligible
+    del eligible, matched
 
     if policy.when_disk_above is not None and pp.disk is not None and action.skips_busy:
         chosen = _enough_to_get_under(policy, chosen, pp, keep_order=action.orders_selection)
 
-    root = policy.path
-    pp.actions = [PlannedAction(policy.name, policy.action, root, fact, reason, detail) for fact, reason, detail in chosen]
+    pp.actions = chosen
     _circuit_breaker(policy, pp, config)
     return pp
 
@@ -294,8 +310,8 @@ def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: Pol
 
 
 def _enough_to_get_under(
-    policy: Policy, chosen: list[tuple[FileFact, str, dict | None]], pp: PolicyPlan, *, keep_order: bool = False
-) -> list[tuple[FileFact, str, dict | None]]:
+    policy: Policy, chosen: list[PlannedAction], pp: PolicyPlan, *, keep_order: bool = False
+) -> list[PlannedAction]:
     """Oldest first (or in the action's own order), only as much as brings the filesystem
     to when_disk_above.
 
@@ -304,14 +320,14 @@ def _enough_to_get_under(
     assert pp.disk is not None and policy.when_disk_above is not None
     need = pp.disk.bytes_to_free_for(policy.when_disk_above)
     if not keep_order:
-        chosen = sorted(chosen, key=lambda c: c[0].age_ts(policy.age_by))
+        chosen.sort(key=lambda c: c.fact.age_ts(policy.age_by))
     out, freed = [], 0
-    for fact, reason, detail in chosen:
+    for item in chosen:
         if freed >= need:
             break
-        out.append((fact, reason, detail))
+        out.append(item)
         # only the last link frees the blocks
-        freed += fact.size
+        freed += item.fact.size
     pp.stop_at_pct = policy.when_disk_above
     pp.notes.append(
         f"filesystem at {pp.disk.used_pct:.1f}% used, above {policy.when_disk_above:g}%: "

@@ -127,13 +127,19 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = PLAN_ROWS, titl
                 write(f"  ... {len(pp.actions) - limit} more: --all to list every row (--json for machines)\n")
         if pp.skips:
             out.print(f"  [yellow]skipped {len(pp.skips)}:[/]")
-            group = None
+            # "file: reason", or the reason once above a run of files that share it
             shown_skips = pp.skips if limit is None else pp.skips[:limit]
-            for s in shown_skips:
-                if s.reason != group:
-                    group = s.reason
-                    write(f"    {_display_path(s.reason)}:\n")
-                write(f"      {_display_path(os.path.relpath(s.path, pp.root))}\n")
+            previous = None
+            for i, s in enumerate(shown_skips):
+                rel = _display_path(os.path.relpath(s.path, pp.root))
+                following = shown_skips[i + 1].reason if i + 1 < len(shown_skips) else None
+                if s.reason == previous:
+                    write(f"      {rel}\n")
+                elif s.reason == following:
+                    write(f"    {_display_path(s.reason)}:\n      {rel}\n")
+                else:
+                    write(f"    {rel}: {_display_path(s.reason)}\n")
+                previous = s.reason
             if limit is not None and len(pp.skips) > limit:
                 write(f"    ... {len(pp.skips) - limit} more: --all to list every row\n")
         total = f"  total: {len(pp.actions)} files, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
