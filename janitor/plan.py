@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .disk import DiskUsage
+from .facttable import ActionList
 from .scan import FileFact
 
 
@@ -44,6 +45,11 @@ class PlannedAction:
         self.fact = fact
         self._reason = reason
         self.detail = detail
+
+    @property
+    def why(self) -> str | LazyReason:
+        """The reason as stored: a string, or the shared LazyReason that computes it."""
+        return self._reason
 
     @property
     def reason(self) -> str:
@@ -121,7 +127,10 @@ class PolicyPlan:
 
     @property
     def bytes(self) -> int:
-        return sum(a.fact.size for a in self.actions)
+        actions = self.actions
+        if isinstance(actions, ActionList):
+            return actions.sizes_total()
+        return sum(a.fact.size for a in actions)
 
     def to_dict(self, now: float, *, rows: bool = True) -> dict[str, Any]:
         """This policy's plan; `rows=False` leaves out the actions and skips (streamed apart)."""

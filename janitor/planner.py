@@ -13,15 +13,17 @@ import heapq
 import os
 import stat
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .disk import disk_usage
+from .facttable import ActionList, FactRows, FactTable
 from .holds import NO_HOLDS, HeldPaths, holds_in_force, skip_reason
-from .plan import LazyReason, Plan, PlannedAction, PolicyPlan, Skip
+from .plan import LazyReason, Plan, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
-from .scan import FileFact, WalkNote, fact_from_stat, walk_files
+from .scan import FileFact, WalkNote, walk_files
 from .trash import MOUNT_TRASH_NAME, mount_point
 from .units import format_duration, format_size
 
@@ -175,7 +177,7 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
             return pp
 
     action = get_action(policy.action)
-    matched: list[FileFact] = []
+    matched = FactTable()
 
     def note(n: WalkNote) -> None:
         pp.notes.append(f"{n.relpath}: {n.reason}")
@@ -204,7 +206,7 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
             count += 1
             total += st_entry.st_size
             if prefilter is None or prefilter(st_entry):
-                matched.append(fact_from_stat(rel, st_entry))
+                matched.add_stat(rel, st_entry)
     except OSError as exc:
         pp.error = f"cannot walk {policy.path}: {exc.strerror}"
         return pp
@@ -217,14 +219,16 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     # shared LazyReason in place of each reason the planner itself wrote.
     root, name, verb = policy.path, policy.name, policy.action
     lazy = LazyReason(functools.partial(ctx._reason_text, policy))
-    chosen: list[PlannedAction] = []
-    for choice in action.select(policy, matched, eligible, ctx):
+    chosen = ActionList(name, verb, root)
+    # Actions read `matched` and `eligible` as sequences of FileFact (iteration, len, sorted);
+    # these are columnar ones that make each FileFact as it is read.
+    selection = action.select(policy, cast("list[FileFact]", matched), cast("list[FileFact]", eligible), ctx)
+    for choice in selection:
         if isinstance(choice, Skip):
             pp.skips.append(choice)
         else:
             fact, reason, detail = choice
-            chosen.append(PlannedAction(name, verb, root, fact, lazy if type(reason) is _OwnReason else reason,
-                                        detail))
+            chosen.add(fact, lazy if type(reason) is _OwnReason else reason, detail)
     pp.notes.extend(ctx.notes)
     ctx.notes.clear()
     del eligible, matched
@@ -262,56 +266,59 @@ def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], 
     return lambda st: test(getattr(st, field_name), st.st_size)
 
 
-def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
+def _eligible(policy: Policy, matched: FactTable, ctx: PlanContext, pp: PolicyPlan) -> FactRows:
     from .actions import ACTIONS
 
     skips_busy = ACTIONS[policy.action].skips_busy
     now = ctx.now
     settle = ctx.config.effective_settle(policy)
+    ages, mtimes = matched.age_column(policy.age_by), matched.age_column("mtime")
     keep: set[tuple[int, int]] = set()
     if policy.keep_newest:
-        # nlargest: O(n log k) and no second list of every file
-        newest = heapq.nlargest(policy.keep_newest, matched, key=lambda f: f.age_ts(policy.age_by))
-        keep = {(f.dev, f.ino) for f in newest}
-    passes, age_by = _age_size_test(policy, now), policy.age_by
-    # This loop runs once per matching file (hundreds of thousands for a quota): look the
-    # busy tables up directly and build a path only for a file that is skipped.
+        # nlargest over row numbers: O(n log k), no object per file
+        newest = heapq.nlargest(policy.keep_newest, range(len(matched)), key=ages.__getitem__)
+        keep = {matched.key_of(r) for r in newest}
+    passes = _age_size_test(policy, now)
+    # This loop runs once per matching file (hundreds of thousands for a quota): it reads
+    # the columns, looks the busy tables up directly and builds a path only for a skip.
     writers, lockers = ctx.open_files.writers, ctx.open_files.lockers
     root = policy.path
     held = ctx.held.for_root(root)
-    eligible = []
-    for fact in matched:
-        if passes is not None and not passes(fact.age_ts(age_by), fact.size):
+    size_of, key_of, relpath_of = matched.size_of, matched.key_of, matched.relpath_of
+    eligible = array("Q")
+    for row in range(len(matched)):
+        size = size_of(row)
+        if passes is not None and not passes(ages[row], size):
             continue
         if held is not None:
-            hold = held(os.path.join(root, fact.relpath))
+            hold = held(os.path.join(root, relpath_of(row)))
             if hold is not None:
-                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "held",
+                pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "held",
                                      skip_reason(hold)))
                 continue
-        key = (fact.dev, fact.ino)
+        key = key_of(row)
         if key in keep:
-            pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "keep_newest",
+            pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "keep_newest",
                                  f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
             continue
         if skips_busy:
             if key in writers or key in lockers:
-                busy = ctx.open_files.busy_reason(fact.dev, fact.ino)
+                busy = ctx.open_files.busy_reason(*key)
                 if busy is not None:
-                    pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, *busy))
+                    pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, *busy))
                     continue
-            if now - fact.mtime < settle:
-                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "settle",
-                                     f"modified {format_duration(now - fact.mtime)} ago, within settle "
+            if now - mtimes[row] < settle:
+                pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "settle",
+                                     f"modified {format_duration(now - mtimes[row])} ago, within settle "
                                      f"{format_duration(settle)}"))
                 continue
-        eligible.append(fact)
-    return eligible
+        eligible.append(row)
+    return FactRows(matched, eligible)
 
 
 def _enough_to_get_under(
-    policy: Policy, chosen: list[PlannedAction], pp: PolicyPlan, *, keep_order: bool = False
-) -> list[PlannedAction]:
+    policy: Policy, chosen: ActionList, pp: PolicyPlan, *, keep_order: bool = False
+) -> ActionList:
     """Oldest first (or in the action's own order), only as much as brings the filesystem
     to when_disk_above.
 
@@ -319,15 +326,18 @@ def _enough_to_get_under(
     """
     assert pp.disk is not None and policy.when_disk_above is not None
     need = pp.disk.bytes_to_free_for(policy.when_disk_above)
+    order: Sequence[int] = range(len(chosen))
     if not keep_order:
-        chosen.sort(key=lambda c: c.fact.age_ts(policy.age_by))
-    out, freed = [], 0
-    for item in chosen:
+        ages = chosen.age_column(policy.age_by)
+        order = sorted(order, key=ages.__getitem__)
+    keep, freed = array("Q"), 0
+    for row in order:
         if freed >= need:
             break
-        out.append(item)
+        keep.append(row)
         # only the last link frees the blocks
-        freed += item.fact.size
+        freed += chosen.size_of(row)
+    chosen.reorder(keep)
     pp.stop_at_pct = policy.when_disk_above
     pp.notes.append(
         f"filesystem at {pp.disk.used_pct:.1f}% used, above {policy.when_disk_above:g}%: "
@@ -339,7 +349,7 @@ def _enough_to_get_under(
             "soft-delete frees space only if the trash is on another filesystem: a trash on this one "
             "keeps the bytes until retain purges them"
         )
-    return out
+    return chosen
 
 
 def _circuit_breaker(policy: Policy, pp: PolicyPlan, config: Config) -> None:

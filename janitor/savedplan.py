@@ -32,7 +32,8 @@ from typing import IO, Any
 
 from .disk import DiskUsage
 from .errors import EXIT_USAGE, JanitorError
-from .plan import Plan, PlannedAction, PolicyPlan, Skip
+from .facttable import ActionList
+from .plan import Plan, PolicyPlan, Skip
 from .scan import FileFact
 from .units import format_duration
 
@@ -178,13 +179,14 @@ def _parse(src: IO[str], path: str, config: Any, max_age: float, now: float) -> 
             stop_at_pct=head["stop_at_pct"], purges=int(head["purges"]),
         )
         root = policy.path
+        actions = ActionList(pp.name, pp.action, root)
+        pp.actions = actions
         for _ in range(int(head["actions"])):
             rel, dev, ino, size, mtime, atime, ctime, mode, uid, gid, reason, detail = json.loads(src.readline())
             _check_relpath(path, str(rel))
             fact = FileFact(str(rel), int(dev), int(ino), int(size), float(mtime), float(atime), float(ctime),
                             int(mode), int(uid), int(gid))
-            pp.actions.append(PlannedAction(pp.name, pp.action, root, fact, str(reason),
-                                            detail if isinstance(detail, dict) else None))
+            actions.add(fact, str(reason), detail if isinstance(detail, dict) else None)
         for _ in range(int(head["skips"])):
             spath, nbytes, code, reason = json.loads(src.readline())
             pp.skips.append(Skip(pp.name, str(spath), int(nbytes), str(code), str(reason)))
