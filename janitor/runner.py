@@ -85,7 +85,7 @@ def run_policies(
             raise
         status = "ok" if result.exit_code == 0 else "partial"
         catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
-        catalog.prune(config.settings.history_retain)  # engine: the catalog stays bounded
+        _prune_catalog(catalog, config, events)
         events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
                     errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
         metrics_path = metrics_file or config.settings.metrics_file
@@ -98,6 +98,20 @@ def run_policies(
                 events.emit("metrics_failed", "warning", path=metrics_path, code="E_IO",
                             message=f"cannot write metrics: {exc.strerror}")
     return RunReport(plan, result, reconciled)
+
+
+def _prune_catalog(catalog: Catalog, config: Config, events: EventLog) -> None:
+    """engine: the catalog stays bounded (settings.history_retain). The run's own work is done
+    and recorded by now: a failure here is a warning, not a failed run."""
+    from .errors import CatalogError
+
+    try:
+        gone = catalog.prune(config.settings.history_retain)
+    except CatalogError as exc:
+        events.emit("catalog_prune_failed", "warning", code=exc.code, message=str(exc))
+        return
+    if gone:
+        events.emit("catalog_pruned", rows=gone, catalog_bytes=catalog.size_bytes())
 
 
 def _summary(result: RunResult) -> str:
