@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from .events import escape_undecodable
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from .catalog import JournalEntry
     from .config import Config
-    from .plan import Plan
+    from .plan import Plan, PlannedAction
     from .runner import RunReport
     from .trashops import TrashOpResult
 
@@ -166,15 +167,28 @@ def write_plan_json(plan: Plan, stream: Any = None) -> None:
     head = {"created": plan.created, "files": plan.total_files, "bytes": plan.total_bytes,
             "open_files_fully_checked": plan.procfs_complete}
     write("{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in head.items()) + '  "policies": [')
+    string = encode_basestring  # json's own (C) string encoder, as ensure_ascii=False uses
     for i, pp in enumerate(plan.policies):
         summary = pp.to_dict(now, rows=False)
         write(("," if i else "") + "\n    {" + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in summary.items()))
-        for key, rows in (("actions", (a.to_dict(now) for a in pp.actions)),
-                          ("skips", (s.to_dict() for s in pp.skips))):
+        prefix = f'{{"policy": {string(escape_undecodable(pp.name))}, "action": {string(pp.action)}, "path": '
+
+        def action_row(a: PlannedAction, prefix: str = prefix) -> str:
+            # the document PlannedAction.to_dict describes, written directly: this runs once
+            # per planned file (json.dumps of a dict per row costs several times more)
+            if a.detail:
+                return dump(a.to_dict(now))
+            f = a.fact
+            return (f"{prefix}{string(escape_undecodable(a.path))}, \"bytes\": {f.size}, "
+                    f"\"age_seconds\": {float(round(now - f.mtime, 3))!r}, \"mtime\": {float(f.mtime)!r}, "
+                    f"\"reason\": {string(escape_undecodable(a.reason))}}}")
+
+        for key, rows in (("actions", (action_row(a) for a in pp.actions)),
+                          ("skips", (dump(s.to_dict()) for s in pp.skips))):
             write(f', "{key}": [')
             first = True
             for row in rows:
-                write(("\n      " if first else ",\n      ") + dump(row))
+                write(("\n      " if first else ",\n      ") + row)
                 first = False
             write("]" if first else "\n    ]")
         write("}")

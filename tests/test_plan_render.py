@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 from conftest import DAY, Tree
 
@@ -68,10 +69,12 @@ def test_plan_json_is_streamed_and_is_the_plan(tree: Tree, write_config) -> None
     for i in range(30):
         tree.file(f"d{i % 3}/f{i}.bin", i, age=8 * DAY + i)
     tree.file("new.bin", 1, age=0)
-    cfg = load_config(str(write_config(OLD)))
+    tree.file(os.fsdecode(b"odd \xff \"quoted\"\nname.bin"), 5, age=9 * DAY)
+    cfg = load_config(str(write_config(OLD.rstrip("\n") + "\n" + QUOTA.split("policies:\n", 1)[1])))
     plan = build_plan(cfg, cfg.select(None))
     out = io.StringIO()
     write_plan_json(plan, out)
+    assert [len(p.actions) for p in plan.policies] == [31, 31]  # the quota rows carry a detail
     assert json.loads(out.getvalue()) == _json_clean(plan.to_dict())
 
 
