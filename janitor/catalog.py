@@ -384,24 +384,44 @@ class Catalog:
         self._labels.clear()
         self._dirs.clear()
 
-    def _encode(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        """A journal row (the view's columns) as the values of `_INSERT_ROW`."""
-        path = _b(row["path"]) or b""
-        head, name = _split(path)
-        ts = _ms(row["ts"]) or 0
+    def _encode(self, row: dict[str, Any], row_id: int | None = None) -> tuple[Any, ...]:
+        """A journal row (the view's columns) as the values of `_INSERT_ROW`.
+
+        Runs once per file acted on: interned ids come from dicts, the rare columns are
+        looked at only when present.
+        """
+        get = row.get
+        labels, dirs = self._labels, self._dirs
+        path = row["path"]
+        head, name = _split(path if isinstance(path, bytes) else os.fsencode(path))
+        ts = round(row["ts"] * 1000)
+        root = row["root"]
+        root = root if isinstance(root, bytes) else os.fsencode(root)
+        state = row["state"]
+        done_at = get("done_at")
+        if done_at is None:
+            done = _DONE_PLACEHOLDER if state == "planned" else None
+        else:
+            done = round(done_at * 1000) - ts
+        trash: tuple[int | None, bytes | None] = (None, None)
+        key: tuple[int | None, str | None] = (None, None)
+        target = extra = None
+        if _RARE_KEYS.intersection(row):  # an archive or trash row, or one copied whole
+            trash = self._trash_columns(get("trash_path"), name)
+            key = self._key_columns(get("object_key"), name)
+            target = None if get("target") is None else self._label(row["target"])
+            extra = tuple(None if get(c) is None else round(row[c] * 1000) - ts for c in ("restored_at", "purged_at"))
         return (
-            row.get("id"), self._label(row["run_id"]), ts, self._label(row["policy"]),
-            self._label(row["action"]), self._label(row["state"]), self._dir(_b(row["root"]) or b""),
-            self._dir(head), name, row.get("size"), row.get("mtime"), row.get("atime"), row.get("mode"),
-            row.get("uid"), row.get("gid"), row.get("dev"), row.get("ino"),
-            (_DONE_PLACEHOLDER if row["state"] == "planned" else None) if row.get("done_at") is None
-            else (_ms(row["done_at"]) or 0) - ts,
-            row.get("error"),
-            *self._trash_columns(row.get("trash_path"), name),
-            None if row.get("target") is None else self._label(row["target"]),
-            *self._key_columns(row.get("object_key"), name),
-            row.get("version_id"), _sha_bytes(row.get("sha256")), row.get("detail"),
-            *(None if row.get(c) is None else (_ms(row[c]) or 0) - ts for c in ("restored_at", "purged_at")),
+            row_id if row_id is not None else get("id"),
+            labels.get(row["run_id"]) or self._label(row["run_id"]), ts,
+            labels.get(row["policy"]) or self._label(row["policy"]),
+            labels.get(row["action"]) if row["action"] in labels else self._label(row["action"]),
+            labels[state] if state in labels else self._label(state),
+            dirs.get(root) or self._dir(root), dirs.get(head) or self._dir(head), name,
+            get("size"), get("mtime"), get("atime"), get("mode"), get("uid"), get("gid"), get("dev"), get("ino"),
+            done, get("error"), *trash, target, *key,
+            get("version_id"), _sha_bytes(get("sha256")), get("detail"),
+            *(extra or (None, None)),
         )
 
     def _trash_columns(self, trash_path: str | bytes | None, name: bytes) -> tuple[int | None, bytes | None]:
@@ -455,7 +475,8 @@ class Catalog:
                 # insert the whole batch with one executemany.
                 first = (self.db.execute("SELECT COALESCE(MAX(id), 0) FROM jrow").fetchone()[0]) + 1
                 ids = list(range(first, first + len(rows)))
-                values = [self._encode({**row, "id": row_id}) for row_id, row in zip(ids, rows, strict=True)]
+                encode = self._encode
+                values = [encode(row, row_id) for row_id, row in zip(ids, rows, strict=True)]
                 self.db.executemany(_INSERT_ROW, values)
         except CatalogError:
             self._forget_interned()
@@ -643,6 +664,7 @@ class Catalog:
         return len(ids)
 
 
+_RARE_KEYS = frozenset({"trash_path", "object_key", "target", "restored_at", "purged_at"})
 _PLAIN_COLUMNS = frozenset({"size", "mtime", "atime", "mode", "uid", "gid", "dev", "ino", "version_id", "detail"})
 _IN_TRASH = "state = 0 AND tdir IS NOT NULL AND restored IS NULL AND purged IS NULL"
 _IN_TRASH_J = "j.state = 0 AND j.tdir IS NOT NULL AND j.restored IS NULL AND j.purged IS NULL"
