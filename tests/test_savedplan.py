@@ -123,3 +123,17 @@ def test_a_plan_naming_a_file_outside_its_policy_path_is_refused(tree: Tree, wri
     saved.write_text(saved.read_text().replace('["a/x.bin"', '["a/../../x.bin"'))
     with pytest.raises(PlanRefused, match="outside its policy path"):
         load_plan(str(saved), cfg)
+
+
+def test_saving_over_a_planted_symlink_never_writes_through_it(tree: Tree, write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree.file("a/x.bin", 10, age=30 * DAY)
+    cfg = load_config(str(write_config(POLICY)))
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    planted = tmp_path / "p.plan"
+    planted.symlink_to(victim)
+    write_plan(build_plan(cfg, cfg.select(None)), cfg, str(planted))
+    assert victim.read_text() == "precious"
+    assert not planted.is_symlink() and (planted.stat().st_mode & 0o777) == 0o600
+    assert load_plan(str(planted), cfg).total_files == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
