@@ -15,6 +15,9 @@ A plan is refused, with one line, when:
   writable by its group or others: janitor runs as root, and a plan is a list of files to
   delete, so the file must be one nobody else could have written.
 
+A file put on hold since the plan was made (`janitor hold`, `janitor restore`) is not acted on:
+it becomes a `held` skip of the loaded plan.
+
 Format: JSON lines. A header, then per policy one line with the policy's plan and then one
 line per action and per skip; written and read as a stream.
 """
@@ -33,6 +36,7 @@ from typing import IO, Any
 from .disk import DiskUsage
 from .errors import EXIT_USAGE, JanitorError
 from .facttable import ActionList
+from .holds import holds_in_force, skip_reason
 from .plan import Plan, PolicyPlan, Skip
 from .scan import FileFact
 from .units import format_duration
@@ -164,6 +168,7 @@ def _parse(src: IO[str], path: str, config: Any, max_age: float, now: float) -> 
     if age < -300:
         raise PlanRefused(f"plan {path} was made in the future ({format_duration(-age)} ahead)")
     names = {p.name: p for p in config.policies}
+    holds = holds_in_force(config.settings.state_dir, now)  # a hold made since the plan still counts
     policies = []
     for _ in range(int(header["policies"])):
         head = json.loads(src.readline())
@@ -181,15 +186,22 @@ def _parse(src: IO[str], path: str, config: Any, max_age: float, now: float) -> 
         root = policy.path
         actions = ActionList(pp.name, pp.action, root)
         pp.actions = actions
+        held = holds.for_root(root)
+        late_holds: list[Skip] = []
         for _ in range(int(head["actions"])):
             rel, dev, ino, size, mtime, atime, ctime, mode, uid, gid, reason, detail = json.loads(src.readline())
             _check_relpath(path, str(rel))
             fact = FileFact(str(rel), int(dev), int(ino), int(size), float(mtime), float(atime), float(ctime),
                             int(mode), int(uid), int(gid))
+            hold = None if held is None else held(os.path.join(root, fact.relpath))
+            if hold is not None:
+                late_holds.append(Skip(pp.name, os.path.join(root, fact.relpath), fact.size, "held", skip_reason(hold)))
+                continue
             actions.add(fact, str(reason), detail if isinstance(detail, dict) else None)
         for _ in range(int(head["skips"])):
             spath, nbytes, code, reason = json.loads(src.readline())
             pp.skips.append(Skip(pp.name, str(spath), int(nbytes), str(code), str(reason)))
+        pp.skips.extend(late_holds)
         policies.append(pp)
     if src.readline().strip():
         raise PlanRefused(f"plan {path} has data after its last policy")

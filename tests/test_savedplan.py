@@ -137,3 +137,15 @@ def test_saving_over_a_planted_symlink_never_writes_through_it(tree: Tree, write
     assert not planted.is_symlink() and (planted.stat().st_mode & 0o777) == 0o600
     assert load_plan(str(planted), cfg).total_files == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_a_hold_made_after_the_plan_still_protects_the_file(tree: Tree, write_config, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    held = tree.file("a/held.bin", 10, age=30 * DAY)
+    other = tree.file("a/other.bin", 10, age=30 * DAY)
+    cfg = write_config(POLICY)
+    saved = tmp_path / "p.plan"
+    assert cli("plan", "-c", cfg, "--out", saved).returncode == 0
+    assert cli("hold", "-c", cfg, str(held)).returncode == 0
+    proc = cli("run", "-c", cfg, "--plan", saved)
+    assert proc.returncode == 0, proc.stderr
+    assert held.exists() and not other.exists()
