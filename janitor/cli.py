@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
@@ -195,21 +195,32 @@ def plan(
     config: ConfigOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(metavar="N", help="Rows shown per policy in tables (0: all).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(
+        metavar="N", help="Rows shown per policy in tables (default 50; 0: all).", show_default=False)] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="List every row (streamed).")] = False,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", metavar="FILE", help="Also save the plan here, for `janitor run --plan FILE`.",
+        show_default=False)] = None,
 ) -> int:
     """Show exactly what `run` would do, and what it would skip and why. Changes nothing."""
     from .planner import build_plan
-    from .render import console, print_json, render_plan
+    from .render import console, plan_rows, render_plan, write_plan_json
 
+    rows = plan_rows(limit, all_rows)
     cfg = _load(config)
     the_plan = build_plan(cfg, cfg.select(policy))
     # a policy that cannot run (its path a symlink, unreadable...) fails `run` with exit 1:
     # its plan says so with the same exit code
     OPTS.exit_code = EXIT_PARTIAL if any(pp.error for pp in the_plan.policies) else EXIT_OK
+    if out:
+        from .savedplan import write_plan
+
+        write_plan(the_plan, cfg, out)
+        print(f"plan saved to {out}: `janitor run --plan {out}` executes exactly this plan", file=sys.stderr)
     if json_out:
-        print_json(the_plan.to_dict())
+        write_plan_json(the_plan)
     else:
-        render_plan(the_plan, console(), limit=limit or None)
+        render_plan(the_plan, console(), limit=rows)
     return OPTS.exit_code
 
 
@@ -220,10 +231,16 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show the plan (same as `janitor plan`).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run policies the circuit breaker stopped.")] = False,
     json_out: JsonOpt = False,
-    limit: Annotated[int, typer.Option(metavar="N", help="With --dry-run: rows shown per policy (0: all).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(
+        metavar="N", help="With --dry-run: rows shown per policy (default 50; 0: all).", show_default=False)] = None,
     metrics_file: Annotated[Optional[str], typer.Option(
         "--metrics-file", metavar="PATH", help="Write Prometheus textfile metrics here (default: settings.metrics_file).",
         show_default=False)] = None,
+    plan_file: Annotated[Optional[str], typer.Option(
+        "--plan", metavar="FILE", help="Execute this plan saved by `janitor plan --out` (and nothing else).",
+        show_default=False)] = None,
+    max_age: Annotated[str, typer.Option(
+        "--max-age", metavar="DURATION", help="With --plan: refuse a plan older than this.")] = "24h",
 ) -> int:
     """Do the work: lock, plan, re-check each file, act, journal. Exit 1 if anything failed."""
     if dry_run:
@@ -232,9 +249,23 @@ def run(
     from .runner import run_policies
 
     cfg = _load(config)
+    saved = None
+    if plan_file:
+        from .savedplan import load_plan
+        from .units import parse_duration
+
+        if policy:
+            raise UsageError("--plan runs the policies of the saved plan: --policy cannot be combined with it")
+        try:
+            max_age_s = parse_duration(max_age)
+        except ValueError as exc:
+            raise UsageError(f"--max-age: {exc}") from None
+        saved = load_plan(plan_file, cfg, max_age=max_age_s)
+        policy = [pp.name for pp in saved.policies]
     events = _events(cfg)
     try:
-        report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file)
+        report = run_policies(cfg, cfg.select(policy), events, force=force, metrics_file=metrics_file,
+                              saved_plan=saved)
     finally:
         events.close()
     OPTS.exit_code = report.result.exit_code
@@ -264,9 +295,13 @@ def restore(
              "(2026-12-01, 3d: the newest archived then or before); default the newest.",
         show_default=False)] = None,
     json_out: JsonOpt = False,
+    hold: Annotated[Optional[str], typer.Option(
+        "--hold", metavar="DURATION", help="Hold restored files this long: no policy touches them "
+        "(default: settings.restore_hold, 30d).", show_default=False)] = None,
+    no_hold: Annotated[bool, typer.Option("--no-hold", help="Do not hold restored files.")] = False,
 ) -> int:
     """Put soft-deleted (or, with --from-archive, archived) files back at their original path
-    with their mtime and mode."""
+    with their mtime and mode, and hold them so the next run does not take them again."""
     from .render import console, entry_to_dict, print_json, render_trash_op
     from .runner import locked_state
     from .trashops import TrashOpResult, require_filter, restore_entries, select_trash
@@ -274,6 +309,7 @@ def restore(
     require_filter(patterns, policy, run_id, all_)
     if version is not None and not from_archive:
         raise UsageError("--version chooses an archived copy: use it with --from-archive")
+    hold_for = _hold_duration(hold, no_hold)
     cfg = _load(config)
     if dry_run:
         return _dry_run("restore", cfg, json_out, patterns=patterns, policies=policy, run_id=run_id,
@@ -290,6 +326,9 @@ def restore(
         else:
             entries = select_trash(catalog, patterns=patterns, policies=policy, run_id=run_id)
             result = restore_entries(catalog, entries, events, force=force, config=cfg)
+        from .holds import hold_restored
+
+        hold_restored(catalog, result.done, cfg.settings.restore_hold if hold_for is None else hold_for)
     OPTS.exit_code = EXIT_PARTIAL if result.failed else EXIT_OK
     if json_out:
         print_json({"restored": [entry_to_dict(e) for e in result.done],
@@ -346,6 +385,78 @@ def _dry_run(verb: str, cfg: Config, json_out: bool, *, patterns: list[str] | No
     out.print(f"dry run: {plural(len(entries), 'file')}, {format_size(total)} would be "
               f"{'restored from ' + source if verb == 'restore' else 'purged from the trash'}; nothing changed")
     return EXIT_OK
+def _hold_duration(hold: str | None, no_hold: bool) -> float | None:
+    """restore's --hold/--no-hold: seconds, 0 for no hold, None for the configured default."""
+    from .units import parse_duration
+
+    if no_hold and hold is not None:
+        raise UsageError("give --hold DURATION or --no-hold, not both")
+    if no_hold:
+        return 0.0
+    try:
+        return None if hold is None else parse_duration(hold)
+    except ValueError as exc:
+        raise UsageError(f"--hold: {exc}") from None
+
+
+@app.command("hold")
+def hold_cmd(
+    patterns: Annotated[Optional[list[str]], typer.Argument(
+        metavar="GLOB...", help="Absolute paths or globs under a policy path (e.g. '/srv/out/2026-12/**').",
+        show_default=False)] = None,
+    config: ConfigOpt = None,
+    for_: Annotated[str, typer.Option("--for", metavar="DURATION", help="How long the hold lasts.")] = "30d",
+    reason: Annotated[Optional[str], typer.Option(help="Shown in the plan next to each held file.",
+                                                  show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the holds in force.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Hold files: no policy acts on what GLOB selects until the hold ends (the plan says so)."""
+    from .holds import add_holds, render_holds
+    from .units import parse_duration
+
+    cfg = _load(config)
+    if list_ or not patterns:
+        if patterns:
+            raise UsageError("--list takes no GLOB")
+        from .catalog import existing_catalog
+
+        with existing_catalog(cfg.settings.state_dir) as catalog:
+            return render_holds([] if catalog is None else catalog.holds(), json_out)
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    with _holds_catalog(cfg) as catalog:
+        made = add_holds(cfg, catalog, patterns, seconds, reason or "held by janitor hold")
+    return render_holds(made, json_out, verb="held")
+
+
+@app.command("unhold")
+def unhold_cmd(
+    patterns: Annotated[list[str], typer.Argument(
+        metavar="GLOB...", help="A held pattern as given to `hold`, or a glob selecting held files.")],
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Release holds (see `janitor hold --list`)."""
+    from .holds import remove_holds, render_holds
+
+    cfg = _load(config)
+    with _holds_catalog(cfg) as catalog:
+        gone = remove_holds(catalog, patterns)
+    return render_holds(gone, json_out, verb="released")
+
+
+def _holds_catalog(cfg: Config) -> Any:
+    """The catalog for writing holds: no run lock needed (SQLite serialises the writes)."""
+    from contextlib import closing
+
+    from .catalog import open_catalog
+    from .state import ensure_private_dir
+
+    ensure_private_dir(cfg.settings.state_dir)
+    return closing(open_catalog(cfg.settings.state_dir))
 
 
 @trash_app.command("list")

@@ -7,21 +7,66 @@ the run cannot drift apart.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .disk import DiskUsage
+from .facttable import ActionList
 from .scan import FileFact
 
 
-@dataclass(slots=True)
+class LazyReason:
+    """A reason computed from the file when asked, instead of one string kept per file.
+
+    Plans hold 100,000s of actions; the planner's own reason ("mtime age 9d2h > 7d") is
+    the same function of each file, so one shared object replaces a string per action.
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: Callable[[FileFact], str]) -> None:
+        self._text = text
+
+    def text(self, fact: FileFact) -> str:
+        return self._text(fact)
+
+
 class PlannedAction:
-    policy: str
-    action: str
-    root: str  # the policy path (one shared string: plans can hold 100,000s of actions)
-    fact: FileFact
-    reason: str
-    detail: dict[str, Any] | None = None
+    """One file the run will act on, and why."""
+
+    __slots__ = ("policy", "action", "root", "fact", "_reason", "detail")
+
+    def __init__(self, policy: str, action: str, root: str, fact: FileFact, reason: str | LazyReason,
+                 detail: dict[str, Any] | None = None) -> None:
+        self.policy = policy
+        self.action = action
+        self.root = root  # the policy path (one shared string: plans can hold 100,000s of actions)
+        self.fact = fact
+        self._reason = reason
+        self.detail = detail
+
+    @property
+    def why(self) -> str | LazyReason:
+        """The reason as stored: a string, or the shared LazyReason that computes it."""
+        return self._reason
+
+    @property
+    def reason(self) -> str:
+        why = self._reason
+        return why.text(self.fact) if isinstance(why, LazyReason) else why
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlannedAction):
+            return NotImplemented
+        return ((self.policy, self.action, self.root, self.fact, self.reason, self.detail)
+                == (other.policy, other.action, other.root, other.fact, other.reason, other.detail))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"PlannedAction(policy={self.policy!r}, action={self.action!r}, root={self.root!r}, "
+                f"fact={self.fact!r}, reason={self.reason!r}, detail={self.detail!r})")
 
     @property
     def path(self) -> str:
@@ -82,10 +127,14 @@ class PolicyPlan:
 
     @property
     def bytes(self) -> int:
-        return sum(a.fact.size for a in self.actions)
+        actions = self.actions
+        if isinstance(actions, ActionList):
+            return actions.sizes_total()
+        return sum(a.fact.size for a in actions)
 
-    def to_dict(self, now: float) -> dict[str, Any]:
-        return {
+    def to_dict(self, now: float, *, rows: bool = True) -> dict[str, Any]:
+        """This policy's plan; `rows=False` leaves out the actions and skips (streamed apart)."""
+        out = {
             "policy": self.name,
             "action": self.action,
             "path": self.root,
@@ -106,9 +155,11 @@ class PolicyPlan:
                 "free": self.disk.free,
                 "used_pct": round(self.disk.used_pct, 2),
             },
-            "actions": [a.to_dict(now) for a in self.actions],
-            "skips": [s.to_dict() for s in self.skips],
         }
+        if rows:
+            out["actions"] = [a.to_dict(now) for a in self.actions]
+            out["skips"] = [s.to_dict() for s in self.skips]
+        return out
 
 
 @dataclass

@@ -8,18 +8,22 @@ what the disk threshold needs, and apply the circuit breaker.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import stat
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .disk import disk_usage
-from .plan import Plan, PlannedAction, PolicyPlan, Skip
+from .facttable import ActionList, FactRows, FactTable
+from .holds import NO_HOLDS, HeldPaths, holds_in_force, skip_reason
+from .plan import LazyReason, Plan, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
-from .scan import FileFact, WalkNote, fact_from_stat, walk_files
+from .scan import FileFact, WalkNote, walk_files
 from .trash import MOUNT_TRASH_NAME, known_trash_roots, mount_point, own_dir_identity
 from .units import format_duration, format_size
 
@@ -33,6 +37,7 @@ class PlanContext:
     now: float
     open_files: OpenFiles
     skip_inodes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+    held: HeldPaths = NO_HOLDS
     _formatted: dict[float, str] = field(default_factory=dict)
     # what an action says while selecting (e.g. a quota it cannot meet); the planner moves
     # these into the policy's plan notes
@@ -42,6 +47,10 @@ class PlanContext:
         self.notes.append(text)
 
     def reason_for(self, policy: Policy, fact: FileFact) -> str:
+        """Why the policy selects this file (its age or size against the thresholds)."""
+        return _OwnReason(self._reason_text(policy, fact))
+
+    def _reason_text(self, policy: Policy, fact: FileFact) -> str:
         parts = []
         if policy.older_than is not None:
             age = self.now - fact.age_ts(policy.age_by)
@@ -57,6 +66,12 @@ class PlanContext:
         if text is None:
             text = self._formatted[seconds] = format_duration(seconds)
         return text
+
+
+class _OwnReason(str):
+    """A reason made by `PlanContext.reason_for`: the plan keeps a LazyReason in its place."""
+
+    __slots__ = ()
 
 
 def janitor_dirs(config: Config) -> frozenset[tuple[int, int]]:
@@ -84,7 +99,7 @@ def build_plan(
     now = time.time() if now is None else now
     if open_files is None:
         open_files = scan_open_files(_devices(policies, config))
-    ctx = PlanContext(config, now, open_files, janitor_dirs(config))
+    ctx = PlanContext(config, now, open_files, janitor_dirs(config), held=holds_in_force(config.settings.state_dir, now))
     plans = [plan_policy(policy, ctx) for policy in policies]
     _note_trash_purges(config, policies, plans, now)
     return Plan(plans, created=now, procfs_complete=open_files.complete)
@@ -157,7 +172,7 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
             return pp
 
     action = get_action(policy.action)
-    matched: list[FileFact] = []
+    matched = FactTable()
 
     def note(n: WalkNote) -> None:
         pp.notes.append(f"{n.relpath}: {n.reason}")
@@ -186,7 +201,7 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
             count += 1
             total += st_entry.st_size
             if prefilter is None or prefilter(st_entry):
-                matched.append(fact_from_stat(rel, st_entry))
+                matched.add_stat(rel, st_entry)
     except OSError as exc:
         pp.error = f"cannot walk {policy.path}: {exc.strerror}"
         return pp
@@ -195,21 +210,28 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     pp.matched_bytes = total
     eligible = _eligible(policy, matched, ctx, pp)
     ctx.notes.clear()
-    chosen = []
-    for choice in action.select(policy, matched, eligible, ctx):
+    # Straight into the plan (no list of (fact, reason, detail) tuples beside it), with one
+    # shared LazyReason in place of each reason the planner itself wrote.
+    root, name, verb = policy.path, policy.name, policy.action
+    lazy = LazyReason(functools.partial(ctx._reason_text, policy))
+    chosen = ActionList(name, verb, root)
+    # Actions read `matched` and `eligible` as sequences of FileFact (iteration, len, sorted);
+    # these are columnar ones that make each FileFact as it is read.
+    selection = action.select(policy, cast("list[FileFact]", matched), cast("list[FileFact]", eligible), ctx)
+    for choice in selection:
         if isinstance(choice, Skip):
             pp.skips.append(choice)
         else:
-            chosen.append(choice)
+            fact, reason, detail = choice
+            chosen.add(fact, lazy if type(reason) is _OwnReason else reason, detail)
     pp.notes.extend(ctx.notes)
     ctx.notes.clear()
-    del eligible
+    del eligible, matched
 
     if policy.when_disk_above is not None and pp.disk is not None and action.skips_busy:
         chosen = _enough_to_get_under(policy, chosen, pp, keep_order=action.orders_selection)
 
-    root = policy.path
-    pp.actions = [PlannedAction(policy.name, policy.action, root, fact, reason, detail) for fact, reason, detail in chosen]
+    pp.actions = chosen
     _circuit_breaker(policy, pp, config)
     return pp
 
@@ -243,55 +265,64 @@ def _attribute_filter(policy: Policy, now: float) -> Callable[[os.stat_result], 
 FUTURE_SKEW = 3600.0
 
 
-def _eligible(policy: Policy, matched: list[FileFact], ctx: PlanContext, pp: PolicyPlan) -> list[FileFact]:
+def _eligible(policy: Policy, matched: FactTable, ctx: PlanContext, pp: PolicyPlan) -> FactRows:
     from .actions import ACTIONS
 
     skips_busy = ACTIONS[policy.action].skips_busy
     now = ctx.now
     settle = ctx.config.effective_settle(policy)
+    ages, mtimes = matched.age_column(policy.age_by), matched.age_column("mtime")
     keep: set[tuple[int, int]] = set()
     if policy.keep_newest:
-        # nlargest: O(n log k) and no second list of every file. A file dated in the future
-        # (beyond clock skew) takes no slot: anyone can set a file's times, and two files
-        # dated ten years ahead would otherwise protect themselves instead of the newest
-        # real ones (red team 14). They are not old enough to be acted on either.
+        # nlargest over row numbers: O(n log k), no object per file. A file dated in the
+        # future (beyond clock skew) takes no slot: anyone can set a file's times, and two
+        # files dated ten years ahead would otherwise protect themselves instead of the
+        # newest real ones (red team 14). They are not old enough to be acted on either.
         horizon = now + FUTURE_SKEW
-        age_by_ = policy.age_by
-        newest = heapq.nlargest(policy.keep_newest, (f for f in matched if f.age_ts(age_by_) <= horizon),
-                                key=lambda f: f.age_ts(age_by_))
-        keep = {(f.dev, f.ino) for f in newest}
-    passes, age_by = _age_size_test(policy, now), policy.age_by
-    # This loop runs once per matching file (hundreds of thousands for a quota): look the
-    # busy tables up directly and build a path only for a file that is skipped.
+        real = (r for r in range(len(matched)) if ages[r] <= horizon)
+        newest = heapq.nlargest(policy.keep_newest, real, key=ages.__getitem__)
+        keep = {matched.key_of(r) for r in newest}
+    passes = _age_size_test(policy, now)
+    # This loop runs once per matching file (hundreds of thousands for a quota): it reads
+    # the columns, looks the busy tables up directly and builds a path only for a skip.
     busy_keys = ctx.open_files.busy_keys(readers=policy.skip_open_readers)
     root = policy.path
-    eligible = []
-    for fact in matched:
-        if passes is not None and not passes(fact.age_ts(age_by), fact.size):
+    held = ctx.held.for_root(root)
+    size_of, key_of, relpath_of = matched.size_of, matched.key_of, matched.relpath_of
+    eligible = array("Q")
+    for row in range(len(matched)):
+        size = size_of(row)
+        if passes is not None and not passes(ages[row], size):
             continue
-        key = (fact.dev, fact.ino)
+        if held is not None:
+            hold = held(os.path.join(root, relpath_of(row)))
+            if hold is not None:
+                pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "held",
+                                     skip_reason(hold)))
+                continue
+        key = key_of(row)
         if key in keep:
-            pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "keep_newest",
+            pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "keep_newest",
                                  f"one of the {policy.keep_newest} newest matching files (keep_newest)"))
             continue
         if skips_busy:
             if key in busy_keys:
-                busy = ctx.open_files.busy_reason(fact.dev, fact.ino, readers=policy.skip_open_readers)
+                busy = ctx.open_files.busy_reason(*key, readers=policy.skip_open_readers)
                 if busy is not None:
-                    pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, *busy))
+                    pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, *busy))
                     continue
-            if now - fact.mtime < settle:
-                pp.skips.append(Skip(policy.name, os.path.join(root, fact.relpath), fact.size, "settle",
-                                     f"modified {format_duration(now - fact.mtime)} ago, within settle "
+            if now - mtimes[row] < settle:
+                pp.skips.append(Skip(policy.name, os.path.join(root, relpath_of(row)), size, "settle",
+                                     f"modified {format_duration(now - mtimes[row])} ago, within settle "
                                      f"{format_duration(settle)}"))
                 continue
-        eligible.append(fact)
-    return eligible
+        eligible.append(row)
+    return FactRows(matched, eligible)
 
 
 def _enough_to_get_under(
-    policy: Policy, chosen: list[tuple[FileFact, str, dict | None]], pp: PolicyPlan, *, keep_order: bool = False
-) -> list[tuple[FileFact, str, dict | None]]:
+    policy: Policy, chosen: ActionList, pp: PolicyPlan, *, keep_order: bool = False
+) -> ActionList:
     """Oldest first (or in the action's own order), only as much as brings the filesystem
     to when_disk_above.
 
@@ -299,15 +330,18 @@ def _enough_to_get_under(
     """
     assert pp.disk is not None and policy.when_disk_above is not None
     need = pp.disk.bytes_to_free_for(policy.when_disk_above)
+    order: Sequence[int] = range(len(chosen))
     if not keep_order:
-        chosen = sorted(chosen, key=lambda c: c[0].age_ts(policy.age_by))
-    out, freed = [], 0
-    for fact, reason, detail in chosen:
+        ages = chosen.age_column(policy.age_by)
+        order = sorted(order, key=ages.__getitem__)
+    keep, freed = array("Q"), 0
+    for row in order:
         if freed >= need:
             break
-        out.append((fact, reason, detail))
+        keep.append(row)
         # only the last link frees the blocks
-        freed += fact.size
+        freed += chosen.size_of(row)
+    chosen.reorder(keep)
     pp.stop_at_pct = policy.when_disk_above
     pp.notes.append(
         f"filesystem at {pp.disk.used_pct:.1f}% used, above {policy.when_disk_above:g}%: "
@@ -319,7 +353,7 @@ def _enough_to_get_under(
             "soft-delete frees space only if the trash is on another filesystem: a trash on this one "
             "keeps the bytes until retain purges them"
         )
-    return out
+    return chosen
 
 
 def _circuit_breaker(policy: Policy, pp: PolicyPlan, config: Config) -> None:

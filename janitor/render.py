@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from .errors import OutputClosed
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from .catalog import JournalEntry
     from .config import Config
     from .events import EventLog
-    from .plan import Plan
+    from .plan import Plan, PlannedAction
     from .runner import RunReport
     from .trashops import TrashOpResult
 
@@ -101,10 +103,38 @@ def _display_path(path: str) -> str:
     return display_text(path)
 
 
-def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: str = "Plan") -> None:
-    from rich.table import Table
+PLAN_ROWS = 50  # rows per policy in the terminal table unless --all (or --limit N)
 
+# a reason's per-file figures ("mtime age 9d2h > 7d", "size 3 MiB > 1 MiB"): each row shows
+# them in its own columns, so rows are grouped under the reason without them
+_PER_FILE_FIGURE = re.compile(r"\b(age|size) [^,<>]*? ([<>]) ")
+
+
+def reason_group(reason: str) -> str:
+    """The part of a reason that many rows share (the row's own age and size left out)."""
+    return _PER_FILE_FIGURE.sub(r"\1 \2 ", reason)
+
+
+def plan_rows(limit: int | None, all_rows: bool = False) -> int | None:
+    """Rows per policy from `--limit N` / `--all`: None for every row; a negative N is refused."""
+    from .errors import UsageError
+
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit {limit}: give a number of rows (0 or --all: every row)")
+    if all_rows or limit == 0:
+        return None
+    return PLAN_ROWS if limit is None else limit
+
+
+def render_plan(plan: Plan, out: Console, *, limit: int | None = PLAN_ROWS, title: str = "Plan") -> None:
+    """The plan for people: per policy, rows in the order the run will act, grouped by reason.
+
+    At most `limit` action rows and `limit` skipped files per policy (None: every row,
+    streamed line by line, so a plan of millions of files prints in constant memory); the
+    totals always count everything.
+    """
     now = plan.created
+    write = out.file.write
     for pp in plan.policies:
         header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(_display_path(pp.root))}"
         out.print(header)
@@ -116,27 +146,39 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
         for note in pp.notes:
             out.print(f"  [dim]note: {_esc(_display_path(note))}[/]")
         if pp.actions:
-            table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-            for col, justify in (("action", "left"), ("file", "left"), ("size", "right"), ("age", "right"), ("reason", "left")):
-                table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-            ordered = sorted(pp.actions, key=lambda a: a.fact.relpath)
-            shown = ordered if limit is None else ordered[:limit]
+            width = max(len("action"), len(pp.action))
+            out.print(f"  [bold]{'action':<{width}}  {'size':>10}  {'age':>8}  file[/]  (under each reason)")
+            group = None
+            shown = pp.actions if limit is None else pp.actions[:limit]
             for a in shown:
                 detail = ""
                 if a.detail:
                     detail = " [" + ", ".join(f"{k}={v}" for k, v in a.detail.items()) + "]"
-                table.add_row(a.action, _esc(_display_path(a.fact.relpath)), format_size(a.fact.size),
-                              format_duration(now - a.fact.mtime), _esc(a.reason + detail))
-            out.print(table)
+                key = reason_group(a.reason) + detail
+                if key != group:
+                    group = key
+                    write(f"  reason: {_display_path(key)}\n")
+                write(f"  {a.action:<{width}}  {format_size(a.fact.size):>10}  "
+                      f"{format_duration(now - a.fact.mtime):>8}  {_display_path(a.fact.relpath)}\n")
             if limit is not None and len(pp.actions) > limit:
-                out.print(f"  ... and {len(pp.actions) - limit} more (--limit 0 shows all, --json lists all)")
+                write(f"  ... {len(pp.actions) - limit} more: --all to list every row (--json for machines)\n")
         if pp.skips:
             out.print(f"  [yellow]skipped {len(pp.skips)}:[/]")
+            # "file: reason", or the reason once above a run of files that share it
             shown_skips = pp.skips if limit is None else pp.skips[:limit]
-            for s in shown_skips:
-                out.print(f"    {_esc(_display_path(os.path.relpath(s.path, pp.root)))}: {_esc(s.reason)}")
+            previous = None
+            for i, s in enumerate(shown_skips):
+                rel = _display_path(os.path.relpath(s.path, pp.root))
+                following = shown_skips[i + 1].reason if i + 1 < len(shown_skips) else None
+                if s.reason == previous:
+                    write(f"      {rel}\n")
+                elif s.reason == following:
+                    write(f"    {_display_path(s.reason)}:\n      {rel}\n")
+                else:
+                    write(f"    {rel}: {_display_path(s.reason)}\n")
+                previous = s.reason
             if limit is not None and len(pp.skips) > limit:
-                out.print(f"    ... and {len(pp.skips) - limit} more")
+                write(f"    ... {len(pp.skips) - limit} more: --all to list every row\n")
         total = f"  total: {plural(len(pp.actions), 'file')}, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
         out.print(total)
         if pp.blocked:
@@ -147,6 +189,47 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = None, title: st
     if not plan.procfs_complete:
         out.print("[yellow]warning:[/] some processes could not be inspected (not root?): "
                   "files they keep open for writing may not be detected")
+
+
+def write_plan_json(plan: Plan, stream: Any = None) -> None:
+    """`plan --json`, streamed: the document `Plan.to_dict()` describes, written one action
+    at a time, so the output never exists whole in memory."""
+    out = sys.stdout if stream is None else stream
+    write = out.write
+    now = plan.created
+
+    def dump(value: Any) -> str:
+        return json.dumps(_json_clean(value), ensure_ascii=False, default=str)
+
+    head = {"created": plan.created, "files": plan.total_files, "bytes": plan.total_bytes,
+            "open_files_fully_checked": plan.procfs_complete}
+    write("{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in head.items()) + '  "policies": [')
+    string = encode_basestring  # json's own (C) string encoder, as ensure_ascii=False uses
+    for i, pp in enumerate(plan.policies):
+        summary = pp.to_dict(now, rows=False)
+        write(("," if i else "") + "\n    {" + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in summary.items()))
+        prefix = f'{{"policy": {string(escape_undecodable(pp.name))}, "action": {string(pp.action)}, "path": '
+
+        def action_row(a: PlannedAction, prefix: str = prefix) -> str:
+            # the document PlannedAction.to_dict describes, written directly: this runs once
+            # per planned file (json.dumps of a dict per row costs several times more)
+            if a.detail:
+                return dump(a.to_dict(now))
+            f = a.fact
+            return (f"{prefix}{string(escape_undecodable(a.path))}, \"bytes\": {f.size}, "
+                    f"\"age_seconds\": {float(round(now - f.mtime, 3))!r}, \"mtime\": {float(f.mtime)!r}, "
+                    f"\"reason\": {string(escape_undecodable(a.reason))}}}")
+
+        for key, rows in (("actions", (action_row(a) for a in pp.actions)),
+                          ("skips", (dump(s.to_dict()) for s in pp.skips))):
+            write(f', "{key}": [')
+            first = True
+            for row in rows:
+                write(("\n      " if first else ",\n      ") + row)
+                first = False
+            write("]" if first else "\n    ]")
+        write("}")
+    write("\n  ]\n}\n")
 
 
 def render_run(report: RunReport, out: Console, events: EventLog | None = None) -> None:

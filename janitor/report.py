@@ -90,6 +90,8 @@ class Report:
     # already stored adds a row, not an object)
     archived: dict[str, dict[str, int]] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None
+    catalog_bytes: int = 0  # engine: the catalog database on disk (pruned by history_retain)
+    catalog_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +222,7 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
         ):
             report.archived[target] = {"files": files, "bytes": nbytes}
         report.last_run = catalog.last_run()
+        report.catalog_bytes, report.catalog_rows = catalog.size_bytes(), catalog.journal_rows()
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -284,6 +287,7 @@ def _render_policies(report: Report, out: Any) -> None:
     out.print(f"trash: {plural(report.trash_files, 'file')}, {format_size(report.trash_bytes)}")
     for target, totals in report.archived.items():
         out.print(f"stored in the archive {target}: {plural(totals['files'], 'object')}, {format_size(totals['bytes'])}")
+    out.print(f"catalog: {format_size(report.catalog_bytes)}, {plural(report.catalog_rows, 'journal row')}")
     if report.last_run:
         r = report.last_run
         finished = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished"] or r["started"]))

@@ -68,8 +68,13 @@ def run_policies(
     metrics_file: str | None = None,
     lock_wait: float = 0.0,
     on_lock_wait: Callable[[str], None] | None = None,
+    saved_plan: Plan | None = None,
 ) -> RunReport:
-    """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics)."""
+    """The whole `janitor run`: lock, reconcile, plan, execute, record the run (and its metrics).
+
+    With `saved_plan` (engine: `run --plan FILE`), that reviewed plan is executed instead of a
+    new one; each file is re-checked before acting as always.
+    """
     run_id = new_run_id()
     wall_started = time.time()
     events.bind(run_id)
@@ -85,7 +90,7 @@ def run_policies(
                     reconciled = reconcile(catalog, run_id, events, config)
                 if stop.reason() is not None:
                     raise stop.error("only an earlier run's journal was settled")
-                plan = build_plan(config, policies)
+                plan = build_plan(config, policies) if saved_plan is None else saved_plan
                 if not plan.procfs_complete:
                     events.emit("open_files_incomplete", "warning",
                                 message="some processes could not be inspected (not root?): files they hold open "
@@ -115,6 +120,7 @@ def run_policies(
                 raise
             status = "ok" if result.exit_code == 0 else "partial"
             catalog.finish_run(run_id, status, result.files, result.bytes, result.failed, _summary(result))
+            _prune_catalog(catalog, config, events)
             events.emit("run_finished", status=status, files=result.files, bytes=result.bytes,
                         errors=result.failed, duration_seconds=round(time.monotonic() - started, 3))
             metrics_path = metrics_file or config.settings.metrics_file
@@ -142,6 +148,18 @@ def _record_samples(config: Config, events: EventLog, result: RunResult, started
         record(config, min_interval=60.0)
     except (OSError, sqlite3.Error) as exc:
         events.emit("samples_failed", "warning", code="E_IO", message=f"cannot record a trend sample: {exc}")
+def _prune_catalog(catalog: Catalog, config: Config, events: EventLog) -> None:
+    """engine: the catalog stays bounded (settings.history_retain). The run's own work is done
+    and recorded by now: a failure here is a warning, not a failed run."""
+    from .errors import CatalogError
+
+    try:
+        gone = catalog.prune(config.settings.history_retain)
+    except CatalogError as exc:
+        events.emit("catalog_prune_failed", "warning", code=exc.code, message=str(exc))
+        return
+    if gone:
+        events.emit("catalog_pruned", rows=gone, catalog_bytes=catalog.size_bytes())
 
 
 def _summary(result: RunResult) -> str:

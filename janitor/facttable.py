@@ -1,0 +1,285 @@
+"""Columnar file facts: the plan's memory follows the file count at ~100 bytes a file.
+
+A `FileFact` object with its boxed numbers and path string costs about 330 bytes, and a
+plan of 1,000,000 files used to hold one per file (plus a reason string and an action
+object): 480 MB for a `run`, 950 MB for `plan --json`. Here the same facts live in typed
+arrays and one byte buffer of paths; a `FileFact` is built only while a file is looked at
+(a batch at a time by the executor) and dropped after.
+
+- `FactTable`: the files a walk kept, as a read-only sequence of FileFact.
+- `ActionList`: a policy's planned actions; a `list` to every consumer (the executor slices
+  it in batches, actions iterate it), stored in columns.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
+
+from .scan import FileFact
+
+if TYPE_CHECKING:
+    from .plan import LazyReason, PlannedAction
+
+_ENC = "surrogateescape"
+
+
+class _Columns:
+    """FileFact fields in arrays; paths in one buffer with end offsets."""
+
+    __slots__ = ("_paths", "_ends", "_dev", "_ino", "_size", "_mode", "_uid", "_gid", "_mtime", "_atime", "_ctime")
+
+    def __init__(self) -> None:
+        self._paths = bytearray()
+        self._ends = array("Q")
+        self._dev = array("Q")
+        self._ino = array("Q")
+        self._size = array("q")
+        self._mode = array("I")
+        self._uid = array("I")
+        self._gid = array("I")
+        self._mtime = array("d")
+        self._atime = array("d")
+        self._ctime = array("d")
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _add(self, relpath: str, dev: int, ino: int, size: int, mtime: float, atime: float, ctime: float,
+             mode: int, uid: int, gid: int) -> None:
+        self._paths += relpath.encode("utf-8", _ENC)
+        self._ends.append(len(self._paths))
+        self._dev.append(dev)
+        self._ino.append(ino)
+        self._size.append(size)
+        self._mode.append(mode)
+        self._uid.append(uid)
+        self._gid.append(gid)
+        self._mtime.append(mtime)
+        self._atime.append(atime)
+        self._ctime.append(ctime)
+
+    def add_fact(self, f: FileFact) -> None:
+        self._add(f.relpath, f.dev, f.ino, f.size, f.mtime, f.atime, f.ctime, f.mode, f.uid, f.gid)
+
+    def add_stat(self, relpath: str, st: os.stat_result) -> None:
+        self._add(relpath, st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime, st.st_mode,
+                  st.st_uid, st.st_gid)
+
+    def fact(self, row: int) -> FileFact:
+        start = self._ends[row - 1] if row else 0
+        return FileFact(self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row], self._ino[row],
+                        self._size[row], self._mtime[row], self._atime[row], self._ctime[row], self._mode[row],
+                        self._uid[row], self._gid[row])
+
+    def size_of(self, row: int) -> int:
+        return self._size[row]
+
+    def key_of(self, row: int) -> tuple[int, int]:
+        """(dev, ino)."""
+        return self._dev[row], self._ino[row]
+
+    def relpath_of(self, row: int) -> str:
+        start = self._ends[row - 1] if row else 0
+        return self._paths[start:self._ends[row]].decode("utf-8", _ENC)
+
+    def age_column(self, age_by: str) -> array[float]:
+        return self._mtime if age_by == "mtime" else self._atime if age_by == "atime" else self._ctime
+
+    def total_size(self) -> int:
+        return sum(self._size)
+
+
+class FactTable(_Columns, Sequence[FileFact]):
+    """The files a walk kept, in columns; reads back as FileFact objects made on access."""
+
+    __slots__ = ()
+
+    @overload
+    def __getitem__(self, index: int) -> FileFact: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FileFact]: ...
+    def __getitem__(self, index: int | slice) -> FileFact | list[FileFact]:
+        if isinstance(index, slice):
+            return [self.fact(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("FactTable index out of range")
+        return self.fact(index)
+
+    def __iter__(self) -> Iterator[FileFact]:
+        fact = self.fact
+        for row in range(len(self)):
+            yield fact(row)
+
+    def rows(self, wanted: Iterable[int]) -> FactRows:
+        return FactRows(self, array("Q", wanted))
+
+
+class FactRows(Sequence[FileFact]):
+    """Some rows of a FactTable, in a given order (4-8 bytes a row)."""
+
+    __slots__ = ("_table", "_rows")
+
+    def __init__(self, table: FactTable, rows: array[int]) -> None:
+        self._table = table
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> FileFact: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FileFact]: ...
+    def __getitem__(self, index: int | slice) -> FileFact | list[FileFact]:
+        if isinstance(index, slice):
+            return [self._table.fact(r) for r in self._rows[index]]
+        return self._table.fact(self._rows[index])
+
+    def __iter__(self) -> Iterator[FileFact]:
+        fact = self._table.fact
+        for row in self._rows:
+            yield fact(row)
+
+
+class ActionList(list["PlannedAction"]):
+    """A policy's planned actions, stored in columns, read back as PlannedAction objects.
+
+    A `list` subclass so that every consumer typed for `list[PlannedAction]` (the executor's
+    batches, actions' `before_actions`) works unchanged; every method a consumer can call
+    is implemented over the columns (the list's own storage stays empty). Rows are added
+    with `append`; the order is the order the run acts in.
+    """
+
+    __slots__ = ("policy", "action", "root", "_facts", "_reasons", "_details")
+
+    def __init__(self, policy: str, action: str, root: str, items: Iterable[PlannedAction] = ()) -> None:
+        super().__init__()
+        self.policy, self.action, self.root = policy, action, root
+        self._facts = _Columns()
+        self._reasons: list[str | LazyReason] = []  # mostly one shared object: 8 bytes a row
+        self._details: list[dict[str, Any] | None] = []
+        for item in items:
+            self.append(item)
+
+    # adding ------------------------------------------------------------------------------
+
+    def add(self, fact: FileFact, reason: str | LazyReason, detail: dict[str, Any] | None) -> None:
+        self._facts.add_fact(fact)
+        self._reasons.append(reason)
+        self._details.append(detail)
+
+    def append(self, item: PlannedAction) -> None:
+        if (item.policy, item.action, item.root) != (self.policy, self.action, self.root):
+            raise ValueError("an ActionList holds the actions of one policy")
+        self.add(item.fact, item.why, item.detail)
+
+    def extend(self, items: Iterable[PlannedAction]) -> None:
+        for item in items:
+            self.append(item)
+
+    # reading -----------------------------------------------------------------------------
+
+    def _item(self, row: int) -> PlannedAction:
+        from .plan import PlannedAction
+
+        return PlannedAction(self.policy, self.action, self.root, self._facts.fact(row), self._reasons[row],
+                             self._details[row])
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def __bool__(self) -> bool:
+        return len(self._facts) > 0
+
+    def __iter__(self) -> Iterator[PlannedAction]:
+        item = self._item
+        for row in range(len(self._facts)):
+            yield item(row)
+
+    def __reversed__(self) -> Iterator[PlannedAction]:
+        item = self._item
+        for row in range(len(self._facts) - 1, -1, -1):
+            yield item(row)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> PlannedAction: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[PlannedAction]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> PlannedAction | list[PlannedAction]:
+        if isinstance(index, slice):
+            return [self._item(r) for r in range(*index.indices(len(self)))]
+        i = index.__index__()
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("ActionList index out of range")
+        return self._item(i)
+
+    def __contains__(self, value: object) -> bool:
+        return any(item == value for item in self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, list):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"ActionList({self.policy!r}, {len(self)} actions)"
+
+    def copy(self) -> list[PlannedAction]:
+        return list(iter(self))
+
+    def index(self, value: PlannedAction, start: SupportsIndex = 0, stop: SupportsIndex = 2**63 - 1) -> int:
+        for row in range(start.__index__(), min(stop.__index__(), len(self))):
+            if self._item(row) == value:
+                return row
+        raise ValueError("not in the ActionList")
+
+    def count(self, value: PlannedAction) -> int:
+        return sum(1 for item in self if item == value)
+
+    def sizes_total(self) -> int:
+        return self._facts.total_size()
+
+    # reordering --------------------------------------------------------------------------
+
+    def reorder(self, rows: Sequence[int]) -> None:
+        """Keep these rows, in this order (e.g. oldest first, then cut at what must go)."""
+        old, reasons, details = self._facts, self._reasons, self._details
+        self._facts, self._reasons, self._details = _Columns(), [], []
+        for row in rows:
+            self._facts.add_fact(old.fact(row))
+            self._reasons.append(reasons[row])
+            self._details.append(details[row])
+
+    def rows_by(self, key: Callable[[int], Any]) -> list[int]:
+        return sorted(range(len(self)), key=key)
+
+    def age_column(self, age_by: str) -> array[float]:
+        return self._facts.age_column(age_by)
+
+    def size_of(self, row: int) -> int:
+        return self._facts.size_of(row)
+
+    def sort(self, *, key: Callable[[PlannedAction], Any] | None = None, reverse: bool = False) -> None:
+        order = sorted(range(len(self)), key=(lambda r: key(self._item(r))) if key else None,
+                       reverse=reverse)
+        self.reorder(order)
+
+    def _unsupported(self, *args: object, **kw: object) -> Any:
+        raise TypeError("an ActionList is appended to or reordered, not edited in place")
+
+    insert = remove = pop = clear = __setitem__ = __delitem__ = __iadd__ = __imul__ = __add__ = __mul__ = _unsupported
