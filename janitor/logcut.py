@@ -937,22 +937,24 @@ def _check_copy_names(where: _Where, options: CutOptions) -> None:
 
 
 def _check_reader(where: _Where, st: os.stat_result) -> None:
-    """Refuse to copy a log that the acting account may not read (asowner: the directory's owner).
+    """Refuse to copy a log that the acting account does not own (asowner: the directory's owner).
 
     A copy made as that account belongs to it: copying root's 0600 log in a directory a
     service account owns would hand the account the log's content (and, in mode rename, the
-    new log the writer fills next). logrotate, which opens the log as its `su` user, fails the
-    same way.
+    new log the writer fills next); copying a log it may read still lets it rewrite the
+    rotated history of a log it could not write. logrotate, which opens the log as its `su`
+    user, fails the same way. Acting as root (a root-only directory), nothing is handed over.
     """
     creds = where.creds
     if creds.is_root or st.st_uid == creds.uid:
         return
     mode = st.st_mode
-    if mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid == creds.gid):
-        return
+    readable = bool(mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid == creds.gid))
+    what = ("does not own the log (its copies would let that account rewrite the log's history)" if readable
+            else "not read the log")
     raise JanitorError(
         f"{where.display} belongs to uid {st.st_uid} (mode {stat.S_IMODE(mode):o}) but its rotated copies would "
-        f"be made as {creds.describe()}, who may write the directory but not read the log: not rotating it "
+        f"be made as {creds.describe()}, who may write the directory but {what}: not rotating it "
         f"(set `su:` to the log's owner, or give the directory to the log's owner)", code="E_UNSAFE_DIR")
 
 

@@ -309,3 +309,21 @@ def test_roots_private_log_in_a_users_directory_is_not_copied_as_that_user(
     assert done.returncode == 1 and "may write the directory but not read the log" in done.stderr, done.stderr
     assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
     assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o600)
+
+
+@pytest.mark.parametrize("mode", ["copytruncate", "rename"])
+def test_a_readable_log_of_another_account_is_not_copied_as_the_directory_owner(
+        cli: CLI, attacker: Attacker, hostile_root: Path, mode: str) -> None:
+    """Red team 3, the class: a copy made as the directory's owner belongs to it, so only a log that
+    account owns is rotated as it (root's 0644 log: its copies would let the account rewrite them)."""
+    config, logs, secret = _setup(hostile_root, attacker, extra=f"    mode: {mode}\n")
+    log = logs / "app.log"
+    os.chown(log, 0, 0)
+    log.chmod(0o644)
+    before = log.read_bytes()
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 1 and "who may write the directory but does not own the log" in done.stderr, \
+        done.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
+    assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o644)
+    _secret_intact(secret)
