@@ -127,6 +127,29 @@ def credentials_for_dir(dir_fd: int, display: str, *, su: Credentials | None, po
     )
 
 
+def refuse_foreign_owner(creds: Credentials, recorded_uid: int, display: str) -> None:
+    """Refuse to (re)create as `creds` a file whose recorded owner is another account.
+
+    A file made by `run_as(creds, ...)` belongs to `creds`: restoring root's 0600 report
+    into a directory a service account owns would make it that account's file, which it
+    could then read (red team finding 2). Restore, copy-back and any step that recreates
+    another account's file in a user's directory calls this first. Acting as root (a
+    root-only directory) the owner is set through the descriptor, so nothing is refused; a
+    janitor that is not root has no privilege to hand over.
+    """
+    if creds.is_root or recorded_uid == creds.uid or os.geteuid() != 0:
+        return
+    try:
+        owner = pwd.getpwuid(recorded_uid).pw_name
+    except KeyError:
+        owner = str(recorded_uid)
+    raise JanitorError(
+        f"{display} belongs to {owner} but would be recreated as {creds.describe()}, who may write its directory: "
+        f"the copy would be that account's file; not restoring it (set `su:` to {owner}, or restore it by hand)",
+        code="E_UNSAFE_DIR",
+    )
+
+
 def _set_pdeathsig() -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
     try:

@@ -157,3 +157,14 @@ run_as(Credentials({attacker.uid}, {attacker.gid}), step)
         if parent.poll() is None:
             parent.kill()
         parent.communicate()
+
+
+def test_refuse_foreign_owner_refuses_another_accounts_file_as_the_owner(attacker: Attacker) -> None:
+    from janitor.asowner import refuse_foreign_owner
+
+    as_owner = Credentials(attacker.uid, attacker.gid)
+    refuse_foreign_owner(ROOT, 1234, "/x")  # acting as root: the owner is set through the fd
+    refuse_foreign_owner(as_owner, attacker.uid, "/x")  # the account's own file
+    with pytest.raises(JanitorError, match=r"/x belongs to root but would be recreated as") as info:
+        refuse_foreign_owner(as_owner, 0, "/x")
+    assert info.value.code == "E_UNSAFE_DIR"
