@@ -1403,7 +1403,7 @@ def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: t
         rotated = copies[0].name
     record.live, record.last_rotated = _new_live(where), now
     where.ledger.save(where.key, record)
-    _reopen(where.display, options)
+    _reopen(where.display, options, lst)
 
     old = rotated if rotated is not None else moved_away.name
     # The service may still write to the old inode until it has reopened; compressing or
@@ -1484,25 +1484,50 @@ def _create_like(dir_fd: int, name: str, st: os.stat_result, display: str) -> No
         os.close(fd)
 
 
-def _read_pid(pidfile: str) -> int:
-    """The pid in `pidfile`, read without following a symlink, blocking on a FIFO or reading much."""
+def _read_pid(pidfile: str, log_uid: int) -> int:
+    """The pid in `pidfile`, read without following a symlink, blocking on a FIFO or reading much.
+
+    Only from a regular file with one link, owned by root or by the log's owner and writable
+    by nobody else (a pidfile any other account can write names any pid it likes), and only a
+    pid above 1 (0 is janitor's own process group, -1 every process, 1 init).
+    """
     fd = os.open(pidfile, os.O_RDONLY | O_CANDIDATE)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
-        return int(os.read(fd, _PIDFILE_MAX).split()[0])
+        if st.st_nlink != 1:
+            raise ValueError(f"it has {st.st_nlink} hard links")
+        if st.st_uid not in (0, log_uid):
+            raise ValueError(f"it belongs to uid {st.st_uid}, neither root nor the log's owner (uid {log_uid})")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(f"other accounts may write it (mode {stat.S_IMODE(st.st_mode):o})")
+        text = os.read(fd, _PIDFILE_MAX).split()[0]
     finally:
         os.close(fd)
+    if not text.isdigit() or int(text) <= 1:
+        raise ValueError(f"{text[:20]!r} is not a process id above 1")
+    return int(text)
 
 
-def _reopen(log: str, options: CutOptions) -> None:
+def _reopen(log: str, options: CutOptions, old: os.stat_result | None = None) -> None:
+    """Ask the log's writer to reopen it: the `reopen` signal to the pidfile's pid, `postrotate`.
+
+    The signal goes only to a process that holds the old log inode `old` open for writing
+    (a /proc scan): a pidfile naming anything else is refused with one line.
+    """
     if options.reopen_signal is not None and options.reopen_pidfile:
         sig = _signal_of(options.reopen_signal)
         assert sig is not None  # validate_options checked it
+        log_uid = old.st_uid if old is not None else 0
         try:
-            pid = _read_pid(options.reopen_pidfile)
+            pid = _read_pid(options.reopen_pidfile, log_uid)
         except (OSError, ValueError, IndexError) as e:
-            raise JanitorError(f"cannot read a pid from {options.reopen_pidfile}: {e}") from e
+            raise JanitorError(f"cannot read a pid from {options.reopen_pidfile}: {e}; not signalling") from e
+        if old is not None and pid not in _writers(old.st_dev, old.st_ino):
+            raise JanitorError(
+                f"pid {pid} from {options.reopen_pidfile} does not hold {log} open for writing; "
+                f"not sending it {sig.name}", code="E_UNSAFE")
         try:
             os.kill(pid, sig)
         except OSError as e:

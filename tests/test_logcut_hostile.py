@@ -327,3 +327,67 @@ def test_a_readable_log_of_another_account_is_not_copied_as_the_directory_owner(
     assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
     assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o644)
     _secret_intact(secret)
+
+
+def test_reopen_signals_only_a_writer_of_the_log_named_by_a_trusted_pidfile(
+        cli: CLI, attacker: Attacker, hostile_root: Path) -> None:
+    """Red team 1: the pidfile sits where the service keeps it, in a directory the service account
+    (the attacker) writes. Old code: root sent SIGHUP to whatever pid the file held (a root daemon)."""
+    run_dir = attacker.mkdir(hostile_root / "run")
+    pidfile = run_dir / "app.pid"
+    config, logs, secret = _setup(hostile_root, attacker, extra=(
+        f"    mode: rename\n    reopen: {{signal: HUP, pidfile: {pidfile}}}\n"))
+    config.write_text(config.read_text().replace("compress: gzip", "compress: none"))
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)  # root's daemon, no HUP handler
+    try:
+        assert attacker.run(f"open({str(pidfile)!r}, 'w').write('{victim.pid}\\n')").returncode == 0
+        done = cli("run", "-c", config, timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"pid {victim.pid} from {pidfile} does not hold" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert victim.poll() is None, "janitor signalled root's process"
+    finally:
+        victim.kill()
+        victim.wait()
+    _secret_intact(secret)
+
+    # the log's own writer, named by the owner's pidfile, is signalled and reopens
+    (logs / "app.log").write_bytes(b"x\n" * 1000)
+    writer = attacker.start(f"""
+        import os, signal
+        log = {str(logs / 'app.log')!r}
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        def hup(signum, frame):
+            print("hup", flush=True)
+            raise SystemExit(0)
+        signal.signal(signal.SIGHUP, hup)
+        open({str(pidfile)!r}, "w").write("%d\\n" % os.getpid())
+        print("ready", flush=True)
+        while time.monotonic() < DEADLINE:
+            signal.pause()
+    """, seconds=30)
+    attacker.wait_ready(writer)
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = writer.communicate(timeout=30)
+    assert out.strip() == "hup"
+
+
+def test_a_pidfile_others_can_write_or_holding_0_1_or_minus_1_is_refused(tmp_path: Path) -> None:
+    from janitor.logcut import _read_pid
+
+    pidfile = tmp_path / "app.pid"
+    for text in ("-1\n", "0\n", "1\n", "12abc\n"):
+        pidfile.write_text(text)
+        with pytest.raises(ValueError, match="not a process id above 1"):
+            _read_pid(str(pidfile), 0)
+    pidfile.write_text("1234\n")
+    assert _read_pid(str(pidfile), 0) == 1234
+    pidfile.chmod(0o666)
+    with pytest.raises(ValueError, match="other accounts may write it"):
+        _read_pid(str(pidfile), 0)
+    pidfile.chmod(0o644)
+    os.chown(pidfile, 4321, 4321)
+    with pytest.raises(ValueError, match="neither root nor the log's owner"):
+        _read_pid(str(pidfile), 0)
+    assert _read_pid(str(pidfile), 4321) == 1234
