@@ -80,7 +80,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from janitor.asowner import ROOT, Credentials, credentials_for_dir, run_as
+from janitor.asowner import ROOT, Credentials, credentials_for_dir, run_as, writers_of
 from janitor.disk import fstype
 from janitor.errors import DiskFull, FileChanged, JanitorError
 from janitor.procfs import scan_open_files
@@ -92,6 +92,7 @@ __all__ = [
     "Ledger",
     "NonAppendWriter",
     "collapse_range_supported",
+    "links_allowed",
     "cut_log",
     "cut_log_at",
     "non_append_writers",
@@ -911,7 +912,7 @@ def _open_log(where: _Where, expect: tuple[int, int] | None) -> tuple[int, os.st
     elif (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino) or (
             expect is not None and (st.st_dev, st.st_ino) != expect):
         why = "was replaced by another file"
-    elif st.st_nlink > 1:
+    elif st.st_nlink > 1 and not links_allowed(where.dir_fd, where.creds):
         # A second name may be a user's hard link to a file they cannot write (/etc/shadow where
         # protected_hardlinks is off): cutting it would cut that file. logrotate refuses too.
         why = f"has {st.st_nlink} hard links; refusing to cut it"
@@ -974,7 +975,7 @@ def _cut_in_place(where: _Where, options: CutOptions, record: LogRecord, expect:
         if options.rotate > 0:
             _check_reader(where, st)
             check_chain(where.dest_fd, where.name, options, record, where.dest_display)
-        warnings = _note_live(where, record, st)
+        warnings = _note_live(where, record, st) + _link_note(where, st)
         if not options.allow_non_append_writers:
             pids = non_append_writers(st.st_dev, st.st_ino)
             if pids:
@@ -1376,7 +1377,7 @@ def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: t
         )
     if options.rotate > 0:
         check_chain(where.dest_fd, where.name, options, record, where.dest_display)
-    warnings = _note_live(where, record, lst)
+    warnings = _note_live(where, record, lst) + _link_note(where, lst)
     fd = _open_candidate(where.dir_fd, where.name, os.O_RDONLY)
     try:
         head = _head_fp(fd, lst.st_size)
@@ -1446,9 +1447,28 @@ def _lstat_log(where: _Where, expect: tuple[int, int] | None) -> os.stat_result:
         raise JanitorError(f"{where.display} is not a regular file (symlinks are not followed)", code="E_UNSAFE")
     if expect is not None and (st.st_dev, st.st_ino) != expect:
         raise JanitorError(f"{where.display} was replaced by another file", code="E_UNSAFE")
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and not links_allowed(where.dir_fd, where.creds):
         raise JanitorError(f"{where.display} has {st.st_nlink} hard links; refusing to cut it", code="E_UNSAFE")
     return st
+
+
+def links_allowed(dir_fd: int, creds: Credentials) -> bool:
+    """True when a log with more than one hard link may be cut: janitor acts as root in a
+    directory only root can write.
+
+    There every name is root's own choice, so the log's name is not a link someone planted to
+    a file they could not write; a second name elsewhere (any user may link a file of the same
+    filesystem from /tmp) is that same inode's and must not stop its rotation. Where another
+    account can write the directory, a second link is refused (it may be /etc/shadow).
+    """
+    return creds.is_root and os.geteuid() == 0 and writers_of(os.fstat(dir_fd)) is None
+
+
+def _link_note(where: _Where, st: os.stat_result) -> list[str]:
+    if st.st_nlink <= 1:
+        return []
+    return [f"{where.display} has {st.st_nlink} hard links; cut anyway: only root can write its directory, "
+            f"so the other names are links to this log made elsewhere"]
 
 
 def _size_at(dir_fd: int, name: str, want: os.stat_result | None) -> int:

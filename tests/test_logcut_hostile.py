@@ -391,3 +391,31 @@ def test_a_pidfile_others_can_write_or_holding_0_1_or_minus_1_is_refused(tmp_pat
     with pytest.raises(ValueError, match="neither root nor the log's owner"):
         _read_pid(str(pidfile), 0)
     assert _read_pid(str(pidfile), 4321) == 1234
+
+
+def test_a_hard_link_made_elsewhere_does_not_stop_rotation_of_roots_log(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """Red team 18: a second name for root's log, made by a user in its own directory on the same
+    filesystem (protected_hardlinks=0). Old code: the log's rotation was refused on every run."""
+    logs = hostile_root / "varlog"
+    logs.mkdir(mode=0o755)
+    log = logs / "syslog"
+    content = b"".join(b"line %06d\n" % i for i in range(50_000))
+    log.write_bytes(content)
+    log.chmod(0o640)
+    home = attacker.mkdir(hostile_root / "home", 0o700)
+    linked = attacker.run(f"import os\ntry:\n    os.link({str(log)!r}, {str(home / 'pin')!r}); print('linked')\n"
+                          f"except OSError as e:\n    print('refused', e.errno)").stdout.strip()
+    assert linked == ("linked" if sysctl_protection == 0 else "refused 1"), linked
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: sys\n    path: {logs}\n    match: ['syslog']\n"
+                      f"    action: truncate\n    rotate: 2\n    compress: none\n")
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = logs / "syslog.1"
+    assert log.stat().st_size < len(content) and copy.read_bytes() + log.read_bytes() == content
+    assert (copy.stat().st_uid, stat.S_IMODE(copy.stat().st_mode)) == (0, 0o640)
+    if sysctl_protection == 0:
+        assert "has 2 hard links; cut anyway" in done.stdout + done.stderr, done.stdout + done.stderr
+        assert (home / "pin").stat().st_ino == log.stat().st_ino  # the attacker's name: the same inode
