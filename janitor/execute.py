@@ -298,19 +298,14 @@ def _execute_policy(
         dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
         ctx.dirs = dirs
         try:
-            # Each file's journal fields (an archive key, a trash path) first, one file at a
-            # time: a name the action cannot handle fails that file alone, before the batch
-            # step (which sees the keys) can fail the policy for it.
-            items, fields_of = _journal_fields_per_file(pp.actions, action, ctx, outcome)
-            if items:
-                action.before_actions(items, ctx)
-                try:
-                    for start in range(0, len(items), BATCH):
-                        if not _execute_batch(items[start : start + BATCH], pp, action, ctx, outcome, fields_of):
-                            outcome.status = "stopped"
-                            break
-                finally:
-                    action.after_actions(ctx)
+            action.before_actions(pp.actions, ctx)
+            try:
+                for start in range(0, len(pp.actions), BATCH):
+                    if not _execute_batch(pp.actions[start : start + BATCH], pp, action, ctx, outcome):
+                        outcome.status = "stopped"
+                        break
+            finally:
+                action.after_actions(ctx)
             if getattr(policy, "remove_empty_dirs", False):
                 remove_emptied_dirs(ctx, outcome)
         finally:
@@ -366,152 +361,27 @@ def _journal_row(item: PlannedAction, run_id: str, root: str, fields: dict[str, 
     return row
 
 
-def _internal_failure(item: PlannedAction, step: str, exc: Exception) -> str:
-    """One line for an unexpected exception of one file's step: names the file, no traceback."""
-    detail = f"{type(exc).__name__}: {exc}".encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
-    return f"{item.path}: {step} failed ({detail}); this file was left alone"
-
-
-def _fail_file(item: PlannedAction, ctx: ExecContext, outcome: PolicyOutcome, code: str, message: str) -> None:
-    outcome.failed += 1
-    outcome.errors[code] += 1
-    if len(outcome.messages) < 20:
-        outcome.messages.append(message if message.startswith(item.path) else f"{item.path}: {message}")
-    ctx.events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
-                    bytes=item.fact.size, code=code, message=message)
-
-
-def _journal_fields_per_file(
-    items: list[PlannedAction], action: Action, ctx: ExecContext, outcome: PolicyOutcome
-) -> tuple[list[PlannedAction], dict[int, dict[str, Any]]]:
-    """The files whose journal fields could be made and stored, with those fields (by id()).
-
-    Any Exception of one file (a key a target refuses, a name that cannot be stored in a
-    text column) fails that file with E_INTERNAL; a JanitorError keeps its own code.
-    """
-    kept: list[PlannedAction] = []
-    fields_of: dict[int, dict[str, Any]] = {}
-    for item in items:
-        try:
-            fields = action.journal_fields(item, ctx)
-            _check_storable(fields)
-        except JanitorError as exc:
-            if exc.stops_policy:
-                raise  # not this file's fault (e.g. the trash cannot be used): the policy fails
-            _fail_file(item, ctx, outcome, exc.code, str(exc))
-            continue
-        except OSError as exc:
-            _fail_file(item, ctx, outcome, error_code(exc), describe_error(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one file's odd name fails that file only
-            _fail_file(item, ctx, outcome, "E_INTERNAL", _internal_failure(item, "journaling", exc))
-            continue
-        kept.append(item)
-        fields_of[id(item)] = fields
-    return kept, fields_of
-
-
-def _check_storable(fields: dict[str, Any]) -> None:
-    """Raise ValueError for a text column SQLite cannot store (a str with surrogate escapes
-    from a name that is not UTF-8): the catalog stores only root/path/trash_path as bytes."""
-    for key, value in fields.items():
-        if key in ("root", "path", "trash_path") or not isinstance(value, str):
-            continue
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"its {key} is not valid UTF-8 and cannot be journaled") from None
-
-
-def _release_transaction(catalog: Catalog) -> None:
-    """After a catalog write failed with something other than a database error (which the
-    catalog rolls back itself): never leave its BEGIN open, or every later write fails with
-    "cannot start a transaction within a transaction"."""
-    db = getattr(catalog, "db", None)
-    if db is not None and db.in_transaction:
-        db.execute("ROLLBACK")
-
-
-def _add_planned(catalog: Catalog, rows: list[dict[str, Any]]) -> list[int | None]:
-    """Journal the rows; a row the catalog cannot take (not a database error) is None."""
-    try:
-        return list(catalog.add_planned(rows))
-    except JanitorError:
-        raise  # the catalog itself failed: the run cannot journal anything
-    except Exception:  # noqa: BLE001 - one row's value: retried one by one below
-        _release_transaction(catalog)
-    ids: list[int | None] = []
-    for row in rows:
-        try:
-            ids.extend(catalog.add_planned([row]))
-        except JanitorError:
-            raise
-        except Exception:  # noqa: BLE001
-            _release_transaction(catalog)
-            ids.append(None)
-    return ids
-
-
-def _set_outcomes(catalog: Catalog, results: list[tuple[int, str, str | None, dict[str, Any]]]) -> None:
-    """Record outcomes; one whose extra columns cannot be stored is recorded without them."""
-    try:
-        catalog.set_outcomes(results)
-        return
-    except JanitorError:
-        raise
-    except Exception:  # noqa: BLE001
-        _release_transaction(catalog)
-    for row_id, state, error, extra in results:
-        try:
-            catalog.set_outcomes([(row_id, state, error, extra)])
-        except JanitorError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            _release_transaction(catalog)
-            note = f"{error + '; ' if error else ''}columns not recorded ({type(exc).__name__})"
-            catalog.set_outcomes([(row_id, state, note, {})])
-
-
 def _execute_batch(
     items: list[PlannedAction],
     pp: PolicyPlan,
     action: Action,
     ctx: ExecContext,
     outcome: PolicyOutcome,
-    fields_of: dict[int, dict[str, Any]] | None = None,
 ) -> bool:
     """Journal, apply and record one batch. False once the disk threshold says stop."""
     dirs = ctx.dirs
     assert dirs is not None  # set by _execute_policy for the policy's duration
-    if fields_of is None:
-        items, fields_of = _journal_fields_per_file(items, action, ctx, outcome)
-    journaled = _add_planned(
-        ctx.catalog, [_journal_row(item, ctx.run_id, pp.root, fields_of[id(item)]) for item in items]
+    fields_list = [action.journal_fields(item, ctx) for item in items]
+    ids = ctx.catalog.add_planned(
+        [_journal_row(item, ctx.run_id, pp.root, fields) for item, fields in zip(items, fields_list, strict=True)]
     )
-    ids: list[int] = []
-    kept: list[PlannedAction] = []
-    for item, maybe_id in zip(items, journaled, strict=True):
-        if maybe_id is None:
-            _fail_file(item, ctx, outcome, "E_INTERNAL",
-                       _internal_failure(item, "journaling", ValueError("the catalog refused its row")))
-        else:
-            ids.append(maybe_id)
-            kept.append(item)
-    items = kept
-    fields_list = [fields_of[id(item)] for item in items]
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     keep_going = True
     events = ctx.events
     stopped_by: JanitorError | None = None
     track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
-    one_by_one = False  # prepare_batch failed for the batch: prepare each file on its own
     try:
-        try:
-            action.prepare_batch(items, fields_list, ctx)
-        except JanitorError:
-            raise
-        except Exception:  # noqa: BLE001 - one file's problem: find it by preparing one at a time
-            one_by_one = True
+        action.prepare_batch(items, fields_list, ctx)
         for item, row_id, fields in zip(items, ids, fields_list, strict=True):
             halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (janitor/runstop.py)
             if halt is not None:
@@ -528,12 +398,7 @@ def _execute_batch(
                 results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
                 outcome.skipped["under_threshold"] += 1
                 continue
-            step = "acting"
             try:
-                if one_by_one:
-                    step = "preparing"
-                    action.prepare_batch([item], [fields], ctx)
-                    step = "acting"
                 dir_fd, name = dirs.parent_of(item.fact.relpath)
                 skip = recheck(item, dir_fd, name, ctx, action)
                 if skip is not None:
@@ -561,13 +426,6 @@ def _execute_batch(
                 events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
                             bytes=item.fact.size, code=code, message=message)
                 continue
-            except Exception as exc:  # noqa: BLE001 - never BaseException: Ctrl-C still stops the run
-                # An action's unexpected exception on one file (a name a target refuses with
-                # a ValueError, a bug): that file fails with one line, the run goes on.
-                message = _internal_failure(item, step, exc)
-                results.append((row_id, "failed", f"E_INTERNAL: {message}", {}))
-                _fail_file(item, ctx, outcome, "E_INTERNAL", message)
-                continue
             # Keys that are journal columns are stored; the others only go into the event
             # (e.g. truncate's method). "bytes" is what the action really processed when
             # that differs from the file's size (truncate cuts only a prefix).
@@ -587,7 +445,7 @@ def _execute_batch(
                         bytes=done_bytes, **event_fields)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
-        _set_outcomes(ctx.catalog, results)
+        ctx.catalog.set_outcomes(results)
     if stopped_by is not None:
         raise stopped_by
     return keep_going

@@ -163,27 +163,15 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | 
         action_cls = ACTIONS.get(entry.action)
         try:
             state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))
-        except Exception as exc:  # noqa: BLE001 - one row must never stop reconcile (finding 5)
-            # one row that cannot be settled (a hostile name, a path too long, a target that
-            # rejects the key with a ValueError) is recorded as failed with the reason: it must
-            # not fail this run and every later one. BaseException (Ctrl-C) still stops the run.
-            state, note = "failed", f"could not be settled: {_reason(exc)}"
+        except (OSError, JanitorError) as exc:
+            # one row that cannot be settled (a hostile name, a path too long) is recorded as
+            # failed with the reason: it must not fail this run and every later one
+            state, note = "failed", f"could not be settled: {exc.strerror if isinstance(exc, OSError) else exc}"
         outcomes.append((entry.id, state, note, {}))
         events.emit("journal_reconciled", policy=entry.policy, action=entry.action, path=entry.path,
                     state=state, reason=note, previous_run=entry.run_id)
     catalog.set_outcomes(outcomes)
     return len(entries)
-
-
-def _reason(exc: Exception) -> str:
-    """One line for a row reconcile could not settle: no traceback, no raw control bytes."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    elif isinstance(exc, JanitorError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
 
 
 def _same_file(path: str, entry: JournalEntry) -> bool:

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .asowner import Credentials, credentials_for_dir, run_as, writers_of
+from .asowner import Credentials, credentials_for_dir, refuse_foreign_owner, run_as, writers_of
 from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
 from .safepath import (
@@ -403,6 +403,7 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False, su: Credenti
                             raise
                 if not moved:
                     creds = credentials_for_dir(dparent, os.path.dirname(dest), su=su, policy=entry.policy)
+                    refuse_foreign_owner(creds, entry.uid, dest)
                     run_as(creds, lambda: _copy_back(src_fd, entry, dparent, name, force))
                     os.unlink(tparts[-1], dir_fd=tparent)
             finally:
