@@ -91,7 +91,9 @@ __all__ = [
     "ForeignCopy",
     "Ledger",
     "NonAppendWriter",
+    "check_room",
     "collapse_range_supported",
+    "data_extents",
     "links_allowed",
     "cut_log",
     "cut_log_at",
@@ -614,6 +616,72 @@ def _start_of_last_lines(fd: int, size: int, n: int) -> int:
     return 0
 
 
+def data_extents(fd: int, end: int) -> list[tuple[int, int]]:
+    """The (start, stop) ranges of `fd` below `end` that hold data; holes are left out.
+
+    SEEK_DATA/SEEK_HOLE; a filesystem without them reports the whole range as data.
+    """
+    extents: list[tuple[int, int]] = []
+    off = 0
+    try:
+        while off < end:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole from here to the end of the file
+                    break
+                raise
+            if data >= end:
+                break
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+            extents.append((data, hole))
+            off = hole
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return [(0, end)] if end > 0 else []
+    return extents
+
+
+def check_room(dst: int, need: int, what: str, then: str = "not writing it") -> None:
+    """Refuse (DiskFull) to write `need` bytes where the filesystem of `dst` has fewer free.
+
+    Counted against the space any account may use (f_bavail), so janitor, as root, never
+    eats into root's reserve: a file whose apparent size is far above what it occupies (a
+    sparse file, `truncate -s 40G`) would otherwise make root fill the filesystem.
+    """
+    st = os.fstatvfs(dst)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise DiskFull(f"no space left for {what}: it needs {need} bytes (data, not counting holes) "
+                       f"but only {free} are free there; {then}")
+
+
+def _copy_sparse(src: int, dst: int, end: int) -> None:
+    """Copy src[0:end) into the empty file `dst`, keeping holes as holes (only data is written)."""
+    for start, stop in data_extents(src, end):
+        off = start
+        try:
+            while off < stop:
+                n = os.copy_file_range(src, dst, min(stop - off, 1 << 30), off, off)
+                if n == 0:
+                    raise FileChanged(f"file shrank to {off} bytes while copying")
+                off += n
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+        while off < stop:  # filesystems without copy_file_range
+            buf = os.pread(src, min(stop - off, _CHUNK), off)
+            if not buf:
+                raise FileChanged(f"file shrank to {off} bytes while copying")
+            _write_all(dst, buf, off)
+            off += len(buf)
+    if os.fstat(src).st_size < end:
+        raise FileChanged(f"file shrank below {end} bytes while copying")
+    os.ftruncate(dst, end)  # a trailing hole stays a hole
+
+
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
     """Copy src[start:end) to the current position of dst, in-kernel when possible."""
     off = start
@@ -682,7 +750,11 @@ def _make_copy(src: int, st: os.stat_result, end: int, dest_fd: int, tmp: str, d
             raise DiskFull(f"no space left in {display} for the rotated copy of {log}; the log was left untouched") from e
         raise
     try:
-        _copy_range(src, fd, 0, end)
+        # Only the data is written (holes stay holes), and only if it fits: a sparse log of
+        # 40 GiB apparent size must not make root fill the filesystem with zeros.
+        check_room(fd, sum(stop - start for start, stop in data_extents(src, end)),
+                   f"the rotated copy of {log} in {display}", "the log was left untouched")
+        _copy_sparse(src, fd, end)
         _adopt_owner(fd, st)
         os.fsync(fd)
         cst = os.fstat(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .asowner import Credentials, credentials_for_dir, refuse_foreign_owner, run_as, writers_of
 from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
+from .logcut import check_room
 from .safepath import (
     O_CANDIDATE,
     Expected,
@@ -290,6 +291,9 @@ def _copy_into_trash(dir_fd: int, name: str, scratch: int, parent: int, leaf: st
         out, tmp = create_scratch(scratch, PARTIAL_SUFFIX)
         placed = False
         try:
+            # copy_bounded writes every byte of the apparent size, holes too: a sparse file of
+            # 40 GiB that occupies 8 KiB must not make root fill the trash's filesystem.
+            check_room(out, size, f"the trashed copy of {name}", "the file was left where it is")
             digest = copy_bounded(src_fd, size, out, name)
             os.fsync(out)
             if sha256_fd(out, size) != digest:
@@ -439,6 +443,7 @@ def _copy_back(src_fd: int, entry: JournalEntry, dparent: int, name: str, force:
     out, tmp = create_scratch(dparent, RESTORE_SUFFIX)
     try:
         try:
+            check_room(out, entry.size, f"the restored copy of {entry.path}", "the trashed copy was kept")
             copy_bounded(src_fd, entry.size, out, entry.path)
             os.fsync(out)
             _set_final(out, entry, as_root=os.geteuid() == 0)

@@ -658,3 +658,43 @@ def test_roots_file_is_not_copied_back_as_the_owner_of_its_directory(
     st = trashed[0].stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
     assert trashed[0].read_bytes() == b"root-only report\n"
+
+
+# -- red team 10: a sparse file copied into a trash on another filesystem never fills it --------
+
+def test_a_sparse_file_bigger_than_the_trashs_free_space_is_not_copied(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path) -> None:
+    """The user's 4 GiB sparse file (8 KiB allocated) is soft-deleted across filesystems into a
+    64 MiB state trash. Old code: root wrote zeros until the trash's filesystem was full."""
+    state = hostile_root / "state"
+    state.mkdir(mode=0o700)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(state)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        data = tmpfs / "data"
+        data.mkdir()
+        up = attacker.mkdir(data / "up")
+        (tmpfs / ".janitor-trash").write_text("not a directory: no trash on this mount, so files are copied")
+        done = attacker.run(f"""
+            import os, time
+            p = os.path.join({str(up)!r}, "big.bin")
+            with open(p, "wb") as f:
+                f.write(b"head")
+            os.truncate(p, 4 << 30)
+            old = time.time() - 10 * {DAY}
+            os.utime(p, (old, old))
+        """)
+        assert done.returncode == 0, done.stderr
+        cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+        out = janitor_cmd("run", "-c", str(cfg))
+        assert "Traceback" not in out.stderr
+        assert f"needs {4 << 30} bytes" in out.stdout + out.stderr, out.stdout + out.stderr
+        big = up / "big.bin"
+        assert big.stat().st_size == 4 << 30 and big.stat().st_uid == attacker.uid
+        s = os.statvfs(state)
+        assert s.f_bavail * s.f_frsize > 32 << 20, "the trash's filesystem was filled"
+        assert not [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)

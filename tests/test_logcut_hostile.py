@@ -419,3 +419,83 @@ def test_a_hard_link_made_elsewhere_does_not_stop_rotation_of_roots_log(
     if sysctl_protection == 0:
         assert "has 2 hard links; cut anyway" in done.stdout + done.stderr, done.stdout + done.stderr
         assert (home / "pin").stat().st_ino == log.stat().st_ino  # the attacker's name: the same inode
+
+
+@pytest.fixture
+def small_tmpfs(hostile_root: Path):  # type: ignore[no-untyped-def]
+    mnt = hostile_root / "varlog"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_sparse_log_is_copied_with_its_holes_and_never_fills_the_filesystem(
+        cli: CLI, attacker: Attacker, hostile_root: Path, small_tmpfs: Path) -> None:
+    """Red team 10: the service account makes its log (in a root-only directory, so janitor copies
+    as root) 40 GiB sparse. Old code: root wrote zeros until the 200 MiB filesystem was full, then
+    failed with E_DISK_FULL on every run."""
+    import threading
+    import time
+
+    logs = small_tmpfs / "app"
+    logs.mkdir(mode=0o755)
+    log = logs / "app.log"
+    log.write_bytes(b"hello\n")
+    attacker.give(log, 0o640)
+    done = attacker.run(f"import os; os.truncate({str(log)!r}, 40 << 30); open({str(log)!r}, 'ab').write(b'tail\\n')")
+    assert done.returncode == 0, done.stderr
+    size = log.stat().st_size
+    allocated = log.stat().st_blocks * 512
+    st = os.statvfs(small_tmpfs)
+    free_before = st.f_bavail * st.f_frsize
+    low = [free_before]
+    stop = threading.Event()
+
+    def watch() -> None:  # the lowest free space while janitor runs (no event exists for it)
+        while not stop.is_set():
+            s = os.statvfs(small_tmpfs)
+            low[0] = min(low[0], s.f_bavail * s.f_frsize)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: applogs\n    path: {logs}\n    match: ['*.log']\n"
+                      f"    action: truncate\n    rotate: 1\n    compress: none\n")
+    try:
+        run = cli("run", "-c", config, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert free_before - low[0] <= allocated + (8 << 20), f"janitor wrote {free_before - low[0]} bytes"
+    copy = logs / "app.log.1"
+    cst = copy.stat()
+    assert cst.st_blocks * 512 <= allocated + (1 << 20), "the copy's holes were filled"
+    assert (cst.st_uid, stat.S_IMODE(cst.st_mode)) == (attacker.uid, 0o640)
+    assert cst.st_size + log.stat().st_size == size
+    with open(copy, "rb") as f:
+        assert f.read(6) == b"hello\n"
+        f.seek(1 << 30)
+        assert f.read(16) == b"\0" * 16
+
+
+def test_a_copy_that_does_not_fit_is_refused_before_a_byte_is_written(tmp_path: Path, small_tmpfs: Path) -> None:
+    from janitor.errors import DiskFull
+    from janitor.logcut import CutOptions, cut_log
+
+    (small_tmpfs / "filler").write_bytes(b"\1" * (100 << 20))
+    log = small_tmpfs / "app.log"
+    data = os.urandom(60 << 20)  # data, not holes: fits once, not twice
+    log.write_bytes(data)
+    with pytest.raises(DiskFull, match=r"needs \d+ bytes \(data, not counting holes\)"):
+        cut_log(log, CutOptions(rotate=1))
+    assert log.read_bytes() == data
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["app.log", "filler"]
