@@ -143,9 +143,10 @@ def refuse_foreign_owner(creds: Credentials, recorded_uid: int, display: str) ->
         owner = pwd.getpwuid(recorded_uid).pw_name
     except KeyError:
         owner = str(recorded_uid)
+    advice = "restore it by hand" if recorded_uid == 0 else f"set `su:` to {owner}, or restore it by hand"
     raise JanitorError(
         f"{display} belongs to {owner} but would be recreated as {creds.describe()}, who may write its directory: "
-        f"the copy would be that account's file; not restoring it (set `su:` to {owner}, or restore it by hand)",
+        f"the copy would be that account's file; not restoring it ({advice})",
         code="E_UNSAFE_DIR",
     )
 
