@@ -28,10 +28,13 @@ path up again; results and exceptions come back pickled through a pipe.
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pickle
 import pwd
+import select
+import signal
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,53 +127,191 @@ def credentials_for_dir(dir_fd: int, display: str, *, su: Credentials | None, po
     )
 
 
+def refuse_foreign_owner(creds: Credentials, recorded_uid: int, display: str) -> None:
+    """Refuse to (re)create as `creds` a file whose recorded owner is another account.
+
+    A file made by `run_as(creds, ...)` belongs to `creds`: restoring root's 0600 report
+    into a directory a service account owns would make it that account's file, which it
+    could then read (red team finding 2). Restore, copy-back and any step that recreates
+    another account's file in a user's directory calls this first. Acting as root (a
+    root-only directory) the owner is set through the descriptor, so nothing is refused; a
+    janitor that is not root has no privilege to hand over.
+    """
+    if creds.is_root or recorded_uid == creds.uid or os.geteuid() != 0:
+        return
+    try:
+        owner = pwd.getpwuid(recorded_uid).pw_name
+    except KeyError:
+        owner = str(recorded_uid)
+    advice = "restore it by hand" if recorded_uid == 0 else f"set `su:` to {owner}, or restore it by hand"
+    raise JanitorError(
+        f"{display} belongs to {owner} but would be recreated as {creds.describe()}, who may write its directory: "
+        f"the copy would be that account's file; not restoring it ({advice})",
+        code="E_UNSAFE_DIR",
+    )
+
+
+def _set_pdeathsig() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux/glibc: the stop detection still holds
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+# How often the parent looks whether its child was stopped while it waits for the result.
+_POLL_MS = 50
+
+
+def _child(creds: Credentials, step: Callable[[], T], write_end: int, parent: int) -> None:
+    """The forked child: drop to `creds`, run `step`, send the pickled outcome; never returns."""
+    status = 0
+    try:
+        # Still root here, so nobody else can signal us yet. Whoever we become may: every
+        # signal it sends must end this child only, never reach the parent as an exception.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        for fd in list(_private_fds):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        os.setgroups([])
+        os.setresgid(creds.gid, creds.gid, creds.gid)
+        os.setresuid(creds.uid, creds.uid, creds.uid)
+        # After the id change (commit_creds clears it): die with the parent, so nothing this
+        # child holds (an inherited lock descriptor) outlives it.
+        _set_pdeathsig()
+        if os.getppid() != parent:
+            os._exit(1)
+        try:
+            payload = pickle.dumps((True, step()))
+        except (OSError, JanitorError) as exc:  # the step's own failure travels back to the parent
+            try:
+                payload = pickle.dumps((False, exc))
+            except Exception:
+                payload = pickle.dumps((False, JanitorError(f"{type(exc).__name__}: {exc}", code="E_SU_FAILED")))
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit, a bug: this step failed, nothing more
+            payload = pickle.dumps((False, JanitorError(
+                f"the step run as {creds.describe()} failed: {type(exc).__name__}: {exc}", code="E_SU_FAILED")))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(write_end, view):]
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stopped(pid: int) -> bool:
+    """True when the child `pid` is stopped (SIGSTOP/SIGTSTP/...); the exit is left to reap."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return info is not None and info.si_pid == pid
+
+
+def _reap(pid: int) -> int:
+    """Wait for `pid` to end; a child that stops instead is killed. Its wait status."""
+    while True:
+        _, status = os.waitpid(pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            return status
+        _kill(pid)
+
+
+def register_private_fd(fd: int) -> None:
+    """Mark `fd` (janitor's run lock, its catalog) as one an as-owner child must not keep."""
+    _private_fds.add(fd)
+
+
+def unregister_private_fd(fd: int) -> None:
+    _private_fds.discard(fd)
+
+
+_private_fds: set[int] = set()
+
+
 def run_as(creds: Credentials, step: Callable[[], T]) -> T:
     """Run `step()` with `creds`: in this process for root, else in a forked child.
 
     The child drops to `creds` (no supplementary groups, real, effective and saved ids) before
     calling `step`, so every file it creates belongs to that account and every permission
     check is that account's. Descriptors are inherited; nothing is looked up by path again.
-    The return value and any exception come back pickled.
+    The return value, an OSError or a JanitorError come back pickled.
+
+    That account may signal the child. Whatever it does fails this one step, with
+    E_SU_FAILED, and nothing else: the child takes SIGINT/SIGTERM/SIGHUP with the default
+    action (no KeyboardInterrupt travels back); any other exception in it comes back as a
+    JanitorError; a child that is stopped (SIGSTOP) is killed instead of waited for; one
+    that dies without a result is reported. The child dies with the parent (PDEATHSIG) and
+    closes the descriptors registered with `register_private_fd` first.
     """
     if creds.is_root or (creds.uid == os.geteuid() and creds.gid == os.getegid()):
         return step()
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(creds.gid, creds.gid, creds.gid)
-            os.setresuid(creds.uid, creds.uid, creds.uid)
-            try:
-                payload = pickle.dumps((True, step()))
-            except BaseException as exc:  # the step's own failure travels back to the parent
-                try:
-                    payload = pickle.dumps((False, exc))
-                except Exception:
-                    payload = pickle.dumps((False, JanitorError(f"{type(exc).__name__}: {exc}")))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(write_end, view):]
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
+        os.close(read_end)
+        _child(creds, step, write_end, parent)
     os.close(write_end)
     chunks = []
+    stopped = False
+    finished = False
     try:
-        while chunk := os.read(read_end, 1 << 16):
-            chunks.append(chunk)
+        poller = select.poll()
+        poller.register(read_end, select.POLLIN | select.POLLHUP)
+        while True:
+            if poller.poll(_POLL_MS):
+                chunk = os.read(read_end, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif _stopped(pid):
+                stopped = True
+                break
+        finished = True
     finally:
         os.close(read_end)
-        _, wait_status = os.waitpid(pid, 0)
-    if not chunks:
+        if stopped or not finished:  # stopped by its account, or we are being interrupted
+            _kill(pid)
+        reaped = _reap(pid)
+    if stopped:
         raise JanitorError(
-            f"the step run as {creds.describe()} ended without a result (exit status {wait_status})",
+            f"the step run as {creds.describe()} was stopped by a signal (by that account?); it was killed "
+            "and this file left as it was",
             code="E_SU_FAILED",
         )
-    ok, value = pickle.loads(b"".join(chunks))  # our own child's bytes, written before exit
+    try:
+        ok, value = pickle.loads(b"".join(chunks))  # our own child's bytes, written before exit
+    except Exception:
+        raise JanitorError(
+            f"the step run as {creds.describe()} ended without a result ({_describe_status(reaped)})",
+            code="E_SU_FAILED",
+        ) from None
     if ok:
         return value  # type: ignore[no-any-return,unused-ignore]
-    raise value
+    if isinstance(value, (OSError, JanitorError)):
+        raise value
+    raise JanitorError(f"the step run as {creds.describe()} failed: {type(value).__name__}", code="E_SU_FAILED")
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        try:
+            name = signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            name = str(os.WTERMSIG(status))
+        return f"killed by {name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

@@ -48,13 +48,14 @@ class _ReopeningFile:
         except OSError as exc:
             reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
             raise JanitorError(f"log file {self.path}: cannot use it: {reason}",
-                               code="E_UNSAFE" if exc.errno in (errno.ELOOP, errno.EINVAL) else "E_IO") from None
+                               code="E_UNSAFE" if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EPERM) else "E_IO"
+                               ) from None
 
     def _reopen(self) -> None:
+        fd = self._open()  # the old file stays open until the new one is verified
         if self._f is not None:
             self._f.close()
             self._f = None
-        fd = self._open()
         self._f = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
         st = os.fstat(fd)
         self._ino = (st.st_dev, st.st_ino)
@@ -66,23 +67,59 @@ class _ReopeningFile:
         except FileNotFoundError:
             current = None
         if self._f is None or current != self._ino:
-            self._reopen()
+            try:
+                self._reopen()
+            except OSError as exc:
+                if self._f is None:
+                    raise
+                # What now has the name is not janitor's log (see _open): keep appending to the
+                # file already open, which is janitor's own, rather than to that one.
+                if not self._refused:
+                    self._refused = True
+                    sys.stderr.write(f"janitor: warning: log file {self.path}: not reopening it: "
+                                     f"{exc.strerror}; still writing to the file opened before\n")
         assert self._f is not None
         self._f.write(line)
         self._f.flush()
 
+    _refused = False
+
     def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        """The log file, opened for appending: only janitor's own file is ever written.
+
+        janitor appends as root. Its directory must be writable by root (or janitor's own
+        account) only, and an existing file must be a regular file with one link owned by
+        janitor's effective uid: otherwise a hard link (fs.protected_hardlinks=0) or a rename
+        of root's file to that name would make root append JSON lines to /etc/sudoers. A
+        file janitor creates is created O_EXCL, so it is janitor's.
+        """
+        euid = os.geteuid()
+        parent = os.path.dirname(self.path) or "."
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            created = True
-        except FileExistsError:
-            fd = os.open(self.path, flags)
-            created = False
+            dst = os.fstat(dir_fd)
+            if dst.st_mode & stat.S_IWOTH or (dst.st_mode & stat.S_IWGRP and dst.st_gid != 0) or (
+                    dst.st_uid not in (0, euid)):
+                raise OSError(errno.EPERM, f"its directory {parent} may be written by another account "
+                              f"(owner uid {dst.st_uid}, mode {stat.S_IMODE(dst.st_mode):o})", self.path)
+            name = os.path.basename(self.path)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            try:
+                fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+                created = True
+            except FileExistsError:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+                created = False
+        finally:
+            os.close(dir_fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "the log file is not a regular file", self.path)
+            if st.st_nlink != 1:
+                raise OSError(errno.EPERM, f"it has {st.st_nlink} hard links", self.path)
+            if st.st_uid != euid:
+                raise OSError(errno.EPERM, f"it belongs to uid {st.st_uid}, not janitor's ({euid})", self.path)
             if created:
                 os.fchmod(fd, self.mode)  # the configured mode, not the umask's
         except BaseException:

@@ -80,7 +80,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from janitor.asowner import ROOT, Credentials, credentials_for_dir, run_as
+from janitor.asowner import ROOT, Credentials, credentials_for_dir, run_as, writers_of
 from janitor.disk import fstype
 from janitor.errors import DiskFull, FileChanged, JanitorError
 from janitor.procfs import scan_open_files
@@ -91,7 +91,10 @@ __all__ = [
     "ForeignCopy",
     "Ledger",
     "NonAppendWriter",
+    "check_room",
     "collapse_range_supported",
+    "data_extents",
+    "links_allowed",
     "cut_log",
     "cut_log_at",
     "non_append_writers",
@@ -613,6 +616,72 @@ def _start_of_last_lines(fd: int, size: int, n: int) -> int:
     return 0
 
 
+def data_extents(fd: int, end: int) -> list[tuple[int, int]]:
+    """The (start, stop) ranges of `fd` below `end` that hold data; holes are left out.
+
+    SEEK_DATA/SEEK_HOLE; a filesystem without them reports the whole range as data.
+    """
+    extents: list[tuple[int, int]] = []
+    off = 0
+    try:
+        while off < end:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole from here to the end of the file
+                    break
+                raise
+            if data >= end:
+                break
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+            extents.append((data, hole))
+            off = hole
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return [(0, end)] if end > 0 else []
+    return extents
+
+
+def check_room(dst: int, need: int, what: str, then: str = "not writing it") -> None:
+    """Refuse (DiskFull) to write `need` bytes where the filesystem of `dst` has fewer free.
+
+    Counted against the space any account may use (f_bavail), so janitor, as root, never
+    eats into root's reserve: a file whose apparent size is far above what it occupies (a
+    sparse file, `truncate -s 40G`) would otherwise make root fill the filesystem.
+    """
+    st = os.fstatvfs(dst)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise DiskFull(f"no space left for {what}: it needs {need} bytes (data, not counting holes) "
+                       f"but only {free} are free there; {then}")
+
+
+def _copy_sparse(src: int, dst: int, end: int) -> None:
+    """Copy src[0:end) into the empty file `dst`, keeping holes as holes (only data is written)."""
+    for start, stop in data_extents(src, end):
+        off = start
+        try:
+            while off < stop:
+                n = os.copy_file_range(src, dst, min(stop - off, 1 << 30), off, off)
+                if n == 0:
+                    raise FileChanged(f"file shrank to {off} bytes while copying")
+                off += n
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+        while off < stop:  # filesystems without copy_file_range
+            buf = os.pread(src, min(stop - off, _CHUNK), off)
+            if not buf:
+                raise FileChanged(f"file shrank to {off} bytes while copying")
+            _write_all(dst, buf, off)
+            off += len(buf)
+    if os.fstat(src).st_size < end:
+        raise FileChanged(f"file shrank below {end} bytes while copying")
+    os.ftruncate(dst, end)  # a trailing hole stays a hole
+
+
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
     """Copy src[start:end) to the current position of dst, in-kernel when possible."""
     off = start
@@ -681,7 +750,11 @@ def _make_copy(src: int, st: os.stat_result, end: int, dest_fd: int, tmp: str, d
             raise DiskFull(f"no space left in {display} for the rotated copy of {log}; the log was left untouched") from e
         raise
     try:
-        _copy_range(src, fd, 0, end)
+        # Only the data is written (holes stay holes), and only if it fits: a sparse log of
+        # 40 GiB apparent size must not make root fill the filesystem with zeros.
+        check_room(fd, sum(stop - start for start, stop in data_extents(src, end)),
+                   f"the rotated copy of {log} in {display}", "the log was left untouched")
+        _copy_sparse(src, fd, end)
         _adopt_owner(fd, st)
         os.fsync(fd)
         cst = os.fstat(fd)
@@ -911,7 +984,7 @@ def _open_log(where: _Where, expect: tuple[int, int] | None) -> tuple[int, os.st
     elif (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino) or (
             expect is not None and (st.st_dev, st.st_ino) != expect):
         why = "was replaced by another file"
-    elif st.st_nlink > 1:
+    elif st.st_nlink > 1 and not links_allowed(where.dir_fd, where.creds):
         # A second name may be a user's hard link to a file they cannot write (/etc/shadow where
         # protected_hardlinks is off): cutting it would cut that file. logrotate refuses too.
         why = f"has {st.st_nlink} hard links; refusing to cut it"
@@ -937,22 +1010,24 @@ def _check_copy_names(where: _Where, options: CutOptions) -> None:
 
 
 def _check_reader(where: _Where, st: os.stat_result) -> None:
-    """Refuse to copy a log that the acting account may not read (asowner: the directory's owner).
+    """Refuse to copy a log that the acting account does not own (asowner: the directory's owner).
 
     A copy made as that account belongs to it: copying root's 0600 log in a directory a
     service account owns would hand the account the log's content (and, in mode rename, the
-    new log the writer fills next). logrotate, which opens the log as its `su` user, fails the
-    same way.
+    new log the writer fills next); copying a log it may read still lets it rewrite the
+    rotated history of a log it could not write. logrotate, which opens the log as its `su`
+    user, fails the same way. Acting as root (a root-only directory), nothing is handed over.
     """
     creds = where.creds
     if creds.is_root or st.st_uid == creds.uid:
         return
     mode = st.st_mode
-    if mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid == creds.gid):
-        return
+    readable = bool(mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid == creds.gid))
+    what = ("does not own the log (its copies would let that account rewrite the log's history)" if readable
+            else "not read the log")
     raise JanitorError(
         f"{where.display} belongs to uid {st.st_uid} (mode {stat.S_IMODE(mode):o}) but its rotated copies would "
-        f"be made as {creds.describe()}, who may write the directory but not read the log: not rotating it "
+        f"be made as {creds.describe()}, who may write the directory but {what}: not rotating it "
         f"(set `su:` to the log's owner, or give the directory to the log's owner)", code="E_UNSAFE_DIR")
 
 
@@ -972,7 +1047,7 @@ def _cut_in_place(where: _Where, options: CutOptions, record: LogRecord, expect:
         if options.rotate > 0:
             _check_reader(where, st)
             check_chain(where.dest_fd, where.name, options, record, where.dest_display)
-        warnings = _note_live(where, record, st)
+        warnings = _note_live(where, record, st) + _link_note(where, st)
         if not options.allow_non_append_writers:
             pids = non_append_writers(st.st_dev, st.st_ino)
             if pids:
@@ -1374,7 +1449,7 @@ def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: t
         )
     if options.rotate > 0:
         check_chain(where.dest_fd, where.name, options, record, where.dest_display)
-    warnings = _note_live(where, record, lst)
+    warnings = _note_live(where, record, lst) + _link_note(where, lst)
     fd = _open_candidate(where.dir_fd, where.name, os.O_RDONLY)
     try:
         head = _head_fp(fd, lst.st_size)
@@ -1401,7 +1476,7 @@ def _cut_rename(where: _Where, options: CutOptions, record: LogRecord, expect: t
         rotated = copies[0].name
     record.live, record.last_rotated = _new_live(where), now
     where.ledger.save(where.key, record)
-    _reopen(where.display, options)
+    _reopen(where.display, options, lst)
 
     old = rotated if rotated is not None else moved_away.name
     # The service may still write to the old inode until it has reopened; compressing or
@@ -1444,9 +1519,28 @@ def _lstat_log(where: _Where, expect: tuple[int, int] | None) -> os.stat_result:
         raise JanitorError(f"{where.display} is not a regular file (symlinks are not followed)", code="E_UNSAFE")
     if expect is not None and (st.st_dev, st.st_ino) != expect:
         raise JanitorError(f"{where.display} was replaced by another file", code="E_UNSAFE")
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and not links_allowed(where.dir_fd, where.creds):
         raise JanitorError(f"{where.display} has {st.st_nlink} hard links; refusing to cut it", code="E_UNSAFE")
     return st
+
+
+def links_allowed(dir_fd: int, creds: Credentials) -> bool:
+    """True when a log with more than one hard link may be cut: janitor acts as root in a
+    directory only root can write.
+
+    There every name is root's own choice, so the log's name is not a link someone planted to
+    a file they could not write; a second name elsewhere (any user may link a file of the same
+    filesystem from /tmp) is that same inode's and must not stop its rotation. Where another
+    account can write the directory, a second link is refused (it may be /etc/shadow).
+    """
+    return creds.is_root and os.geteuid() == 0 and writers_of(os.fstat(dir_fd)) is None
+
+
+def _link_note(where: _Where, st: os.stat_result) -> list[str]:
+    if st.st_nlink <= 1:
+        return []
+    return [f"{where.display} has {st.st_nlink} hard links; cut anyway: only root can write its directory, "
+            f"so the other names are links to this log made elsewhere"]
 
 
 def _size_at(dir_fd: int, name: str, want: os.stat_result | None) -> int:
@@ -1482,25 +1576,50 @@ def _create_like(dir_fd: int, name: str, st: os.stat_result, display: str) -> No
         os.close(fd)
 
 
-def _read_pid(pidfile: str) -> int:
-    """The pid in `pidfile`, read without following a symlink, blocking on a FIFO or reading much."""
+def _read_pid(pidfile: str, log_uid: int) -> int:
+    """The pid in `pidfile`, read without following a symlink, blocking on a FIFO or reading much.
+
+    Only from a regular file with one link, owned by root or by the log's owner and writable
+    by nobody else (a pidfile any other account can write names any pid it likes), and only a
+    pid above 1 (0 is janitor's own process group, -1 every process, 1 init).
+    """
     fd = os.open(pidfile, os.O_RDONLY | O_CANDIDATE)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
-        return int(os.read(fd, _PIDFILE_MAX).split()[0])
+        if st.st_nlink != 1:
+            raise ValueError(f"it has {st.st_nlink} hard links")
+        if st.st_uid not in (0, log_uid):
+            raise ValueError(f"it belongs to uid {st.st_uid}, neither root nor the log's owner (uid {log_uid})")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(f"other accounts may write it (mode {stat.S_IMODE(st.st_mode):o})")
+        text = os.read(fd, _PIDFILE_MAX).split()[0]
     finally:
         os.close(fd)
+    if not text.isdigit() or int(text) <= 1:
+        raise ValueError(f"{text[:20]!r} is not a process id above 1")
+    return int(text)
 
 
-def _reopen(log: str, options: CutOptions) -> None:
+def _reopen(log: str, options: CutOptions, old: os.stat_result | None = None) -> None:
+    """Ask the log's writer to reopen it: the `reopen` signal to the pidfile's pid, `postrotate`.
+
+    The signal goes only to a process that holds the old log inode `old` open for writing
+    (a /proc scan): a pidfile naming anything else is refused with one line.
+    """
     if options.reopen_signal is not None and options.reopen_pidfile:
         sig = _signal_of(options.reopen_signal)
         assert sig is not None  # validate_options checked it
+        log_uid = old.st_uid if old is not None else 0
         try:
-            pid = _read_pid(options.reopen_pidfile)
+            pid = _read_pid(options.reopen_pidfile, log_uid)
         except (OSError, ValueError, IndexError) as e:
-            raise JanitorError(f"cannot read a pid from {options.reopen_pidfile}: {e}") from e
+            raise JanitorError(f"cannot read a pid from {options.reopen_pidfile}: {e}; not signalling") from e
+        if old is not None and pid not in _writers(old.st_dev, old.st_ino):
+            raise JanitorError(
+                f"pid {pid} from {options.reopen_pidfile} does not hold {log} open for writing; "
+                f"not sending it {sig.name}", code="E_UNSAFE")
         try:
             os.kill(pid, sig)
         except OSError as e:

@@ -20,9 +20,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .asowner import Credentials, credentials_for_dir, run_as, writers_of
+from .asowner import Credentials, credentials_for_dir, refuse_foreign_owner, run_as, writers_of
 from .catalog import JournalEntry
 from .errors import FileChanged, JanitorError
+from .logcut import check_room
 from .safepath import (
     O_CANDIDATE,
     Expected,
@@ -364,6 +365,9 @@ def _copy_into_trash(dir_fd: int, name: str, scratch: int, parent: int, leaf: st
         out, tmp = create_scratch(scratch, PARTIAL_SUFFIX)
         placed = False
         try:
+            # copy_bounded writes every byte of the apparent size, holes too: a sparse file of
+            # 40 GiB that occupies 8 KiB must not make root fill the trash's filesystem.
+            check_room(out, size, f"the trashed copy of {name}", "the file was left where it is")
             digest = copy_bounded(src_fd, size, out, name)
             os.fsync(out)
             if sha256_fd(out, size) != digest:
@@ -477,6 +481,7 @@ def restore_from_trash(entry: JournalEntry, *, force: bool = False, su: Credenti
                             raise
                 if not moved:
                     creds = credentials_for_dir(dparent, os.path.dirname(dest), su=su, policy=entry.policy)
+                    refuse_foreign_owner(creds, entry.uid, dest)
                     run_as(creds, lambda: _copy_back(src_fd, entry, dparent, name, force))
                     os.unlink(tparts[-1], dir_fd=tparent)
             finally:
@@ -512,6 +517,7 @@ def _copy_back(src_fd: int, entry: JournalEntry, dparent: int, name: str, force:
     out, tmp = create_scratch(dparent, RESTORE_SUFFIX)
     try:
         try:
+            check_room(out, entry.size, f"the restored copy of {entry.path}", "the trashed copy was kept")
             copy_bounded(src_fd, entry.size, out, entry.path)
             os.fsync(out)
             _set_final(out, entry, as_root=os.geteuid() == 0)

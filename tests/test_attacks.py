@@ -221,12 +221,15 @@ def test_file_swapped_for_a_symlink_between_plan_and_run(tmp_path: Path, action:
 
 
 def test_hard_link_to_an_outside_file(tmp_path: Path) -> None:
-    """delete removes only the name; truncate refuses a file with other links (E_UNSAFE)."""
+    """delete removes only the name; truncate refuses a file with other links (E_UNSAFE) in a
+    directory another account can write (in a root-only one the name is root's: see
+    test_logcut_hostile.py::test_a_hard_link_made_elsewhere_does_not_stop_rotation_of_roots_log)."""
     data, outside = tmp_path / "data", tmp_path / "outside"
     make_files(outside, ["secret.log"], "CANARY")
     canary = digest_tree(outside)
     data.mkdir()
     os.link(outside / "secret.log", data / "app.log")
+    os.chown(data, 65534, 65534)  # the account that could have planted the link
     cut = _run_in_process(_config(tmp_path, data, POLICY["truncate"]))
     assert cut.result.files == 0 and cut.result.policies[0].errors == {"E_UNSAFE": 1}
     assert "hard links" in cut.result.policies[0].messages[0]

@@ -628,3 +628,73 @@ def test_a_janitor_trash_planted_first_on_a_sticky_mount_root_is_refused_with_a_
     assert (tmpfs / ".janitor-trash").stat().st_uid == attacker.uid
     assert janitor_cmd("restore", "--all", "-c", str(cfg)).returncode == 0
     assert sorted(p.name for p in up.iterdir()) == ["f000", "f001"]
+
+
+# -- red team 2: a copy-back as the directory's owner never recreates another account's file ----
+
+def test_roots_file_is_not_copied_back_as_the_owner_of_its_directory(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path, sysctl_protection: int) -> None:
+    """Root's 0600 report in a directory the user owns (its own mount), trashed across
+    filesystems (the user planted `.janitor-trash`, so the file is copied to the state trash).
+    Old code: restore copied it back as the user, which then owned and read root's bytes."""
+    data = attacker.give(tmpfs, 0o755)
+    proc = attacker.run(f"import os; os.mkdir({str(data / '.janitor-trash')!r}, 0o700)")
+    assert proc.returncode == 0, proc.stderr
+    report = data / "report.txt"
+    report.write_bytes(b"root-only report\n")
+    report.chmod(0o600)
+    os.utime(report, (1e9, 1e9))
+    cfg = write_config(hostile_root, "action: soft-delete\nmatch: ['*.txt']\nolder_than: 1d", data=data)
+    done = janitor_cmd("run", "-c", str(cfg))
+    assert done.returncode == 0 and not report.exists(), done.stdout + done.stderr
+    out = janitor_cmd("restore", "--all", "-c", str(cfg))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert "would be recreated as" in out.stderr and "not restoring it" in out.stderr, out.stderr
+    assert not report.exists()
+    assert sorted(p.name for p in data.iterdir()) == [".janitor-trash"]  # no scratch copy left behind
+    trashed = [p for p in (hostile_root / "state").rglob("report.txt")]
+    assert len(trashed) == 1, "the trashed copy must stay for a later restore"
+    st = trashed[0].stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert trashed[0].read_bytes() == b"root-only report\n"
+
+
+# -- red team 10: a sparse file copied into a trash on another filesystem never fills it --------
+
+def test_a_sparse_file_bigger_than_the_trashs_free_space_is_not_copied(
+        attacker: Attacker, hostile_root: Path, tmpfs: Path) -> None:
+    """The user's 4 GiB sparse file (8 KiB allocated) is soft-deleted across filesystems into a
+    64 MiB state trash. Old code: root wrote zeros until the trash's filesystem was full."""
+    state = hostile_root / "state"
+    state.mkdir(mode=0o700)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(state)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        data = tmpfs / "data"
+        data.mkdir()
+        up = attacker.mkdir(data / "up")
+        (tmpfs / ".janitor-trash").write_text("not a directory: no trash on this mount, so files are copied")
+        done = attacker.run(f"""
+            import os, time
+            p = os.path.join({str(up)!r}, "big.bin")
+            with open(p, "wb") as f:
+                f.write(b"head")
+            os.truncate(p, 4 << 30)
+            old = time.time() - 10 * {DAY}
+            os.utime(p, (old, old))
+        """)
+        assert done.returncode == 0, done.stderr
+        cfg = write_config(hostile_root, "action: soft-delete\nolder_than: 1d", data=data)
+        out = janitor_cmd("run", "-c", str(cfg))
+        assert "Traceback" not in out.stderr
+        assert f"needs {4 << 30} bytes" in out.stdout + out.stderr, out.stdout + out.stderr
+        big = up / "big.bin"
+        assert big.stat().st_size == 4 << 30 and big.stat().st_uid == attacker.uid
+        s = os.statvfs(state)
+        assert s.f_bavail * s.f_frsize > 32 << 20, "the trash's filesystem was filled"
+        assert not [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)

@@ -309,3 +309,193 @@ def test_roots_private_log_in_a_users_directory_is_not_copied_as_that_user(
     assert done.returncode == 1 and "may write the directory but not read the log" in done.stderr, done.stderr
     assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
     assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o600)
+
+
+@pytest.mark.parametrize("mode", ["copytruncate", "rename"])
+def test_a_readable_log_of_another_account_is_not_copied_as_the_directory_owner(
+        cli: CLI, attacker: Attacker, hostile_root: Path, mode: str) -> None:
+    """Red team 3, the class: a copy made as the directory's owner belongs to it, so only a log that
+    account owns is rotated as it (root's 0644 log: its copies would let the account rewrite them)."""
+    config, logs, secret = _setup(hostile_root, attacker, extra=f"    mode: {mode}\n")
+    log = logs / "app.log"
+    os.chown(log, 0, 0)
+    log.chmod(0o644)
+    before = log.read_bytes()
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 1 and "who may write the directory but does not own the log" in done.stderr, \
+        done.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
+    assert log.read_bytes() == before and (log.stat().st_uid, stat.S_IMODE(log.stat().st_mode)) == (0, 0o644)
+    _secret_intact(secret)
+
+
+def test_reopen_signals_only_a_writer_of_the_log_named_by_a_trusted_pidfile(
+        cli: CLI, attacker: Attacker, hostile_root: Path) -> None:
+    """Red team 1: the pidfile sits where the service keeps it, in a directory the service account
+    (the attacker) writes. Old code: root sent SIGHUP to whatever pid the file held (a root daemon)."""
+    run_dir = attacker.mkdir(hostile_root / "run")
+    pidfile = run_dir / "app.pid"
+    config, logs, secret = _setup(hostile_root, attacker, extra=(
+        f"    mode: rename\n    reopen: {{signal: HUP, pidfile: {pidfile}}}\n"))
+    config.write_text(config.read_text().replace("compress: gzip", "compress: none"))
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)  # root's daemon, no HUP handler
+    try:
+        assert attacker.run(f"open({str(pidfile)!r}, 'w').write('{victim.pid}\\n')").returncode == 0
+        done = cli("run", "-c", config, timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"pid {victim.pid} from {pidfile} does not hold" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert victim.poll() is None, "janitor signalled root's process"
+    finally:
+        victim.kill()
+        victim.wait()
+    _secret_intact(secret)
+
+    # the log's own writer, named by the owner's pidfile, is signalled and reopens
+    (logs / "app.log").write_bytes(b"x\n" * 1000)
+    writer = attacker.start(f"""
+        import os, signal
+        log = {str(logs / 'app.log')!r}
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        def hup(signum, frame):
+            print("hup", flush=True)
+            raise SystemExit(0)
+        signal.signal(signal.SIGHUP, hup)
+        open({str(pidfile)!r}, "w").write("%d\\n" % os.getpid())
+        print("ready", flush=True)
+        while time.monotonic() < DEADLINE:
+            signal.pause()
+    """, seconds=30)
+    attacker.wait_ready(writer)
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = writer.communicate(timeout=30)
+    assert out.strip() == "hup"
+
+
+def test_a_pidfile_others_can_write_or_holding_0_1_or_minus_1_is_refused(tmp_path: Path) -> None:
+    from janitor.logcut import _read_pid
+
+    pidfile = tmp_path / "app.pid"
+    for text in ("-1\n", "0\n", "1\n", "12abc\n"):
+        pidfile.write_text(text)
+        with pytest.raises(ValueError, match="not a process id above 1"):
+            _read_pid(str(pidfile), 0)
+    pidfile.write_text("1234\n")
+    assert _read_pid(str(pidfile), 0) == 1234
+    pidfile.chmod(0o666)
+    with pytest.raises(ValueError, match="other accounts may write it"):
+        _read_pid(str(pidfile), 0)
+    pidfile.chmod(0o644)
+    os.chown(pidfile, 4321, 4321)
+    with pytest.raises(ValueError, match="neither root nor the log's owner"):
+        _read_pid(str(pidfile), 0)
+    assert _read_pid(str(pidfile), 4321) == 1234
+
+
+def test_a_hard_link_made_elsewhere_does_not_stop_rotation_of_roots_log(
+        cli: CLI, attacker: Attacker, hostile_root: Path, sysctl_protection: int) -> None:
+    """Red team 18: a second name for root's log, made by a user in its own directory on the same
+    filesystem (protected_hardlinks=0). Old code: the log's rotation was refused on every run."""
+    logs = hostile_root / "varlog"
+    logs.mkdir(mode=0o755)
+    log = logs / "syslog"
+    content = b"".join(b"line %06d\n" % i for i in range(50_000))
+    log.write_bytes(content)
+    log.chmod(0o640)
+    home = attacker.mkdir(hostile_root / "home", 0o700)
+    linked = attacker.run(f"import os\ntry:\n    os.link({str(log)!r}, {str(home / 'pin')!r}); print('linked')\n"
+                          f"except OSError as e:\n    print('refused', e.errno)").stdout.strip()
+    assert linked == ("linked" if sysctl_protection == 0 else "refused 1"), linked
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: sys\n    path: {logs}\n    match: ['syslog']\n"
+                      f"    action: truncate\n    rotate: 2\n    compress: none\n")
+    done = cli("run", "-c", config, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = logs / "syslog.1"
+    assert log.stat().st_size < len(content) and copy.read_bytes() + log.read_bytes() == content
+    assert (copy.stat().st_uid, stat.S_IMODE(copy.stat().st_mode)) == (0, 0o640)
+    if sysctl_protection == 0:
+        assert "has 2 hard links; cut anyway" in done.stdout + done.stderr, done.stdout + done.stderr
+        assert (home / "pin").stat().st_ino == log.stat().st_ino  # the attacker's name: the same inode
+
+
+@pytest.fixture
+def small_tmpfs(hostile_root: Path):  # type: ignore[no-untyped-def]
+    mnt = hostile_root / "varlog"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_sparse_log_is_copied_with_its_holes_and_never_fills_the_filesystem(
+        cli: CLI, attacker: Attacker, hostile_root: Path, small_tmpfs: Path) -> None:
+    """Red team 10: the service account makes its log (in a root-only directory, so janitor copies
+    as root) 40 GiB sparse. Old code: root wrote zeros until the 200 MiB filesystem was full, then
+    failed with E_DISK_FULL on every run."""
+    import threading
+    import time
+
+    logs = small_tmpfs / "app"
+    logs.mkdir(mode=0o755)
+    log = logs / "app.log"
+    log.write_bytes(b"hello\n")
+    attacker.give(log, 0o640)
+    done = attacker.run(f"import os; os.truncate({str(log)!r}, 40 << 30); open({str(log)!r}, 'ab').write(b'tail\\n')")
+    assert done.returncode == 0, done.stderr
+    size = log.stat().st_size
+    allocated = log.stat().st_blocks * 512
+    st = os.statvfs(small_tmpfs)
+    free_before = st.f_bavail * st.f_frsize
+    low = [free_before]
+    stop = threading.Event()
+
+    def watch() -> None:  # the lowest free space while janitor runs (no event exists for it)
+        while not stop.is_set():
+            s = os.statvfs(small_tmpfs)
+            low[0] = min(low[0], s.f_bavail * s.f_frsize)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: applogs\n    path: {logs}\n    match: ['*.log']\n"
+                      f"    action: truncate\n    rotate: 1\n    compress: none\n")
+    try:
+        run = cli("run", "-c", config, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert free_before - low[0] <= allocated + (8 << 20), f"janitor wrote {free_before - low[0]} bytes"
+    copy = logs / "app.log.1"
+    cst = copy.stat()
+    assert cst.st_blocks * 512 <= allocated + (1 << 20), "the copy's holes were filled"
+    assert (cst.st_uid, stat.S_IMODE(cst.st_mode)) == (attacker.uid, 0o640)
+    assert cst.st_size + log.stat().st_size == size
+    with open(copy, "rb") as f:
+        assert f.read(6) == b"hello\n"
+        f.seek(1 << 30)
+        assert f.read(16) == b"\0" * 16
+
+
+def test_a_copy_that_does_not_fit_is_refused_before_a_byte_is_written(tmp_path: Path, small_tmpfs: Path) -> None:
+    from janitor.errors import DiskFull
+    from janitor.logcut import CutOptions, cut_log
+
+    (small_tmpfs / "filler").write_bytes(b"\1" * (100 << 20))
+    log = small_tmpfs / "app.log"
+    data = os.urandom(60 << 20)  # data, not holes: fits once, not twice
+    log.write_bytes(data)
+    with pytest.raises(DiskFull, match=r"needs \d+ bytes \(data, not counting holes\)"):
+        cut_log(log, CutOptions(rotate=1))
+    assert log.read_bytes() == data
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["app.log", "filler"]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..asowner import Credentials, credentials_for_dir
+from ..asowner import ROOT, Credentials, credentials_for_dir
 from ..errors import FileSkipped, JanitorError
 from ..logcut import (
     CutOptions,
@@ -27,6 +27,7 @@ from ..logcut import (
     NonAppendWriter,
     check_chain,
     cut_log_at,
+    links_allowed,
     predict_method,
     recover_cut_at,
     validate_options,
@@ -434,10 +435,12 @@ def _check_link_count(item: PlannedAction, dir_fd: int, name: str) -> None:
 
     A user who may write into the log directory can hard-link /etc/shadow (where
     protected_hardlinks is off) or another user's file there; cutting "the log" would then
-    truncate that file. logrotate refuses such files for the same reason. (logcut checks
-    again on the descriptor it cuts.)
+    truncate that file. logrotate refuses such files for the same reason. In a directory only
+    root can write the name is root's own, and a link made elsewhere must not pin the log:
+    allowed there, with a warning (logcut checks again, with the acting account, on the
+    descriptor it cuts).
     """
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and not links_allowed(dir_fd, ROOT):
         raise JanitorError(f"{item.path} has {st.st_nlink} hard links; not cutting a file that may be "
                            "someone else's file linked into the log directory", code="E_UNSAFE")
