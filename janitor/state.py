@@ -9,6 +9,7 @@ import stat
 import time
 from collections.abc import Callable
 
+from .asowner import register_private_fd, unregister_private_fd
 from .errors import JanitorError, LockHeld
 
 
@@ -81,6 +82,8 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        # a child acting as a user's account (asowner.run_as) must not hold the run lock open
+        register_private_fd(fd)
         lock_st = os.fstat(fd)
         try:
             dir_st = os.stat(self.state_dir, follow_symlinks=False)
@@ -132,6 +135,7 @@ class RunLock:
         self._identity = None
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
+            unregister_private_fd(self.fd)
             os.close(self.fd)
             self.fd = None
 
