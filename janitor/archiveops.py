@@ -29,7 +29,7 @@ from .trashops import TrashOpResult
 if TYPE_CHECKING:
     from .asowner import Credentials
     from .catalog import Catalog, JournalEntry
-    from .config import Config
+    from .config import Config, Policy
     from .events import EventLog
     from .progress import TransferProgress
     from .targets import ArchiveTarget
@@ -186,18 +186,8 @@ def _quiet_emit(events: EventLog, event: str, level: str, **fields: Any) -> None
         events.text_printer = saved
 
 
-def _policy_su(policy: Any) -> Credentials | None:
-    value = getattr(policy, "su", None)  # sec-config adds the key; read defensively
-    if not value:
-        return None
-    from .asowner import Credentials, parse_su
-
-    if isinstance(value, Credentials):
-        return value
-    try:
-        return parse_su(str(value))
-    except ValueError:
-        return None
+def _policy_su(policy: Policy) -> Credentials | None:
+    return policy.su
 
 
 class NoRoom(JanitorError):

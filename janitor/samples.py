@@ -91,7 +91,7 @@ def is_log_name(name: str) -> bool:
 
 
 def retain_seconds(config: Config) -> float:
-    value = getattr(config.settings, "history_retain", None)  # sec-config's key, when present
+    value = config.settings.history_retain
     return float(value) if value else DEFAULT_RETAIN
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .asowner import Credentials, parse_su
+from .asowner import Credentials
 from .catalog import Catalog, JournalEntry
 from .errors import JanitorError, UsageError
 from .events import EventLog
@@ -68,22 +68,14 @@ def latest_per_path(entries: list[JournalEntry]) -> list[JournalEntry]:
 
 
 def su_for(config: Config | None, policy_name: str) -> Credentials | None:
-    """The policy's `su:` as credentials (None when unset, unknown or the policy is gone).
-
-    Read defensively: the key belongs to the policy format (config.py); restore uses it to
-    create files in a directory that several accounts can write (janitor/asowner.py).
-    """
+    """The policy's `su:` as credentials (None when unset or the policy is gone from the
+    configuration): restore uses it to create files in a directory that several accounts can
+    write (janitor/asowner.py)."""
     if config is None:
         return None
     try:
-        value = getattr(config.policy(policy_name), "su", None)
-    except (KeyError, JanitorError, ValueError):
-        return None
-    if value is None or isinstance(value, Credentials):
-        return value
-    try:
-        return parse_su(str(value))
-    except ValueError:
+        return config.policy(policy_name).su
+    except (KeyError, JanitorError):
         return None
 
 

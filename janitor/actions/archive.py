@@ -200,18 +200,8 @@ def dir_chain_meta(root_fd: int, reldir: str, cache: dict[str, str | None]) -> s
 
 
 def policy_su(policy: Policy) -> Credentials | None:
-    """The policy's `su: USER[:GROUP]` (read defensively until config.py has the key)."""
-    value = getattr(policy, "su", None)
-    if not value:
-        return None
-    from ..asowner import Credentials, parse_su
-
-    if isinstance(value, Credentials):
-        return value
-    try:
-        return parse_su(str(value))
-    except ValueError:
-        return None
+    """The policy's `su: USER[:GROUP]` (janitor/asowner.py), parsed by the loader."""
+    return policy.su
 
 
 def versioned_key(key: str, sha256: str) -> str:

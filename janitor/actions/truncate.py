@@ -418,7 +418,7 @@ def _acting_account(dir_fd: int, dest_fd: int | None, log_dir: str, olddir: str 
                     policy: Policy | None) -> Credentials:
     """Whom rotation acts as (janitor.asowner): root in a root-only directory, the owner in a
     directory only its owner can write, `su` where set; a shared directory without `su` is refused."""
-    su = getattr(policy, "su", None) if policy is not None else None
+    su = policy.su if policy is not None else None
     name = policy.name if policy is not None else "?"
     creds = credentials_for_dir(dir_fd, log_dir, su=su, policy=name)
     if dest_fd is not None and olddir is not None:
