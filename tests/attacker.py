@@ -20,6 +20,7 @@ conftest, which re-exports them):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -181,6 +182,20 @@ def hostile_root() -> Iterator[Path]:
         # The attacker may have left read-only or odd files: make everything removable first.
         subprocess.run(["chattr", "-R", "-i", str(base)], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A fresh tmpfs (mode 0755) at `mnt`, created below a reachable root; skips where mount fails."""
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attacker import Attacker
+from attacker import Attacker, mounted_tmpfs
 from fsutil import janitor_cmd
 
 DAY = 86400
@@ -37,16 +37,8 @@ def digest(path: Path) -> str:
 @pytest.fixture
 def tmpfs(hostile_root: Path) -> Iterator[Path]:
     """A fresh tmpfs mounted below hostile_root (another filesystem than /tmp)."""
-    mnt = hostile_root / "mnt"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
+    with mounted_tmpfs(hostile_root / "mnt", "64m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def attacker_files(attacker: Attacker, up: Path, count: int, size: int = 4096, prefix: str = "f") -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from attacker import Attacker
+from attacker import Attacker, mounted_tmpfs
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 SECRET = b"root:$6$only-root-may-read-this\n"
@@ -423,16 +423,8 @@ def test_a_hard_link_made_elsewhere_does_not_stop_rotation_of_roots_log(
 
 @pytest.fixture
 def small_tmpfs(hostile_root: Path):  # type: ignore[no-untyped-def]
-    mnt = hostile_root / "varlog"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
+    with mounted_tmpfs(hostile_root / "varlog", "200m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_a_sparse_log_is_copied_with_its_holes_and_never_fills_the_filesystem(

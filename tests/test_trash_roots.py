@@ -5,13 +5,12 @@ its name, so a renamed trash is never walked as policy files."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attacker import Attacker
+from attacker import Attacker, mounted_tmpfs
 from fsutil import janitor_cmd
 
 OLD = time.time() - 30 * 86400
@@ -19,16 +18,8 @@ OLD = time.time() - 30 * 86400
 
 @pytest.fixture
 def tmpfs(hostile_root: Path) -> Iterator[Path]:
-    mnt = hostile_root / "mnt"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
+    with mounted_tmpfs(hostile_root / "mnt", "32m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def _config(base: Path, data: Path) -> Path:
