@@ -14,7 +14,6 @@ import pytest
 from conftest import DAY, ROOT, Tree
 
 DOC = ROOT / "docs" / "events.md"
-COMMON = {"ts", "level", "event", "run_id", "policy"}
 FILE_FIELDS = {"policy", "action", "path", "bytes"}
 
 
@@ -53,8 +52,15 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
 
 
+def common_fields() -> set[str]:
+    """The fields every event has: the doc's "Fields" table, plus `policy` (events about a policy)."""
+    return {row[0].strip("`") for row in _table("Fields")} | {"policy"}
+
+
 def check_against_doc(events: list[dict[str, Any]]) -> None:
     documented = documented_events()
+    common = common_fields()
+    assert {"ts", "level", "event", "run_id"} <= common, common
     skip_codes = documented_codes("Skip codes")
     error_codes = documented_codes("Error codes")
     for e in events:
@@ -62,7 +68,7 @@ def check_against_doc(events: list[dict[str, Any]]) -> None:
         assert name in documented, f"{name} is emitted but not in docs/events.md"
         levels, extra = documented[name]
         assert e["level"] in levels, f"{name} at level {e['level']}, documented {levels}"
-        allowed = COMMON | extra | (FILE_FIELDS if "path" in e else set())
+        allowed = common | extra | (FILE_FIELDS if "path" in e else set())
         if name in ("file_skipped",):
             allowed |= {"reason", "code"}
         if name in ("file_failed",):
@@ -154,7 +160,7 @@ def test_every_event_of_a_real_run_and_its_commands_is_documented(scene: Path, c
     janitor("run", "-c", scene)  # purges by retain
     retained = [e for e in seen if e["event"] == "trash_purged"]
     assert retained and all(e["reason"] == "retain" and e["action"] == "soft-delete" and e["run_id"] for e in retained)
-    janitor("restore", "-c", scene, "--all")  # r9 back in place
+    janitor("restore", "-c", scene, "--all", "--no-hold")  # r9 back in place, unheld: the next run may trash it again
     tree.file("out/r9.mp4", 10, age=3 * DAY)  # occupied again ...
     janitor("run", "-c", scene)  # ... trashed again, then
     tree.file("out/r9.mp4", 10, age=0)  # a new file at its path
