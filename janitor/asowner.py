@@ -178,9 +178,15 @@ def _child(creds: Credentials, step: Callable[[], T], write_end: int, parent: in
                 os.close(fd)
             except OSError:
                 pass
-        os.setgroups([])
-        os.setresgid(creds.gid, creds.gid, creds.gid)
-        os.setresuid(creds.uid, creds.uid, creds.uid)
+        try:
+            os.setgroups([])
+            os.setresgid(creds.gid, creds.gid, creds.gid)
+            os.setresuid(creds.uid, creds.uid, creds.uid)
+        except OSError as exc:  # no CAP_SETUID/CAP_SETGID (a unit or container that drops them)
+            _send(write_end, pickle.dumps((False, JanitorError(
+                f"cannot act as {creds.describe()}: {exc.strerror}; janitor needs CAP_SETUID and "
+                "CAP_SETGID to act as a directory's owner (docs/security.md)", code="E_SU_FAILED"))))
+            return
         # After the id change (commit_creds clears it): die with the parent, so nothing this
         # child holds (an inherited lock descriptor) outlives it.
         _set_pdeathsig()
@@ -196,13 +202,17 @@ def _child(creds: Credentials, step: Callable[[], T], write_end: int, parent: in
         except BaseException as exc:  # KeyboardInterrupt, SystemExit, a bug: this step failed, nothing more
             payload = pickle.dumps((False, JanitorError(
                 f"the step run as {creds.describe()} failed: {type(exc).__name__}: {exc}", code="E_SU_FAILED")))
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(write_end, view):]
+        _send(write_end, payload)
     except BaseException:
         status = 1
     finally:
         os._exit(status)
+
+
+def _send(write_end: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(write_end, view):]
 
 
 def _kill(pid: int) -> None:

@@ -11,10 +11,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from attacker import Attacker
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMD = REPO / "packaging" / "systemd"
@@ -101,6 +103,8 @@ def test_service_capabilities_are_exactly_the_justified_set() -> None:
         "CAP_KILL",
         "CAP_SYS_PTRACE",
         "CAP_SYS_NICE",
+        "CAP_SETUID",
+        "CAP_SETGID",
     }
 
 
@@ -387,3 +391,39 @@ def test_textfile_directory_is_one_directory_everywhere() -> None:
 def test_docker_caps_equal_the_units() -> None:
     caps = {"CAP_" + f.split("=", 1)[1] for f in _docker_run_flags() if f.startswith("--cap-add=")}
     assert caps == set(last(parse_unit(SERVICE), "Service", "CapabilityBoundingSet").split())
+
+
+def test_the_units_capabilities_let_janitor_act_as_a_directorys_owner(attacker: Attacker, hostile_root: Path) -> None:
+    """Run janitor under exactly the unit's CapabilityBoundingSet and NoNewPrivileges (setpriv
+    gives a root exec the bounding set as its permitted set, as systemd does): rotating the
+    log of a service account's own `logs/` is done as that account (docs/security.md), which
+    needs setuid/setgid; without them every such policy would fail E_SU_FAILED."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    caps = last(parse_unit(SERVICE), "Service", "CapabilityBoundingSet").split()
+    bounding = "-all," + ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
+    logs = hostile_root / "logs"
+    attacker.mkdir(logs, 0o755)
+    log = logs / "app.log"
+    lines = b"".join(b"%09d\n" % i for i in range(1000))
+    log.write_bytes(lines)
+    attacker.give(log, 0o640)
+    config = hostile_root / "janitor.yaml"
+    config.write_text(f"version: 1\nsettings:\n  state_dir: {hostile_root / 'state'}\n"
+                      f"policies:\n  - name: applogs\n    path: {logs}\n    match: ['*.log']\n"
+                      f"    action: truncate\n    rotate: 2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JANITOR_")}
+    done = subprocess.run(["setpriv", "--no-new-privs", "--bounding-set", bounding, "--",
+                           sys.executable, "-m", "janitor", "run", "-c", str(config)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = logs / "app.log.1"
+    assert copy.stat().st_uid == attacker.uid and copy.stat().st_size > 0
+    assert copy.read_bytes() + log.read_bytes() == lines
+
+
+def test_the_container_adds_exactly_the_units_capabilities() -> None:
+    unit = {c.removeprefix("CAP_") for c in last(parse_unit(SERVICE), "Service", "CapabilityBoundingSet").split()}
+    flags = _docker_run_flags()
+    assert "--cap-drop=ALL" in flags
+    assert {f.removeprefix("--cap-add=") for f in flags if f.startswith("--cap-add=")} == unit
