@@ -271,7 +271,7 @@ class Policy(_Model):
     when_size_above: Size | None = None
     block_guard: bool | None = None
 
-    _globs: Any = PrivateAttr(default=None)
+    _globs: CompiledGlobs = PrivateAttr()  # set in model_post_init
 
     @field_validator("name")
     @classmethod

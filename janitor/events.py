@@ -151,7 +151,7 @@ def display_text(value: str) -> str:
     """Text as janitor shows it to people, in tables and in `error:` lines alike: undecodable
     bytes as `\\xNN`, a newline as `\\n` and other control characters as `\\xNN`/`\\uNNNN`,
     so one file name is always one line. Printable text, non-ASCII letters too, is kept."""
-    shown = escape_undecodable(value)
+    shown: str = escape_undecodable(value)
     if shown.isprintable():
         return shown
     out = []

@@ -123,6 +123,11 @@ def expected_method(path: str, options: CutOptions) -> str:
     return predict_method(options, dev)
 
 
+def _iso_week(t: time.struct_time) -> tuple[int, int]:
+    year, week, _ = datetime.date(t.tm_year, t.tm_mon, t.tm_mday).isocalendar()
+    return year, week
+
+
 def rotation_due(every: str, last: float | None, now: float) -> bool:
     """Whether a log last rotated at `last` is due under `rotate_every: every` at `now`.
 
@@ -141,8 +146,7 @@ def rotation_due(every: str, last: float | None, now: float) -> bool:
     if every == "daily":
         return (a.tm_year, a.tm_yday) != (b.tm_year, b.tm_yday)
     if every == "weekly":
-        week = lambda t: datetime.date(t.tm_year, t.tm_mon, t.tm_mday).isocalendar()[:2]  # noqa: E731
-        return week(a) != week(b) or now - last >= 7 * 86400
+        return _iso_week(a) != _iso_week(b) or now - last >= 7 * 86400
     if every == "monthly":
         return (a.tm_year, a.tm_mon) != (b.tm_year, b.tm_mon)
     if every == "yearly":

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from janitor.errors import UploadFailed
 
@@ -126,7 +126,7 @@ class ArchiveTarget(Protocol):
         storage_class: str | None,
     ) -> None: ...
 
-    def get_lifecycle(self) -> list[dict]: ...
+    def get_lifecycle(self) -> list[dict[str, Any]]: ...
 
 
 VERIFY_MODES = ("server", "readback")

@@ -22,6 +22,7 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from janitor.errors import DiskFull, FileChanged, TargetError, UploadFailed, VerifyFailed
@@ -173,7 +174,7 @@ class FileTarget:
             raise OSError(errno.EINVAL, f"{name} is not a regular file")
         return fd
 
-    def _read_sidecar(self, dir_fd: int, name: str) -> dict | None:
+    def _read_sidecar(self, dir_fd: int, name: str) -> dict[str, Any] | None:
         try:
             fd = self._open_regular(dir_fd, name + SIDECAR_SUFFIX)
         except FileNotFoundError:
@@ -463,5 +464,5 @@ class FileTarget:
     ) -> None:
         raise TargetError(self._fail("lifecycle rules are only supported on s3:// targets"))
 
-    def get_lifecycle(self) -> list[dict]:
+    def get_lifecycle(self) -> list[dict[str, Any]]:
         raise TargetError(self._fail("lifecycle rules are only supported on s3:// targets"))

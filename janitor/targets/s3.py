@@ -271,7 +271,7 @@ class S3Target:
     # -- error mapping --------------------------------------------------------------------
 
     def _error(
-        self, exc: BaseException, *, action: str, key: str | None = None, cls: type = TargetError
+        self, exc: BaseException, *, action: str, key: str | None = None, cls: type[TargetError] = TargetError
     ) -> TargetError:
         """One clear line for a boto3/botocore failure; the caller raises it `from None`."""
         from botocore import exceptions as bx
@@ -401,7 +401,7 @@ class S3Target:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _head(self, key: str) -> dict | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
         """HEAD the object; None when absent. Raises botocore exceptions otherwise."""
         from botocore.exceptions import ClientError
 
@@ -409,7 +409,8 @@ class S3Target:
         if self._checksums_supported:
             kwargs["ChecksumMode"] = "ENABLED"
         try:
-            return self._active_client().head_object(**kwargs)
+            head: dict[str, Any] = self._active_client().head_object(**kwargs)
+            return head
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
             if code not in ("404", "NoSuchKey", "NotFound"):
@@ -428,7 +429,7 @@ class S3Target:
             self._bucket_confirmed = True
         return None
 
-    def _stored(self, key: str, head: dict) -> StoredObject:
+    def _stored(self, key: str, head: dict[str, Any]) -> StoredObject:
         meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
         sha = meta.get(META_SHA256)
         return StoredObject(
@@ -583,7 +584,7 @@ class S3Target:
     def _extra_args(
         self, *, sha256: str, mtime: float, mode: int, checksum: bool, whole_object: bool = False,
         dirs: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         extra: dict[str, Any] = {
             "Metadata": {
                 META_SHA256: sha256,
@@ -862,7 +863,7 @@ class S3Target:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def get_lifecycle(self) -> list[dict]:
+    def get_lifecycle(self) -> list[dict[str, Any]]:
         from botocore.exceptions import ClientError
 
         try:
