@@ -660,34 +660,19 @@ def check_room(dst: int, need: int, what: str, then: str = "not writing it") -> 
 def _copy_sparse(src: int, dst: int, end: int) -> None:
     """Copy src[0:end) into the empty file `dst`, keeping holes as holes (only data is written)."""
     for start, stop in data_extents(src, end):
-        off = start
-        try:
-            while off < stop:
-                n = os.copy_file_range(src, dst, min(stop - off, 1 << 30), off, off)
-                if n == 0:
-                    raise FileChanged(f"file shrank to {off} bytes while copying")
-                off += n
-            continue
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-        while off < stop:  # filesystems without copy_file_range
-            buf = os.pread(src, min(stop - off, _CHUNK), off)
-            if not buf:
-                raise FileChanged(f"file shrank to {off} bytes while copying")
-            _write_all(dst, buf, off)
-            off += len(buf)
+        _copy_range(src, dst, start, stop, same_offsets=True)
     if os.fstat(src).st_size < end:
         raise FileChanged(f"file shrank below {end} bytes while copying")
     os.ftruncate(dst, end)  # a trailing hole stays a hole
 
 
-def _copy_range(src: int, dst: int, start: int, end: int) -> None:
-    """Copy src[start:end) to the current position of dst, in-kernel when possible."""
+def _copy_range(src: int, dst: int, start: int, end: int, *, same_offsets: bool = False) -> None:
+    """Copy src[start:end) to dst, in-kernel when possible: to the same offsets in dst when
+    `same_offsets` (what lies between stays a hole), else at dst's current position."""
     off = start
     try:
         while off < end:
-            n = os.copy_file_range(src, dst, min(end - off, 1 << 30), off)
+            n = os.copy_file_range(src, dst, min(end - off, 1 << 30), off, off if same_offsets else None)
             if n == 0:
                 raise FileChanged(f"file shrank to {off} bytes while copying")
             off += n
@@ -699,7 +684,7 @@ def _copy_range(src: int, dst: int, start: int, end: int) -> None:
         buf = os.pread(src, min(end - off, _CHUNK), off)
         if not buf:
             raise FileChanged(f"file shrank to {off} bytes while copying")
-        _write_all(dst, buf)
+        _write_all(dst, buf, off if same_offsets else None)
         off += len(buf)
 
 
