@@ -29,7 +29,8 @@ _ENC = "surrogateescape"
 class _Columns:
     """FileFact fields in arrays; paths in one buffer with end offsets."""
 
-    __slots__ = ("_paths", "_ends", "_dev", "_ino", "_size", "_mode", "_uid", "_gid", "_mtime", "_atime", "_ctime")
+    __slots__ = ("_paths", "_ends", "_dev", "_ino", "_size", "_mode", "_uid", "_gid", "_mtime", "_atime", "_ctime",
+                 "_blocks", "_nlink")
 
     def __init__(self) -> None:
         self._paths = bytearray()
@@ -43,12 +44,15 @@ class _Columns:
         self._mtime = array("d")
         self._atime = array("d")
         self._ctime = array("d")
+        # what quota counts (allocated blocks, each inode once) and archive checks (links)
+        self._blocks = array("Q")
+        self._nlink = array("I")
 
     def __len__(self) -> int:
         return len(self._ends)
 
     def _add(self, relpath: str, dev: int, ino: int, size: int, mtime: float, atime: float, ctime: float,
-             mode: int, uid: int, gid: int) -> None:
+             mode: int, uid: int, gid: int, blocks: int, nlink: int) -> None:
         self._paths += relpath.encode("utf-8", _ENC)
         self._ends.append(len(self._paths))
         self._dev.append(dev)
@@ -60,19 +64,21 @@ class _Columns:
         self._mtime.append(mtime)
         self._atime.append(atime)
         self._ctime.append(ctime)
+        self._blocks.append(blocks)
+        self._nlink.append(nlink)
 
     def add_fact(self, f: FileFact) -> None:
-        self._add(f.relpath, f.dev, f.ino, f.size, f.mtime, f.atime, f.ctime, f.mode, f.uid, f.gid)
+        self._add(f.relpath, f.dev, f.ino, f.size, f.mtime, f.atime, f.ctime, f.mode, f.uid, f.gid, f.blocks, f.nlink)
 
     def add_stat(self, relpath: str, st: os.stat_result) -> None:
         self._add(relpath, st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime, st.st_mode,
-                  st.st_uid, st.st_gid)
+                  st.st_uid, st.st_gid, st.st_blocks, st.st_nlink)
 
     def fact(self, row: int) -> FileFact:
         start = self._ends[row - 1] if row else 0
         return FileFact(self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row], self._ino[row],
                         self._size[row], self._mtime[row], self._atime[row], self._ctime[row], self._mode[row],
-                        self._uid[row], self._gid[row])
+                        self._uid[row], self._gid[row], self._blocks[row], self._nlink[row])
 
     def size_of(self, row: int) -> int:
         return self._size[row]

@@ -26,7 +26,7 @@ policies:
 
 def fact(i: int) -> FileFact:
     return FileFact(os.fsdecode(b"d/f%d-\xff.bin" % i), 2049, 1000 + i, i, 1e9 + i, 1e9 + 2 * i, 1e9 + 3 * i,
-                    0o100644, 1000, 1000)
+                    0o100644, 1000, 1000, blocks=8 * i + 1, nlink=1 + i % 3)
 
 
 def test_a_plan_holds_about_a_hundred_bytes_a_file(tree: Tree, write_config) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +71,18 @@ def test_an_action_list_reads_like_the_list_it_replaces() -> None:
     with pytest.raises(ValueError):
         actions.append(PlannedAction("other", "delete", "/srv", fact(0), "x"))
     assert not ActionList("p", "delete", "/srv")
+
+
+def test_a_fact_table_keeps_every_field_of_a_real_stat(tmp_path: Path) -> None:
+    """Every FileFact field survives the columns (quota counts blocks, archive checks links)."""
+    from janitor.scan import fact_from_stat
+
+    (tmp_path / "f").write_bytes(b"x" * 10_000)
+    os.link(tmp_path / "f", tmp_path / "g")
+    st = os.stat(tmp_path / "f")
+    table = FactTable()
+    table.add_stat("f", st)
+    assert table[0] == fact_from_stat("f", st) and table[0].blocks == st.st_blocks > 0 and table[0].nlink == 2
 
 
 def test_a_fact_table_gives_back_what_was_stored(tmp_path: Path) -> None:
