@@ -402,11 +402,11 @@ def _hold_duration(hold: str | None, no_hold: bool) -> float | None:
 @app.command("hold")
 def hold_cmd(
     patterns: Annotated[Optional[list[str]], typer.Argument(
-        metavar="GLOB...", help="Absolute paths or globs under a policy path (e.g. '/srv/out/2026-12/**').",
+        metavar="GLOB", help="Absolute paths or globs under a policy path (e.g. '/srv/out/2026-12/**').",
         show_default=False)] = None,
     config: ConfigOpt = None,
     for_: Annotated[str, typer.Option("--for", metavar="DURATION", help="How long the hold lasts.")] = "30d",
-    reason: Annotated[Optional[str], typer.Option(help="Shown in the plan next to each held file.",
+    reason: Annotated[Optional[str], typer.Option(metavar="REASON", help="Shown in the plan next to each held file.",
                                                   show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the holds in force.")] = False,
     json_out: JsonOpt = False,
@@ -435,7 +435,7 @@ def hold_cmd(
 @app.command("unhold")
 def unhold_cmd(
     patterns: Annotated[list[str], typer.Argument(
-        metavar="GLOB...", help="A held pattern as given to `hold`, or a glob selecting held files.")],
+        metavar="GLOB", help="A held pattern as given to `hold`, or a glob selecting held files.")],
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
@@ -484,7 +484,7 @@ def trash_list(
 
 @trash_app.command("purge")
 def trash_purge(
-    patterns: Annotated[Optional[list[str]], typer.Argument(help="Original paths or globs (e.g. '/srv/out/**/*.mp4').",
+    patterns: Annotated[Optional[list[str]], typer.Argument(metavar="GLOB", help="Original paths or globs (e.g. '/srv/out/**/*.mp4').",
                                                              show_default=False)] = None,
     config: ConfigOpt = None,
     policy: PolicyOpt = None,

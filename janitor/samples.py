@@ -3,7 +3,7 @@
 One row per policy path per sample, in `<state_dir>/samples.db` (its own small SQLite file,
 0600 in the 0700 state directory, so it never contends with the catalog's writers). A sample
 is recorded after every run and by `janitor serve` at its interval; rows older than the
-longest `retain`/`history_retain` of the settings (default 30 days) are pruned as new ones
+settings' `history_retain` (default 90 days) are pruned as new ones
 are written. The dashboard draws them, and `forecast()` turns the recent ones into "passes
 its threshold in 2.1 days, full in 4.2 days".
 """

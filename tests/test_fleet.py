@@ -83,7 +83,9 @@ def test_each_host_writes_its_own_lifecycle_rule(moto_server, tmp_path: Path,  #
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = moto_server.endpoint_url
     bucket = _fresh_bucket(endpoint, "fleet-lifecycle")
-    cfg = archive_config(tmp_path, tmp_path, url=f"s3://{bucket}/fleet/{{hostname}}/{{policy}}", endpoint=endpoint)
+    (tmp_path / "data").mkdir()  # beside the state_dir (a policy path holding it is refused)
+    cfg = archive_config(tmp_path, tmp_path / "data", url=f"s3://{bucket}/fleet/{{hostname}}/{{policy}}",
+                         endpoint=endpoint)
     for host in ("gpu-01", "gpu-02"):
         monkeypatch.setenv("JANITOR_HOSTNAME", host)
         r = janitor("archive", "lifecycle", "-c", str(cfg), "--target", "store", "--expire-after", "365d")

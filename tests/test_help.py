@@ -50,4 +50,4 @@ def test_help_text_and_placeholders(path: list[str], command: Any, cli) -> None:
         m = re.match(r"\s+(?:-\w, )?(--[\w-]+) ([A-Z_]+)\b", line)
         if m:
             assert m.group(2) in {"PATH", "NAME", "GLOB", "DURATION", "SIZE", "PCT", "DIR", "N", "RUN_ID", "FORMAT",
-                                  "CLASS", "SECONDS"}, line
+                                  "CLASS", "SECONDS", "FILE", "ADDR", "KEY", "REASON"}, line

@@ -51,7 +51,7 @@ version: 1
 settings:
   state_dir: {state}
   settle: 0s
-  trash_dir: {root}/.trash
+  trash_dir: {root}-trash  # beside the policy paths, on the same filesystem (inside one is refused)
 policies:
   - name: all
     path: {root}

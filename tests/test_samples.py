@@ -10,7 +10,7 @@ import pytest
 from conftest import DAY, Tree
 
 from janitor.config import load_config
-from janitor.samples import Sample, forecast, load, record
+from janitor.samples import Sample, forecast, load, record, retain_seconds
 
 POLICY = "version: 1\nsettings: {{state_dir: {state}, settle: 0s}}\npolicies:\n" \
          "  - {{name: v, path: {root}, action: delete, older_than: 7d}}\n"
@@ -33,9 +33,10 @@ def test_each_run_records_its_outcome_and_a_sample_at_most_once_a_minute(tree: T
 
 def test_old_samples_are_pruned(tree: Tree, write_config) -> None:  # type: ignore[no-untyped-def]
     config = load_config(write_config(POLICY, root=tree.root))
-    old = Sample(time.time() - 40 * DAY, str(tree.root), 100, 50, 50, 1, 1, 0)
+    assert retain_seconds(config) == config.settings.history_retain == 90 * DAY  # the documented default
+    old = Sample(time.time() - 91 * DAY, str(tree.root), 100, 50, 50, 1, 1, 0)
     record(config, [old])
-    assert load(config, str(tree.root)) == []  # older than the 30-day default: pruned at once
+    assert load(config, str(tree.root)) == []  # older than history_retain: pruned at once
     fresh = Sample(time.time(), str(tree.root), 100, 50, 50, 1, 1, 0)
     record(config, [fresh])
     assert load(config, str(tree.root)) == [fresh]
