@@ -149,7 +149,7 @@ def test_full_trash_on_another_filesystem_keeps_the_file_and_no_partial(tmp_path
             assert big.exists() and tree_digest(data)["big.bin"] == before["big.bin"]
             assert not small.exists()  # the file that fits went
             assert not [p for p in trashfs.rglob("*") if p.name.endswith(".janitor-partial")]
-            assert "No space left" in proc.stdout + proc.stderr
+            assert "code=E_DISK_FULL" in proc.stderr and "free there" in proc.stdout + proc.stderr  # refused before a byte
             assert "Traceback" not in proc.stderr
             assert janitor_cmd("restore", "--all", "-c", str(cfg)).returncode == 0
             assert tree_digest(data) == before
