@@ -81,6 +81,12 @@ def _run_in_thread(creds: Credentials, step):  # type: ignore[no-untyped-def]
     return thread, outcome
 
 
+def _state(pid: int) -> str:
+    """The one-letter state in /proc/PID/stat (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 @pytest.mark.parametrize("signame", ["SIGSTOP", "SIGTSTP", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_a_signal_from_the_steps_account_fails_that_step_only(attacker: Attacker, signame: str) -> None:
     creds = Credentials(attacker.uid, attacker.gid)
@@ -92,6 +98,10 @@ def test_a_signal_from_the_steps_account_fails_that_step_only(attacker: Attacker
         done = attacker.run(f"import os, signal\nos.kill({child}, signal.{signame})")
         assert done.returncode == 0, done.stderr
         thread.join(10)
+        if thread.is_alive() and signame == "SIGTSTP" and _state(child) != "T":
+            # The kernel discards SIGTSTP for a process of an orphaned process group (the
+            # test runner's, when started detached): nothing stopped it, the step goes on.
+            pytest.skip("SIGTSTP was discarded: the test runs in an orphaned process group")
         assert not thread.is_alive(), f"run_as still waits for a child that got {signame}"
         error = outcome.get("error")
         assert isinstance(error, JanitorError) and error.code == "E_SU_FAILED", outcome
