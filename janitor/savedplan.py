@@ -108,7 +108,7 @@ def plan_lines(plan: Plan, digest: str) -> Iterator[str]:
         for a in pp.actions:
             f = a.fact
             yield dump([f.relpath, f.dev, f.ino, f.size, f.mtime, f.atime, f.ctime, f.mode, f.uid, f.gid,
-                        a.reason, a.detail])
+                        a.reason, a.detail, f.blocks, f.nlink])
         for s in pp.skips:
             yield dump([s.path, s.bytes, s.code, s.reason])
 
@@ -189,10 +189,13 @@ def _parse(src: IO[str], path: str, config: Any, max_age: float, now: float) -> 
         held = holds.for_root(root)
         late_holds: list[Skip] = []
         for _ in range(int(head["actions"])):
-            rel, dev, ino, size, mtime, atime, ctime, mode, uid, gid, reason, detail = json.loads(src.readline())
+            row = json.loads(src.readline())
+            rel, dev, ino, size, mtime, atime, ctime, mode, uid, gid, reason, detail = row[:12]
+            # blocks and nlink (what quota counts) came later: a row without them reads as one plain file
+            blocks, nlink = row[12:14] if len(row) >= 14 else (0, 1)
             _check_relpath(path, str(rel))
             fact = FileFact(str(rel), int(dev), int(ino), int(size), float(mtime), float(atime), float(ctime),
-                            int(mode), int(uid), int(gid))
+                            int(mode), int(uid), int(gid), int(blocks), int(nlink))
             hold = None if held is None else held(os.path.join(root, fact.relpath))
             if hold is not None:
                 late_holds.append(Skip(pp.name, os.path.join(root, fact.relpath), fact.size, "held", skip_reason(hold)))
