@@ -783,7 +783,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = 
             warnings.append(f"{fname}:{line_of(data, ('policies', i, key))}: policies[{i}].{key}: {message}")
         return warn
 
-    from .actions import ACTIONS, action_names
+    from .actions.base import action_names, registered_action
     from .trash import MOUNT_TRASH_NAME
 
     # janitor's own directories: a policy must neither be one, lie in one nor hold one
@@ -828,7 +828,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = 
                     and pol.smaller_than is None:
                 warn("action", "delete with no older_than, larger_than or smaller_than removes every matching "
                      "file once it has settled; add a filter if that is not the intent")
-            action_cls = ACTIONS.get(pol.action)
+            action_cls = registered_action(pol.action)
             if action_cls is None:
                 report(
                     "action",

@@ -260,7 +260,7 @@ def _execute_policy(
     outcome: PolicyOutcome,
     force: bool,
 ) -> None:
-    from .actions import get_action
+    from .actions.base import get_action
 
     action = get_action(pp.action)
     ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())

@@ -10,7 +10,7 @@ from conftest import DAY, Tree
 
 from janitor.config import load_config
 from janitor.planner import build_plan
-from janitor.render import _json_clean, reason_group, write_plan_json
+from janitor.render import json_clean, reason_group, write_plan_json
 
 OLD = """\
 version: 1
@@ -75,7 +75,7 @@ def test_plan_json_is_streamed_and_is_the_plan(tree: Tree, write_config) -> None
     out = io.StringIO()
     write_plan_json(plan, out)
     assert [len(p.actions) for p in plan.policies] == [31, 31]  # the quota rows carry a detail
-    assert json.loads(out.getvalue()) == _json_clean(plan.to_dict())
+    assert json.loads(out.getvalue()) == json_clean(plan.to_dict())
 
 
 def test_reason_groups() -> None:

@@ -32,7 +32,7 @@ from ..errors import (
     VerifyFailed,
 )
 from ..trash import move_into_trash
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..asowner import Credentials
@@ -471,6 +471,7 @@ class ArchiveSession:
             self.progress.close()
 
 
+@register
 class ArchiveAction(Action):
     name = "archive"
     options = frozenset({"target", "then", "trash_dir", "retain", "verify", "bwlimit"})
@@ -642,7 +643,7 @@ _reconcile_targets: dict[tuple[int, str], ArchiveTarget] = {}
 def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
     """Settle a row a killed archive run left `planned`. A missing local file is only
     recorded as done when a verified object backs it."""
-    from ..runner import _same_file, reconcile_trash_move
+    from ..reconcile import reconcile_trash_move, same_file
 
     target: ArchiveTarget | None = None
     if config is not None and entry.target and entry.object_key:
@@ -660,7 +661,7 @@ def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, 
             pass  # cleanup only; the checks below decide the row
     if entry.trash_path:
         return reconcile_trash_move(entry)
-    if _same_file(entry.path, entry):
+    if same_file(entry.path, entry):
         return "aborted", "interrupted before the local file was removed; it is still in place"
     if target is None or not entry.object_key:
         return "failed", "the file is gone and the archive could not be checked"

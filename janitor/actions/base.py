@@ -1,4 +1,9 @@
-"""The action interface: what every action (delete, soft-delete, archive, truncate, quota) provides.
+"""The action contract: the interface every action provides, and the registry of actions.
+
+This module sits below the engine (planner, executor, runner): it imports no engine module
+at run time (the engine's types appear in annotations only), and the engine finds actions
+here by name, never by importing an action module. Each action module registers its class
+with `@register`; the front ends load the built-in actions once (janitor/plugins.py).
 
 An action declares the policy keys it accepts and validates them, chooses among the
 eligible files when planning (most take them all), and applies itself to one file whose
@@ -103,7 +108,7 @@ class Action:
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
         """Settle a journal row a killed run left `planned`: (state, note)."""
-        from ..runner import reconcile_by_presence
+        from ..reconcile import reconcile_by_presence
 
         return reconcile_by_presence(entry)
 
@@ -113,7 +118,40 @@ class Action:
         return cls.reconcile(entry)
 
 
-def _registry() -> dict[str, type[Action]]:
-    from . import ACTIONS
+# name -> action class, in the order registered (the order `valid: ...` lists them)
+ACTIONS: dict[str, type[Action]] = {}
 
+
+def register(cls: type[Action]) -> type[Action]:
+    """Class decorator: make an action known by its `name` in policy files."""
+    if ACTIONS.get(cls.name, cls) is not cls:
+        raise ValueError(f"action {cls.name!r} is registered twice")
+    ACTIONS[cls.name] = cls
+    return cls
+
+
+def _registry() -> dict[str, type[Action]]:
+    if not ACTIONS:
+        # a library caller that skipped the front ends: say what is missing, not "unknown action"
+        raise RuntimeError("no actions are registered: load them first with janitor.plugins.load()")
     return ACTIONS
+
+
+def action_names() -> list[str]:
+    """Every registered action name, in registration order."""
+    return list(_registry())
+
+
+def registered_action(name: str) -> type[Action] | None:
+    """The action class for `name`, or None when no such action is registered."""
+    return _registry().get(name)
+
+
+def action_class(name: str) -> type[Action]:
+    """The action class for `name` (KeyError when unknown: config validation rejects those)."""
+    return _registry()[name]
+
+
+def get_action(name: str) -> Action:
+    """A fresh action object for one policy's plan or run."""
+    return action_class(name)()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..execute import ExecContext
     from ..plan import PlannedAction
 
 
+@register
 class DeleteAction(Action):
     name = "delete"
     done_event = "file_deleted"

@@ -24,7 +24,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..units import format_size
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -51,6 +51,7 @@ def _watermark(policy: Policy) -> float:
     return DEFAULT_LOW_WATERMARK if policy.low_watermark is None else policy.low_watermark
 
 
+@register
 class QuotaAction(Action):
     name = "quota"
     needs_all_matched = True
@@ -65,7 +66,7 @@ class QuotaAction(Action):
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
-        from . import ACTIONS
+        from .base import ACTIONS
 
         problems = super().check_policy(policy, target_names)
         if policy.max_size is None and policy.max_files is None:
@@ -182,7 +183,7 @@ class QuotaAction(Action):
         Archive is told to delete after a verified copy: an evicted file has to leave.
         """
         if self._delegate is None:
-            from . import ACTIONS
+            from .base import ACTIONS
 
             then = _then(ctx.policy)
             if then not in ACTIONS:
@@ -241,8 +242,8 @@ class QuotaAction(Action):
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
-        from ..runner import reconcile_by_presence, reconcile_trash_move
-        from . import ACTIONS
+        from ..reconcile import reconcile_by_presence, reconcile_trash_move
+        from .base import ACTIONS
 
         if entry.trash_path:
             return reconcile_trash_move(entry)
@@ -252,7 +253,7 @@ class QuotaAction(Action):
 
     @classmethod
     def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
-        from . import ACTIONS
+        from .base import ACTIONS
 
         if entry.target and not entry.trash_path and "archive" in ACTIONS:
             return ACTIONS["archive"].reconcile_with(entry, config)

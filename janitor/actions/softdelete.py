@@ -9,7 +9,7 @@ from ..errors import JanitorError
 from ..safepath import Expected
 from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from ..units import format_duration
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..plan import PlannedAction
 
 
+@register
 class SoftDeleteAction(Action):
     name = "soft-delete"
     options = frozenset({"trash_dir", "retain"})

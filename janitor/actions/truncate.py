@@ -33,11 +33,11 @@ from ..logcut import (
     validate_options,
 )
 from ..plan import Skip
-from ..procfs import _describe_pids
+from ..procfs import describe_pids
 from ..safepath import open_dirs_below, open_parent_below
 from ..scan import O_DIR
 from ..units import format_size, parse_duration
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -235,6 +235,7 @@ def _foreign_copy(policy: Policy, path: str, options: CutOptions, record: LogRec
     return None
 
 
+@register
 class TruncateAction(Action):
     name = "truncate"
     options = frozenset(
@@ -299,7 +300,7 @@ class TruncateAction(Action):
                 pids = ctx.open_files.non_append_writers.get((fact.dev, fact.ino))
                 if pids:
                     yield Skip(policy.name, path, fact.size, "non_append_writer",
-                               f"open for writing without O_APPEND by {_describe_pids(pids)}: a cut would "
+                               f"open for writing without O_APPEND by {describe_pids(pids)}: a cut would "
                                "leave a NUL-filled head; make the writer append ('>>' not '>'), use "
                                "mode: rename, or set allow_non_append_writers: true")
                     continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import Action
+from .base import Action, register
 
 if TYPE_CHECKING:
     from ..config import Config, Policy
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..scan import FileFact
 
 
+@register
 class WarnAction(Action):
     name = "warn"
     options = frozenset({"when_size_above", "block_guard"})
