@@ -23,6 +23,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import Rate, Then, VerifyMode
 from ..errors import (
     FileChanged,
     FileSkipped,
@@ -33,6 +34,7 @@ from ..errors import (
 )
 from ..trash import move_into_trash
 from .base import Action, register
+from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
     from ..asowner import Credentials
@@ -471,10 +473,19 @@ class ArchiveSession:
             self.progress.close()
 
 
+class ArchiveOptions(SoftDeleteOptions):
+    """archive's keys (trash_dir and retain for `then: soft-delete`)."""
+
+    target: str | None = None  # a name under `targets:`
+    then: Then | None = None  # what becomes of the local file once archived (THEN_VALUES)
+    verify: VerifyMode | None = None  # overrides the target's for this policy
+    bwlimit: Rate | None = None  # overrides the target's for this policy
+
+
 @register
 class ArchiveAction(Action):
     name = "archive"
-    options = frozenset({"target", "then", "trash_dir", "retain", "verify", "bwlimit"})
+    Options = ArchiveOptions
     done_event = "file_archived"
 
     def __init__(self, then: str | None = None) -> None:
@@ -491,13 +502,14 @@ class ArchiveAction(Action):
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
         problems = super().check_policy(policy, target_names)
         problems.extend(check_archive_keys(policy, target_names))
-        if policy.then in (None, "delete", "keep") and {"trash_dir", "retain"} & policy.model_fields_set:
-            for key in sorted({"trash_dir", "retain"} & policy.model_fields_set):
+        options = ArchiveOptions.of(policy)
+        if options.then in (None, "delete", "keep") and {"trash_dir", "retain"} & options.model_fields_set:
+            for key in sorted({"trash_dir", "retain"} & options.model_fields_set):
                 problems.append((key, "only applies with then: soft-delete"))
         return problems
 
     def then_of(self, policy: Policy) -> str:
-        return self.then_override or policy.then or "delete"
+        return self.then_override or ArchiveOptions.of(policy).then or "delete"
 
     # -- execution ----------------------------------------------------------------------
 
@@ -505,8 +517,9 @@ class ArchiveAction(Action):
         if self.target is None:
             from ..targets import target_for
 
-            assert ctx.policy.target is not None  # check_policy guarantees it
-            self.target = target_for(ctx.config, ctx.policy.target, ctx.policy)
+            name = ArchiveOptions.of(ctx.policy).target
+            assert name is not None  # check_policy guarantees it
+            self.target = target_for(ctx.config, name, ctx.policy)
         return self.target
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
@@ -602,12 +615,13 @@ def check_archive_keys(policy: Policy, target_names: set[str]) -> list[tuple[str
     """Problems with `target` and `then` (shared with quota's then: archive)."""
     problems: list[tuple[str, str]] = []
     defined = ", ".join(sorted(target_names)) or "none"
-    if policy.target is None:
+    options = ArchiveOptions.of(policy)
+    if options.target is None:
         problems.append(("target", f"is required for archive (defined targets: {defined})"))
-    elif policy.target not in target_names:
-        problems.append(("target", f"no target named {policy.target!r} (defined targets: {defined})"))
-    if policy.action == "archive" and policy.then not in (None, *THEN_VALUES):
-        problems.append(("then", f"{policy.then!r} is not one of {', '.join(THEN_VALUES)}"))
+    elif options.target not in target_names:
+        problems.append(("target", f"no target named {options.target!r} (defined targets: {defined})"))
+    if policy.action == "archive" and options.then not in (None, *THEN_VALUES):
+        problems.append(("then", f"{options.then!r} is not one of {', '.join(THEN_VALUES)}"))
     return problems
 
 

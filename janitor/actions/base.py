@@ -14,7 +14,9 @@ directory descriptor. The executor does the rest: re-checks, journal, batching, 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -24,7 +26,10 @@ if TYPE_CHECKING:
     from ..planner import PlanContext
     from ..scan import FileFact
 
-# Keys that only some actions accept; each action lists those it takes in `options`.
+# Keys that only some actions accept; a policy setting one its action does not declare in
+# `Options` is an error naming the actions it belongs to. Kept as written (not derived from
+# the actions' Options): a few keys (verify, bwlimit, rotate_every...) have always been
+# accepted, and ignored, on the other actions, and every valid policy file stays valid.
 ACTION_SPECIFIC_KEYS = frozenset(
     {
         "trash_dir", "retain", "target", "then",
@@ -36,9 +41,45 @@ ACTION_SPECIFIC_KEYS = frozenset(
 )  # fmt: skip
 
 
+class ActionOptions(BaseModel):
+    """An action's own policy keys, typed: each action declares `Options`, a subclass.
+
+    The policy file stays flat (the keys sit next to `action:`), and config.py validates
+    every key there, so messages keep naming the file, line and key. `Policy.options` is
+    then this model, built from those validated values for the policy's action; an action
+    reads its keys as `MyOptions.of(policy).key`. Each field's type must be the flat
+    `Policy` field's (tests/test_config.py checks it), so both mean the same.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, policy: Policy) -> Self:
+        """This action's options of `policy`: its own `options`, or (for a policy of another
+        action that delegates here, as quota's `then: archive`) the same keys read from it."""
+        options = policy.options
+        if isinstance(options, cls):
+            return options
+        return cls.from_values(policy)
+
+    @classmethod
+    def from_values(cls, policy: Policy) -> Self:
+        """Built from the policy's flat, already validated attributes (no second validation)."""
+        names = cls.model_fields.keys()
+        return cls.model_construct(_fields_set=policy.model_fields_set & names,
+                                   **{name: getattr(policy, name) for name in names})
+
+
 class Action:
     name: ClassVar[str]
+    # the action's own policy keys and their types
+    Options: ClassVar[type[ActionOptions]] = ActionOptions
+    # the names of those keys (set from Options for each action class)
     options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.options = frozenset(cls.Options.model_fields)
     # Files still being written are never acted on; truncate is the exception by design.
     skips_busy: ClassVar[bool] = True
     # Whether select() needs every glob-matched file (quota counts them all), not only
