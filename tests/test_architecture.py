@@ -73,6 +73,14 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skip
 
 
+def _writes_output(node: ast.AST) -> bool:
+    """A call of print(), or any use of sys.stdout."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id == "print"
+    return (isinstance(node, ast.Attribute) and node.attr == "stdout" and isinstance(node.value, ast.Name)
+            and node.value.id == "sys")
+
+
 def parse_package(root: Path) -> dict[str, Module]:
     """Every module under `root` with what it imports (resolved to modules of the package)."""
     files = {}
@@ -124,10 +132,7 @@ def parse_package(root: Path) -> dict[str, Module]:
                         mod.imports.setdefault(target, node.lineno)
                     if alias.name.startswith("_") and not alias.name.startswith("__") and target != name:
                         mod.private.append((target, alias.name, node.lineno))
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-                mod.prints.append(node.lineno)
-            elif (isinstance(node, ast.Attribute) and node.attr == "stdout" and isinstance(node.value, ast.Name)
-                  and node.value.id == "sys"):
+            elif _writes_output(node):
                 mod.prints.append(node.lineno)
     return modules
 
