@@ -52,6 +52,9 @@ class PolicyPlan:
     disk: DiskUsage | None = None
     stop_at_pct: float | None = None  # executor stops once the filesystem is at or below this
     purges: int = 0  # trashed files older than `retain` that the run deletes for good
+    # what becomes of each file acted on: "delete", "trash", "keep" (archive's then: keep),
+    # or None when no file leaves (truncate, warn); janitor/actions/base.py
+    disposal: str | None = None
 
     @property
     def bytes(self) -> int:
@@ -71,6 +74,7 @@ class PolicyPlan:
             "files": len(self.actions),
             "bytes": self.bytes,
             "trash_purges": self.purges,
+            "disposal": self.disposal,
             "blocked": self.blocked,
             "inactive": self.inactive,
             "error": self.error,

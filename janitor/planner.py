@@ -139,10 +139,10 @@ def _devices(policies: tuple[Policy, ...] | list[Policy], config: Config) -> set
 
 
 def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
-    from .actions.base import get_action
+    from .actions.base import action_class, get_action
 
     config = ctx.config
-    pp = PolicyPlan(policy.name, policy.action, policy.path)
+    pp = PolicyPlan(policy.name, policy.action, policy.path, disposal=action_class(policy.action).disposal(policy))
     try:
         st = os.lstat(policy.path)
         if stat.S_ISLNK(st.st_mode):

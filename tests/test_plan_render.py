@@ -6,6 +6,7 @@ import io
 import json
 import os
 
+import pytest
 from conftest import DAY, Tree
 
 from janitor.config import load_config
@@ -82,3 +83,37 @@ def test_reason_groups() -> None:
     assert reason_group("mtime age 9d2h > 7d") == "mtime age > 7d"
     assert reason_group("mtime age 9d > 7d, size 3.0 MiB > 1.0 MiB") == "mtime age > 7d, size > 1.0 MiB"
     assert reason_group("quota files 10/2: evict oldest to 1 files") == "quota files 10/2: evict oldest to 1 files"
+
+
+DISPOSALS = [
+    # (the policy's action keys, what `plan --json` says becomes of its files)
+    ("action: delete", "delete"),
+    ("action: soft-delete", "trash"),
+    ("action: archive, target: nas", "delete"),
+    ("action: archive, target: nas, then: delete", "delete"),
+    ("action: archive, target: nas, then: soft-delete", "trash"),
+    ("action: archive, target: nas, then: keep", "keep"),
+    ("action: quota, max_files: 1", "delete"),
+    ("action: quota, max_files: 1, then: soft-delete", "trash"),
+    ("action: quota, max_files: 1, then: archive, target: nas", "delete"),
+    ("action: truncate, keep_tail: 1MiB", None),
+    ("action: warn, when_size_above: 1GiB", None),
+]
+
+
+@pytest.mark.parametrize(("keys", "disposal"), DISPOSALS)
+def test_plan_json_says_what_becomes_of_the_files(tree: Tree, write_config, cli, keys: str,  # type: ignore[no-untyped-def]
+                                                 disposal: str | None) -> None:
+    tree.file("a.bin", 10, age=8 * DAY)
+    tree.file("b.bin", 10, age=9 * DAY)
+    cfg = write_config(
+        "version: 1\n"
+        "settings: {{state_dir: {state}, settle: 0s}}\n"
+        f"targets: {{{{nas: {{{{url: 'file://{tree.root.parent}/nas'}}}}}}}}\n"
+        "policies:\n"
+        f"  - {{{{name: p, path: {{root}}, {keys}}}}}\n"
+    )
+    proc = cli("plan", "-c", cfg, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (policy,) = json.loads(proc.stdout)["policies"]
+    assert policy["disposal"] == disposal

@@ -33,7 +33,7 @@ from ..errors import (
     VerifyFailed,
 )
 from ..trash import move_into_trash
-from .base import Action, register
+from .base import DISPOSAL_OF_THEN, Action, Disposal, register
 from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
@@ -507,6 +507,10 @@ class ArchiveAction(Action):
             for key in sorted({"trash_dir", "retain"} & options.model_fields_set):
                 problems.append((key, "only applies with then: soft-delete"))
         return problems
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return DISPOSAL_OF_THEN[ArchiveOptions.of(policy).then or "delete"]
 
     def then_of(self, policy: Policy) -> str:
         return self.then_override or ArchiveOptions.of(policy).then or "delete"

@@ -14,7 +14,7 @@ directory descriptor. The executor does the rest: re-checks, journal, batching, 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,6 +39,15 @@ ACTION_SPECIFIC_KEYS = frozenset(
         "when_size_above", "block_guard",
     }
 )  # fmt: skip
+
+
+# What becomes of a file at its path once acted on: removed, moved into the trash, or left
+# in place (archive's then: keep). None for actions that leave no file to dispose of
+# (truncate cuts a log in place, warn only watches).
+Disposal = Literal["delete", "trash", "keep"]
+# the `then` keys (archive, quota) as dispositions; quota's then: archive archives and deletes
+DISPOSAL_OF_THEN: dict[str, Disposal] = {"delete": "delete", "soft-delete": "trash", "keep": "keep",
+                                         "archive": "delete"}
 
 
 class ActionOptions(BaseModel):
@@ -99,6 +108,11 @@ class Action:
             owners = [a.name for a in _registry().values() if key in a.options]
             problems.append((key, f"is not an option of action {cls.name!r} (it belongs to {', '.join(owners)})"))
         return problems
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        """What becomes of each file this policy acts on (the plan says it: `plan --json`)."""
+        return None
 
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import Action, register
+from .base import Action, Disposal, register
 
 if TYPE_CHECKING:
+    from ..config import Policy
     from ..execute import ExecContext
     from ..plan import PlannedAction
 
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
 class DeleteAction(Action):
     name = "delete"
     done_event = "file_deleted"
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return "delete"
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
         os.unlink(name, dir_fd=dir_fd)

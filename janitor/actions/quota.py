@@ -27,7 +27,7 @@ from pydantic import Field
 
 from ..config import Percent, Size, Then
 from ..units import format_size
-from .base import Action, register
+from .base import DISPOSAL_OF_THEN, Action, Disposal, register
 from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
@@ -107,6 +107,10 @@ class QuotaAction(Action):
                 if getattr(opts, key) is not None:
                     problems.append((key, "is only used with then: soft-delete"))
         return problems
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return DISPOSAL_OF_THEN.get(_then(policy))  # then: archive archives, then deletes
 
     # ---- planning -------------------------------------------------------------------
 

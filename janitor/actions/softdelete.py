@@ -10,7 +10,7 @@ from ..errors import JanitorError
 from ..safepath import Expected
 from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from ..units import format_duration
-from .base import Action, ActionOptions, register
+from .base import Action, ActionOptions, Disposal, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -31,6 +31,10 @@ class SoftDeleteAction(Action):
     name = "soft-delete"
     Options = SoftDeleteOptions
     done_event = "file_soft_deleted"
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return "trash"
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         slot = ctx.trash_slot(item)
