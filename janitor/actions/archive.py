@@ -33,7 +33,7 @@ from ..errors import (
     VerifyFailed,
 )
 from ..trash import move_into_trash
-from .base import DISPOSAL_OF_THEN, Action, Disposal, register
+from .base import DISPOSAL_OF_THEN, Action, Disposal, Done, register
 from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
@@ -589,7 +589,7 @@ class ArchiveAction(Action):
         self._results = {item.fact.relpath: r for item, r in zip(items, results, strict=True)}
         record_final_keys(ctx, items, results)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         result = self._results.pop(item.fact.relpath, None)
         if result is None:
             raise JanitorError(f"{item.path}: no upload result", code="E_INTERNAL")
@@ -632,7 +632,7 @@ def check_archive_keys(policy: Policy, target_names: set[str]) -> list[tuple[str
 def finish_archived(
     result: ArchivedFile, then: str, item: PlannedAction, dir_fd: int, name: str,
     fields: dict[str, Any], ctx: ExecContext,
-) -> dict[str, Any]:
+) -> Done:
     """Apply `then` to a file whose upload verified; raise (file stays) for anything else."""
     if result.skipped is not None:
         raise result.skipped
@@ -646,12 +646,12 @@ def finish_archived(
         os.unlink(name, dir_fd=dir_fd)
     elif then == "soft-delete":
         move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), item.fact.size)
-    return {
+    return Done(columns={
         "object_key": obj.key,
         "sha256": obj.sha256,
         "version_id": obj.version_id,
         "detail": "uploaded" if result.uploaded else "already archived",
-    }
+    })
 
 
 # one client per target while a run settles many rows (creating a boto3 client is slow)

@@ -13,7 +13,8 @@ directory descriptor. The executor does the rest: re-checks, journal, batching, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +49,23 @@ Disposal = Literal["delete", "trash", "keep"]
 # the `then` keys (archive, quota) as dispositions; quota's then: archive archives and deletes
 DISPOSAL_OF_THEN: dict[str, Disposal] = {"delete": "delete", "soft-delete": "trash", "keep": "keep",
                                          "archive": "delete"}
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What `Action.apply` did to one file: the executor journals it and emits the done event."""
+
+    # bytes really processed, when not the file's size (truncate cuts only a prefix)
+    bytes: int | None = None
+    # journal columns known only after acting (catalog.JOURNAL_COLUMNS: object_key, sha256,
+    # version_id, detail...); they are in the done event too, except `detail`
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    # fields of the done event only, not journaled (e.g. truncate's method)
+    event: Mapping[str, str | int | float] = field(default_factory=dict)
+
+
+# done as planned, nothing more to record (one shared object: delete runs per file by the million)
+DONE = Done()
 
 
 class ActionOptions(BaseModel):
@@ -136,8 +154,8 @@ class Action:
         keep the results for `apply`, which then only verifies and finishes each file.
         """
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
-        """Do it. Return extra journal columns for the outcome; raise to fail this file."""
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
+        """Do it, and say what was done; raise to fail this file (FileSkipped to skip it)."""
         raise NotImplementedError
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import Action, Disposal, register
+from .base import DONE, Action, Disposal, Done, register
 
 if TYPE_CHECKING:
     from ..config import Policy
@@ -22,6 +22,6 @@ class DeleteAction(Action):
     def disposal(cls, policy: Policy) -> Disposal | None:
         return "delete"
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         os.unlink(name, dir_fd=dir_fd)
-        return {}
+        return DONE

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from ..config import Percent, Size, Then
 from ..units import format_size
-from .base import DISPOSAL_OF_THEN, Action, Disposal, register
+from .base import DISPOSAL_OF_THEN, Action, Disposal, Done, register
 from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ class QuotaAction(Action):
     def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
         self._then_action(ctx).prepare_batch(items, fields, ctx)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         return self._then_action(ctx).apply(item, dir_fd, name, fields, ctx)
 
     def done_event_for(self, item: PlannedAction) -> str:

@@ -10,7 +10,7 @@ from ..errors import JanitorError
 from ..safepath import Expected
 from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from ..units import format_duration
-from .base import Action, ActionOptions, Disposal, register
+from .base import DONE, Action, ActionOptions, Disposal, Done, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -44,11 +44,11 @@ class SoftDeleteAction(Action):
             fields["detail"] = encode_dir_records(records)
         return fields
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         fact = item.fact
         move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), fact.size,
                         Expected(fact.dev, fact.ino, fact.uid))
-        return {}
+        return DONE
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         purge_expired(policy, ctx)

@@ -40,7 +40,7 @@ from ..procfs import describe_pids
 from ..safepath import open_dirs_below, open_parent_below
 from ..scan import O_DIR
 from ..units import format_size, parse_duration
-from .base import Action, ActionOptions, register
+from .base import Action, ActionOptions, Done, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -345,7 +345,7 @@ class TruncateAction(Action):
             yield fact, reason, {"method": predict_method(options, fact.dev)}
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any],
-              ctx: ExecContext) -> dict[str, Any]:
+              ctx: ExecContext) -> Done:
         _check_link_count(item, dir_fd, name)
         policy = ctx.policy
         options = cut_options(policy)
@@ -379,12 +379,11 @@ class TruncateAction(Action):
                             method=result.method, message=warning)
         detail = {"method": result.method, "bytes_cut": result.bytes_cut, "bytes_after": result.bytes_after,
                   "rotated_to": result.rotated_to, "compressed": list(result.compressed)}
-        out: dict[str, Any] = {"detail": json.dumps(detail), "bytes": result.bytes_cut,
-                               "method": result.method, "bytes_cut": result.bytes_cut,
-                               "bytes_after": result.bytes_after}
+        event: dict[str, str | int | float] = {"method": result.method, "bytes_cut": result.bytes_cut,
+                                               "bytes_after": result.bytes_after}
         if result.rotated_to:
-            out["rotated_to"] = result.rotated_to
-        return out
+            event["rotated_to"] = result.rotated_to
+        return Done(bytes=result.bytes_cut, columns={"detail": json.dumps(detail)}, event=event)
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Size
-from .base import Action, ActionOptions, register
+from .base import Action, ActionOptions, Done, register
 
 if TYPE_CHECKING:
     from ..config import Config, Policy
@@ -48,5 +48,5 @@ class WarnAction(Action):
 
         emit_exceeded(check_policy(config, policy), ctx.events)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         raise AssertionError("warn never acts on a file")
