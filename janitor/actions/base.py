@@ -98,15 +98,13 @@ class ActionOptions(BaseModel):
 
 
 class Action:
+    """One action, by the name policy files give it; subclasses register with `@register`."""
+
     name: ClassVar[str]
     # the action's own policy keys and their types
     Options: ClassVar[type[ActionOptions]] = ActionOptions
     # the names of those keys (set from Options for each action class)
     options: ClassVar[frozenset[str]] = frozenset()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.options = frozenset(cls.Options.model_fields)
     # Files still being written are never acted on; truncate is the exception by design.
     skips_busy: ClassVar[bool] = True
     # Whether select() needs every glob-matched file (quota counts them all), not only
@@ -117,6 +115,10 @@ class Action:
     # True when `select` returns files in the order they should go (quota's eviction order):
     # when_disk_above then trims that order instead of re-sorting oldest first.
     orders_selection: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.options = frozenset(cls.Options.model_fields)
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
