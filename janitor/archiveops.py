@@ -160,15 +160,15 @@ def restore_from_archive(
 def render_archive_restore(result: TrashOpResult, out: Any) -> None:
     """Each path once: restored, already there (same bytes in place: not a failure), or not
     restored with its reason; then why the restore stopped, if it did, and the counts."""
-    from .render import _display_path, _esc
+    from .render import display_path, escape_markup
 
     already = getattr(result, "already", [])
     for e in result.done:
-        out.print(f"restored {_esc(_display_path(e.path))}")
+        out.print(f"restored {escape_markup(display_path(e.path))}")
     for e in already:
-        out.print(f"already there {_esc(_display_path(e.path))} (same content)")
+        out.print(f"already there {escape_markup(display_path(e.path))} (same content)")
     for e, reason in result.failed:
-        out.print(f"[red]not restored[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
+        out.print(f"[red]not restored[/] {escape_markup(display_path(e.path))}: {escape_markup(reason)}")
     skipped = getattr(result, "not_attempted", [])
     if skipped:
         out.print(f"stopped: {len(skipped)} more not attempted")

@@ -21,8 +21,8 @@ from .errors import (
     ConfigError,
     OutputClosed,
     UsageError,
-    report_error,
 )
+from .failures import report_error
 
 if TYPE_CHECKING:
     from .config import Config
@@ -120,8 +120,10 @@ def _global(
 
 
 def _load(config_path: str | None, *, strict: bool = False) -> Config:
+    from . import plugins
     from .config import load_config
 
+    plugins.load()  # the actions named in policy files
     OPTS.config = load_config(config_path, strict=strict)
     return OPTS.config
 
@@ -171,7 +173,7 @@ def validate(
     except ConfigError as exc:
         if not json_out:
             raise
-        from .errors import log_failure
+        from .failures import log_failure
 
         OPTS.exit_code = exc.exit_code
         # the result is on stdout; a JSON log or log file also gets the failure
@@ -352,8 +354,8 @@ def _dry_run(verb: str, cfg: Config, json_out: bool, *, patterns: list[str] | No
     """What `restore`/`trash purge` would act on, read from the catalog alone: nothing is
     locked, moved or deleted (as `trash list`, it reads without the run lock)."""
     from .catalog import existing_catalog
-    from .render import _display_path as shown
     from .render import console, entry_to_dict, plural, print_json
+    from .render import display_path as shown
     from .units import format_size
 
     with existing_catalog(cfg.settings.state_dir) as catalog:
@@ -412,7 +414,8 @@ def hold_cmd(
     json_out: JsonOpt = False,
 ) -> int:
     """Hold files: no policy acts on what GLOB selects until the hold ends (the plan says so)."""
-    from .holds import add_holds, render_holds
+    from .holds import add_holds
+    from .render import render_holds
     from .units import parse_duration
 
     cfg = _load(config)
@@ -440,7 +443,8 @@ def unhold_cmd(
     json_out: JsonOpt = False,
 ) -> int:
     """Release holds (see `janitor hold --list`)."""
-    from .holds import remove_holds, render_holds
+    from .holds import remove_holds
+    from .render import render_holds
 
     cfg = _load(config)
     with _holds_catalog(cfg) as catalog:
@@ -585,7 +589,8 @@ def report(
 ) -> int:
     """Storage health per policy path: usage, ages, largest files, what policies would free, trash, last run."""
     from .render import console, print_json
-    from .report import build_report, render_report, render_report_html
+    from .report import build_report, render_report
+    from .web import render_report_html
 
     cfg = _load(config)
     result = build_report(cfg)
@@ -666,8 +671,11 @@ def guard(
     """
     # `janitor guard ...` normally never gets here: janitor/entry.py runs it without typer
     # for speed. This command gives it help text and click's usage errors.
+    from . import plugins
     from .guard import GuardRequest, run_guard
 
+    if config:
+        plugins.load()  # the actions named in policy files
     return run_guard(GuardRequest(
         paths=path, max_used=max_used, min_free=min_free, config=config, clean=clean,
         lock_timeout=lock_timeout, verbose=OPTS.verbose, debug=OPTS.debug,
@@ -770,10 +778,10 @@ class _StdoutGuard:
             raise OutputClosed() from None
 
     def _reader_gone(self) -> None:
-        from .render import _silence_stdout
+        from .render import silence_stdout
 
         self._closed = True
-        _silence_stdout()
+        silence_stdout()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
@@ -801,7 +809,7 @@ def main(argv: list[str] | None = None) -> None:
         code = OPTS.exit_code
     except click_exc.ClickException as exc:
         code = EXIT_USAGE if isinstance(exc, click_exc.UsageError) else exc.exit_code
-        from .errors import log_failure
+        from .failures import log_failure
 
         if not log_failure(command, "E_USAGE", exc.format_message(), None, OPTS.log_format, OPTS.log_file, None):
             exc.show()

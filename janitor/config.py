@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from .actions.base import ActionOptions, action_class
 from .asowner import Credentials, parse_su
 from .errors import ConfigError
 from .globs import compile_globs, prunable_dir_regex
@@ -110,6 +111,9 @@ def _rate(v: object) -> int:
 
 Rate = Annotated[int, BeforeValidator(_rate)]  # `bwlimit: 20MiB/s`, bytes per second
 VerifyMode = Literal["server", "readback"]
+RotateEvery = Annotated[str, BeforeValidator(_rotate_every)]
+# what becomes of a file once archived (archive) or evicted (quota); each action narrows it
+Then = Literal["delete", "soft-delete", "keep", "archive"]
 
 
 class _Model(BaseModel):
@@ -206,8 +210,16 @@ def _keep_tail(v: object) -> KeepTail:
         raise ValueError(f"{v!r} is not a keep_tail (examples: 1000 lines, 1MiB)") from None
 
 
+KeepTailValue = Annotated[KeepTail, BeforeValidator(_keep_tail)]
+
+
 class Policy(_Model):
-    """One policy as written; action-specific keys are checked by the action itself."""
+    """One policy as written; action-specific keys are checked by the action itself.
+
+    The file format is flat: every action's keys are validated here, with the file, line
+    and key in each message. The code of an action reads its own keys, typed, from
+    `options` (the action's `Options` model, janitor/actions/base.py).
+    """
 
     name: str
     path: str
@@ -242,14 +254,14 @@ class Policy(_Model):
     retain: Duration | None = None
     # archive (also quota's `then: archive`)
     target: str | None = None
-    then: Literal["delete", "soft-delete", "keep", "archive"] | None = None
+    then: Then | None = None
     verify: VerifyMode | None = None  # overrides the target's for this policy
     bwlimit: Rate | None = None  # overrides the target's for this policy
     # truncate
     rotate: int | None = Field(None, ge=0, le=1000)
     compress: Literal["none", "gzip", "zstd"] | None = None
     delay_compress: bool | None = None
-    keep_tail: Annotated[KeepTail, BeforeValidator(_keep_tail)] | None = None
+    keep_tail: KeepTailValue | None = None
     olddir: str | None = None
     mode: Literal["copytruncate", "rename"] | None = None
     reopen: Reopen | None = None
@@ -257,7 +269,7 @@ class Policy(_Model):
     allow_non_append_writers: bool | None = None
     # truncate, time-based rotation (logrotate's daily/weekly/monthly, dateext, minsize,
     # notifempty, missingok; see docs/truncate.md). Added by sec-logs, kept in one group.
-    rotate_every: Annotated[str, BeforeValidator(_rotate_every)] | None = None
+    rotate_every: RotateEvery | None = None
     dateext: bool | None = None
     min_size: Size | None = None
     notifempty: bool | None = None
@@ -272,6 +284,7 @@ class Policy(_Model):
     block_guard: bool | None = None
 
     _globs: CompiledGlobs = PrivateAttr()  # set in model_post_init
+    _options: ActionOptions | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -299,6 +312,13 @@ class Policy(_Model):
 
     def model_post_init(self, __context: Any) -> None:
         self._globs = CompiledGlobs.build(self.match, self.exclude)
+
+    @property
+    def options(self) -> ActionOptions:
+        """This policy's action keys as its action's typed `Options` (built once, on first use)."""
+        if self._options is None:
+            self._options = action_class(self.action).Options.from_values(self)
+        return self._options
 
     @property
     def globs(self) -> CompiledGlobs:
@@ -783,7 +803,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = 
             warnings.append(f"{fname}:{line_of(data, ('policies', i, key))}: policies[{i}].{key}: {message}")
         return warn
 
-    from .actions import ACTIONS, action_names
+    from .actions.base import action_names, registered_action
     from .trash import MOUNT_TRASH_NAME
 
     # janitor's own directories: a policy must neither be one, lie in one nor hold one
@@ -828,7 +848,7 @@ def _merge_and_check(parsed: list[_Parsed], problems: list[str], strict: bool = 
                     and pol.smaller_than is None:
                 warn("action", "delete with no older_than, larger_than or smaller_than removes every matching "
                      "file once it has settled; add a filter if that is not the intent")
-            action_cls = ACTIONS.get(pol.action)
+            action_cls = registered_action(pol.action)
             if action_cls is None:
                 report(
                     "action",

@@ -167,6 +167,7 @@ def remove_sandbox(root: Path, *, created: bool) -> None:
 def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
     from rich.syntax import Syntax
 
+    from . import plugins
     from .config import load_config
     from .events import EventLog
     from .planner import build_plan
@@ -175,6 +176,7 @@ def run_demo(directory: str | None = None, *, keep: bool = False) -> int:
     from .trashops import restore_entries, select_trash
     from .units import format_size
 
+    plugins.load()  # the actions named in policy files
     out = console()
     root, created = prepare_sandbox(directory)
     (root / MARKER).write_text("a sandbox of `janitor demo`: `janitor demo --dir` may remove it and build it again\n")

@@ -55,7 +55,11 @@ def _main(args: list[str]) -> None:
 
         request = parse_fast(args)
         if request is not None:
-            from .errors import report_error
+            if request.config:
+                from . import plugins
+
+                plugins.load()  # the actions named in policy files
+            from .failures import report_error
             from .guard import run_guard
 
             try:

@@ -260,7 +260,7 @@ def _execute_policy(
     outcome: PolicyOutcome,
     force: bool,
 ) -> None:
-    from .actions import get_action
+    from .actions.base import get_action
 
     action = get_action(pp.action)
     ctx = ExecContext(config, policy, catalog, events, run_id, trash, OpenFiles())
@@ -539,7 +539,7 @@ def _execute_batch(
                 skip = recheck(item, dir_fd, name, ctx, action)
                 if skip is not None:
                     raise FileSkipped(skip[1], skip_code=skip[0])
-                extra = action.apply(item, dir_fd, name, fields, ctx)
+                done = action.apply(item, dir_fd, name, fields, ctx)
             except FileSkipped as exc:
                 results.append((row_id, "skipped", str(exc), {}))
                 outcome.skipped[exc.skip_code] += 1
@@ -569,11 +569,11 @@ def _execute_batch(
                 results.append((row_id, "failed", f"E_INTERNAL: {message}", {}))
                 _fail_file(item, ctx, outcome, "E_INTERNAL", message)
                 continue
-            # Keys that are journal columns are stored; the others only go into the event
-            # (e.g. truncate's method). "bytes" is what the action really processed when
-            # that differs from the file's size (truncate cuts only a prefix).
-            done_bytes = extra.pop("bytes", item.fact.size)
-            columns = {k: v for k, v in extra.items() if k in JOURNAL_COLUMNS}
+            # The action's columns are stored (and told in the event); its event fields only
+            # go into the event (e.g. truncate's method). Its bytes are what it really
+            # processed when that differs from the file's size (truncate cuts only a prefix).
+            done_bytes = item.fact.size if done.bytes is None else done.bytes
+            columns = {k: v for k, v in done.columns.items() if k in JOURNAL_COLUMNS}
             results.append((row_id, "done", None, columns))
             if track_dirs and "/" in item.fact.relpath and not lexists_at(dir_fd, name):
                 reldir = item.fact.relpath.rpartition("/")[0]
@@ -582,7 +582,7 @@ def _execute_batch(
                     ctx.emptied[reldir] = (st_dir.st_dev, st_dir.st_ino)
             outcome.files += 1
             outcome.bytes += done_bytes
-            event_fields: dict[str, Any] = {k: v for k, v in {**fields, **extra}.items()
+            event_fields: dict[str, Any] = {k: v for k, v in {**fields, **done.columns, **done.event}.items()
                                             if k != "detail" and isinstance(v, str | int | float)}
             events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
                         bytes=done_bytes, **event_fields)

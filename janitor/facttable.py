@@ -16,12 +16,10 @@ from __future__ import annotations
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, SupportsIndex, overload
+from typing import Any, SupportsIndex, overload
 
+from .planitem import LazyReason, PlannedAction
 from .scan import FileFact
-
-if TYPE_CHECKING:
-    from .plan import LazyReason, PlannedAction
 
 _ENC = "surrogateescape"
 
@@ -192,8 +190,6 @@ class ActionList(list["PlannedAction"]):
     # reading -----------------------------------------------------------------------------
 
     def _item(self, row: int) -> PlannedAction:
-        from .plan import PlannedAction
-
         return PlannedAction(self.policy, self.action, self.root, self._facts.fact(row), self._reasons[row],
                              self._details[row])
 

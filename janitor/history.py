@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, JournalEntry
+from .catalog import Catalog, JournalEntry, existing_catalog
 from .globs import path_matcher
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def query_history(
@@ -76,3 +79,13 @@ def _detail(entry: JournalEntry) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def recent_runs(config: Config, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` runs as recorded in the catalog, newest first (the `runs` table's rows)."""
+    with existing_catalog(config.settings.state_dir) as catalog:
+        if catalog is None:
+            return []
+        cur = catalog.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -127,21 +127,3 @@ def hold_restored(catalog: Catalog, entries: Iterable[JournalEntry], duration: f
         catalog.add_hold(entry.path, until, f"restored {time.strftime('%Y-%m-%d')}, hold {format_duration(duration)}")
         count += 1
     return count
-
-
-def render_holds(holds: Sequence[Hold], json_out: bool, *, verb: str | None = None) -> int:
-    """Print holds (a table, or JSON); returns the exit code (0)."""
-    from .render import console, print_json
-
-    rows = [{"pattern": h.pattern, "glob": h.is_glob, "until": h.until, "reason": h.reason} for h in holds]
-    if json_out:
-        print_json(rows)
-        return 0
-    out = console()
-    if not holds:
-        out.print("no holds" if verb is None else f"nothing {verb}")
-        return 0
-    for h in holds:
-        prefix = f"{verb} " if verb else ""
-        out.print(f"{prefix}{h.pattern}  until {h.until_text()}  ({h.reason})", markup=False, highlight=False)
-    return 0

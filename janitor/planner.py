@@ -139,10 +139,10 @@ def _devices(policies: tuple[Policy, ...] | list[Policy], config: Config) -> set
 
 
 def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
-    from .actions import get_action
+    from .actions.base import action_class, get_action
 
     config = ctx.config
-    pp = PolicyPlan(policy.name, policy.action, policy.path)
+    pp = PolicyPlan(policy.name, policy.action, policy.path, disposal=action_class(policy.action).disposal(policy))
     try:
         st = os.lstat(policy.path)
         if stat.S_ISLNK(st.st_mode):
@@ -266,9 +266,9 @@ FUTURE_SKEW = 3600.0
 
 
 def _eligible(policy: Policy, matched: FactTable, ctx: PlanContext, pp: PolicyPlan) -> FactRows:
-    from .actions import ACTIONS
+    from .actions.base import action_class
 
-    skips_busy = ACTIONS[policy.action].skips_busy
+    skips_busy = action_class(policy.action).skips_busy
     now = ctx.now
     settle = ctx.config.effective_settle(policy)
     ages, mtimes = matched.age_column(policy.age_by), matched.age_column("mtime")

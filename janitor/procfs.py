@@ -54,10 +54,10 @@ class OpenFiles:
         key = (dev, ino)
         pids = self.writers.get(key)
         if pids:
-            return "open_for_write", f"open for writing by {_describe_pids(pids)}"
+            return "open_for_write", f"open for writing by {describe_pids(pids)}"
         pids = self.mappers.get(key)
         if pids:
-            return "mapped_for_write", f"mapped shared and writable by {_describe_pids(pids)}"
+            return "mapped_for_write", f"mapped shared and writable by {describe_pids(pids)}"
         devices = self.loops.get(key)
         if devices:
             return "loop_device", f"backs loop device {', '.join(sorted(devices))}"
@@ -65,11 +65,11 @@ class OpenFiles:
             return "swap_file", "an active swap file"
         pids = self.lockers.get(key)
         if pids:
-            return "locked", f"locked by {_describe_pids(pids)}"
+            return "locked", f"locked by {describe_pids(pids)}"
         if readers:
             pids = self.readers.get(key)
             if pids:
-                return "open_for_read", f"open for reading by {_describe_pids(pids)} (skip_open_readers)"
+                return "open_for_read", f"open for reading by {describe_pids(pids)} (skip_open_readers)"
         return None
 
     def busy_keys(self, *, readers: bool = False) -> Container[Key]:
@@ -83,7 +83,7 @@ class OpenFiles:
         return keys
 
 
-def _describe_pids(pids: list[int]) -> str:
+def describe_pids(pids: list[int]) -> str:
     parts = []
     for pid in sorted(set(pids))[:3]:
         try:

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from .units import format_duration, format_size
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .catalog import JournalEntry
+    from .catalog import Hold, JournalEntry
     from .config import Config
     from .events import EventLog
     from .plan import Plan, PlannedAction
@@ -32,7 +33,7 @@ def console(stderr: bool = False) -> Console:
         def on_broken_pipe(self) -> None:
             # rich's own handler exits 1; a reader that went away (`| head -1`) is not a
             # failure of the command: the CLI boundary decides the exit code.
-            _silence_stdout()
+            silence_stdout()
             raise OutputClosed()
 
     stream = sys.stderr if stderr else sys.stdout
@@ -41,7 +42,7 @@ def console(stderr: bool = False) -> Console:
     return _Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point fd 1 at /dev/null so the final flush at exit does not fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -73,31 +74,33 @@ def plural(count: int, word: str, words: str | None = None) -> str:
 
 def print_json(data: Any) -> None:
     try:
-        json.dump(_json_clean(data), sys.stdout, indent=2, ensure_ascii=False, default=str)
+        json.dump(json_clean(data), sys.stdout, indent=2, ensure_ascii=False, default=str)
         sys.stdout.write("\n")  # an error of the final flush is the console script's (entry.py)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise OutputClosed() from None
 
 
-def _json_clean(value: Any) -> Any:
+def json_clean(value: Any) -> Any:
     """Every string in the structure through escape_undecodable."""
     if isinstance(value, str):
         return escape_undecodable(value)
     if isinstance(value, dict):
-        return {_json_clean(k): _json_clean(v) for k, v in value.items()}
+        return {json_clean(k): json_clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_clean(v) for v in value]
+        return [json_clean(v) for v in value]
     return value
 
 
-def _esc(text: str) -> str:
+def escape_markup(text: str) -> str:
+    """`text` safe to print inside rich markup (a file name holding `[red]` stays text)."""
     from rich.markup import escape
 
     return escape(text)
 
 
-def _display_path(path: str) -> str:
+def display_path(path: str) -> str:
+    """A path as shown to people."""
     # undecodable bytes and control characters (a newline in a file name) shown escaped,
     # exactly as in `error:` lines (events.display_text)
     return display_text(path)
@@ -136,15 +139,15 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = PLAN_ROWS, titl
     now = plan.created
     write = out.file.write
     for pp in plan.policies:
-        header = f"[bold]{_esc(pp.name)}[/] ({pp.action}) on {_esc(_display_path(pp.root))}"
+        header = f"[bold]{escape_markup(pp.name)}[/] ({pp.action}) on {escape_markup(display_path(pp.root))}"
         out.print(header)
         if pp.error:
-            out.print(f"  [red]error:[/] {_esc(_display_path(pp.error))}")
+            out.print(f"  [red]error:[/] {escape_markup(display_path(pp.error))}")
             continue
         if pp.inactive:
-            out.print(f"  [dim]inactive: {_esc(_display_path(pp.inactive))}[/]")
+            out.print(f"  [dim]inactive: {escape_markup(display_path(pp.inactive))}[/]")
         for note in pp.notes:
-            out.print(f"  [dim]note: {_esc(_display_path(note))}[/]")
+            out.print(f"  [dim]note: {escape_markup(display_path(note))}[/]")
         if pp.actions:
             width = max(len("action"), len(pp.action))
             out.print(f"  [bold]{'action':<{width}}  {'size':>10}  {'age':>8}  file[/]  (under each reason)")
@@ -157,9 +160,9 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = PLAN_ROWS, titl
                 key = reason_group(a.reason) + detail
                 if key != group:
                     group = key
-                    write(f"  reason: {_display_path(key)}\n")
+                    write(f"  reason: {display_path(key)}\n")
                 write(f"  {a.action:<{width}}  {format_size(a.fact.size):>10}  "
-                      f"{format_duration(now - a.fact.mtime):>8}  {_display_path(a.fact.relpath)}\n")
+                      f"{format_duration(now - a.fact.mtime):>8}  {display_path(a.fact.relpath)}\n")
             if limit is not None and len(pp.actions) > limit:
                 write(f"  ... {len(pp.actions) - limit} more: --all to list every row (--json for machines)\n")
         if pp.skips:
@@ -168,21 +171,21 @@ def render_plan(plan: Plan, out: Console, *, limit: int | None = PLAN_ROWS, titl
             shown_skips = pp.skips if limit is None else pp.skips[:limit]
             previous = None
             for i, s in enumerate(shown_skips):
-                rel = _display_path(os.path.relpath(s.path, pp.root))
+                rel = display_path(os.path.relpath(s.path, pp.root))
                 following = shown_skips[i + 1].reason if i + 1 < len(shown_skips) else None
                 if s.reason == previous:
                     write(f"      {rel}\n")
                 elif s.reason == following:
-                    write(f"    {_display_path(s.reason)}:\n      {rel}\n")
+                    write(f"    {display_path(s.reason)}:\n      {rel}\n")
                 else:
-                    write(f"    {rel}: {_display_path(s.reason)}\n")
+                    write(f"    {rel}: {display_path(s.reason)}\n")
                 previous = s.reason
             if limit is not None and len(pp.skips) > limit:
                 write(f"    ... {len(pp.skips) - limit} more: --all to list every row\n")
         total = f"  total: {plural(len(pp.actions), 'file')}, {format_size(pp.bytes)} (of {pp.matched} matching, {format_size(pp.matched_bytes)})"
         out.print(total)
         if pp.blocked:
-            out.print(f"  [bold red]circuit breaker:[/] {_esc(_display_path(pp.blocked))}")
+            out.print(f"  [bold red]circuit breaker:[/] {escape_markup(display_path(pp.blocked))}")
         out.print()
     out.print(f"[bold]{title}: {plural(plan.total_files, 'file')}, {format_size(plan.total_bytes)} "
               f"in {plural(len(plan.policies), 'policy', 'policies')}[/]")
@@ -199,7 +202,7 @@ def write_plan_json(plan: Plan, stream: Any = None) -> None:
     now = plan.created
 
     def dump(value: Any) -> str:
-        return json.dumps(_json_clean(value), ensure_ascii=False, default=str)
+        return json.dumps(json_clean(value), ensure_ascii=False, default=str)
 
     head = {"created": plan.created, "files": plan.total_files, "bytes": plan.total_bytes,
             "open_files_fully_checked": plan.procfs_complete}
@@ -247,7 +250,7 @@ def render_run(report: RunReport, out: Console, events: EventLog | None = None) 
     for p in result.policies:
         status = {"done": "[green]done[/]", "blocked": "[red]blocked[/]", "error": "[red]error[/]",
                   "stopped": "[green]stopped[/]", "inactive": "[dim]inactive[/]"}.get(p.status, p.status)
-        table.add_row(_esc(p.name), p.action, status, str(p.files), format_size(p.bytes),
+        table.add_row(escape_markup(p.name), p.action, status, str(p.files), format_size(p.bytes),
                       str(sum(p.skipped.values())), str(p.failed))
     out.print(table)
     # printed already where this summary goes (a terminal, the journal): not again
@@ -255,10 +258,10 @@ def render_run(report: RunReport, out: Console, events: EventLog | None = None) 
     for p in result.policies:
         for message in p.messages[:20]:
             if message not in shown:
-                out.print(f"  {_esc(p.name)}: {_esc(_display_path(message))}")
+                out.print(f"  {escape_markup(p.name)}: {escape_markup(display_path(message))}")
         if p.skipped:
             reasons = ", ".join(f"{n} {code}" for code, n in p.skipped.most_common())
-            out.print(f"  {_esc(p.name)}: skipped: {reasons}")
+            out.print(f"  {escape_markup(p.name)}: skipped: {reasons}")
     purged = events.counts.get("trash_purged", 0) if events is not None else 0
     if purged:
         out.print(f"  retain: {plural(purged, 'file')} purged from the trash for good, "
@@ -298,8 +301,8 @@ def run_to_dict(report: RunReport, events: EventLog | None = None) -> dict[str, 
 def entry_to_dict(e: JournalEntry) -> dict[str, Any]:
     return {
         "id": e.id, "run_id": e.run_id, "policy": e.policy, "action": e.action,
-        "path": _display_path(e.path), "bytes": e.size, "mtime": e.mtime, "state": e.state,
-        "at": e.done_at or e.ts, "trash_path": _display_path(e.trash_path) if e.trash_path else None,
+        "path": display_path(e.path), "bytes": e.size, "mtime": e.mtime, "state": e.state,
+        "at": e.done_at or e.ts, "trash_path": display_path(e.trash_path) if e.trash_path else None,
         "target": e.target, "object_key": e.object_key, "error": e.error,
         "restored_at": e.restored_at, "purged_at": e.purged_at,
     }  # fmt: skip
@@ -316,17 +319,17 @@ def render_trash(entries: list[JournalEntry], out: Console) -> None:
         table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
     now = time.time()
     for e in sorted(entries, key=lambda e: (e.run_id, e.policy, e.path)):  # oldest run first
-        table.add_row(format_duration(now - (e.done_at or e.ts)) + " ago", _esc(e.policy), e.run_id,
-                      _esc(_display_path(e.path)), format_size(e.size))
+        table.add_row(format_duration(now - (e.done_at or e.ts)) + " ago", escape_markup(e.policy), e.run_id,
+                      escape_markup(display_path(e.path)), format_size(e.size))
     out.print(table)
     out.print(f"{plural(len(entries), 'file')}, {format_size(sum(e.size for e in entries))}")
 
 
 def render_trash_op(verb: str, result: TrashOpResult, out: Console) -> None:
     for e in result.done:
-        out.print(f"{verb} {_esc(_display_path(e.path))}")
+        out.print(f"{verb} {escape_markup(display_path(e.path))}")
     for e, reason in result.failed:
-        out.print(f"[red]not {verb}[/] {_esc(_display_path(e.path))}: {_esc(reason)}")
+        out.print(f"[red]not {verb}[/] {escape_markup(display_path(e.path))}: {escape_markup(reason)}")
     out.print(f"{len(result.done)} {verb} ({format_size(sum(e.size or 0 for e in result.done))}), "
               f"{len(result.failed)} failed")
 
@@ -336,7 +339,7 @@ def render_config(config: Config, out: Console) -> None:
               f"{plural(len(config.targets), 'target')} from {plural(len(config.sources), 'file')}")
     for p in config.policies:
         flag = "" if p.enabled else " [dim](disabled)[/]"
-        out.print(f"  {_esc(p.name)}: {p.action} on {_esc(_display_path(p.path))}{flag}")
+        out.print(f"  {escape_markup(p.name)}: {p.action} on {escape_markup(display_path(p.path))}{flag}")
 
 
 def render_history(entries: list[JournalEntry], out: Console, roots: dict[str, str] | None = None) -> None:
@@ -357,16 +360,16 @@ def render_history(entries: list[JournalEntry], out: Console, roots: dict[str, s
     for (run_id, policy), rows in blocks.items():
         day = time.strftime("%Y-%m-%d", time.localtime(rows[-1].done_at or rows[-1].ts))
         root = roots.get(policy)
-        where = f" on {_esc(_display_path(root))}" if root else ""
-        out.print(f"[bold]run {run_id}[/] ({day}), policy [bold]{_esc(policy)}[/]{where}")
+        where = f" on {escape_markup(display_path(root))}" if root else ""
+        out.print(f"[bold]run {run_id}[/] ({day}), policy [bold]{escape_markup(policy)}[/]{where}")
         table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
         for col in ("  time", "action", "file", "size", "where now"):
             table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
         for e in rows:
             shown = os.path.relpath(e.path, root) if root and e.path.startswith(root.rstrip("/") + "/") else e.path
             table.add_row("  " + time.strftime("%H:%M:%S", time.localtime(e.done_at or e.ts)), e.action,
-                          _esc(_display_path(shown)), format_size(e.size or 0),
-                          _esc(_display_path(_short_where(e, where_now(e)))))
+                          escape_markup(display_path(shown)), format_size(e.size or 0),
+                          escape_markup(display_path(_short_where(e, where_now(e)))))
         out.print(table)
     out.print(plural(len(entries), "entry", "entries"))
 
@@ -376,3 +379,19 @@ def _short_where(entry: JournalEntry, where: str) -> str:
     if entry.trash_path and where.startswith("in the trash at "):
         return f"in the trash at {os.path.dirname(entry.trash_path) and '.../'}{os.path.basename(entry.trash_path)}"
     return where
+
+
+def render_holds(holds: Sequence[Hold], json_out: bool, *, verb: str | None = None) -> int:
+    """Print holds (a table, or JSON); returns the exit code (0)."""
+    rows = [{"pattern": h.pattern, "glob": h.is_glob, "until": h.until, "reason": h.reason} for h in holds]
+    if json_out:
+        print_json(rows)
+        return 0
+    out = console()
+    if not holds:
+        out.print("no holds" if verb is None else f"nothing {verb}")
+        return 0
+    for h in holds:
+        prefix = f"{verb} " if verb else ""
+        out.print(f"{prefix}{h.pattern}  until {h.until_text()}  ({h.reason})", markup=False, highlight=False)
+    return 0

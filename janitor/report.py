@@ -229,11 +229,11 @@ def _add_catalog_totals(report: Report, config: Config) -> None:
 
 
 def render_report(report: Report, out: Any) -> None:
-    from .render import _display_path, _esc, plural
+    from .render import display_path, escape_markup, plural
 
     for p in report.paths:
         if not p.exists:
-            out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
+            out.print(f"[bold]{escape_markup(display_path(p.path))}[/] ({', '.join(p.policies)})")
             out.print("  [dim]does not exist[/]")
             out.print()
     for group in report.filesystems():
@@ -253,10 +253,10 @@ def render_report(report: Report, out: Any) -> None:
 
 
 def _render_path(p: PathReport, out: Any) -> None:
-    from .render import _display_path, _esc, plural
+    from .render import display_path, escape_markup, plural
 
-    out.print(f"[bold]{_esc(_display_path(p.path))}[/] ({', '.join(p.policies)})")
-    nested = f" (not counting {', '.join(_esc(_display_path(x)) for x in p.excluded)}: reported on its own)" \
+    out.print(f"[bold]{escape_markup(display_path(p.path))}[/] ({', '.join(p.policies)})")
+    nested = f" (not counting {', '.join(escape_markup(display_path(x)) for x in p.excluded)}: reported on its own)" \
         if p.excluded else ""
     out.print(f"  under the path: {plural(p.files, 'file')}, {format_size(p.bytes)}{nested}")
     biggest = max((b.bytes for b in p.ages), default=0) or 1
@@ -266,14 +266,14 @@ def _render_path(p: PathReport, out: Any) -> None:
     if p.largest:
         out.print("  largest:")
         for f in p.largest:
-            out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {_esc(_display_path(f.path))}")
+            out.print(f"    {format_size(f.bytes):>10}  {format_duration(f.age_seconds):>7}  {escape_markup(display_path(f.path))}")
     out.print()
 
 
 def _render_policies(report: Report, out: Any) -> None:
     from rich.table import Table
 
-    from .render import _esc, plural
+    from .render import escape_markup, plural
 
     table = Table(title="what each policy would do now", show_edge=False, box=None, header_style="bold")
     for col in ("policy", "action", "status", "files", "bytes", "frees", "skipped", "note"):
@@ -281,8 +281,8 @@ def _render_policies(report: Report, out: Any) -> None:
                          overflow="fold")
     for pol in report.policies:
         note = "; ".join(n for n in (pol.note, pol.frees_note) if n)
-        table.add_row(_esc(pol.name), pol.action, pol.status, str(pol.would_files), format_size(pol.would_bytes),
-                      format_size(pol.frees_bytes), str(pol.skipped), _esc(note))
+        table.add_row(escape_markup(pol.name), pol.action, pol.status, str(pol.would_files), format_size(pol.would_bytes),
+                      format_size(pol.frees_bytes), str(pol.skipped), escape_markup(note))
     out.print(table)
     out.print(f"trash: {plural(report.trash_files, 'file')}, {format_size(report.trash_bytes)}")
     for target, totals in report.archived.items():
@@ -295,12 +295,3 @@ def _render_policies(report: Report, out: Any) -> None:
                   f"{format_size(r['bytes'] or 0)}, {plural(r['errors'] or 0, 'error')}")
     else:
         out.print("last run: none recorded")
-
-
-def render_report_html(report: Report, config: Config | None = None) -> str:
-    """The self-contained HTML page (Jinja2 templates shared with the `serve` dashboard,
-    autoescaped: file names are attacker-chosen text). With `config`, trend charts and the
-    forecast from the samples janitor recorded are drawn too."""
-    from .web import path_views, render_report_page
-
-    return render_report_page(report, path_views(config, report) if config is not None else None)

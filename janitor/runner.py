@@ -10,17 +10,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import Catalog, JournalEntry, open_catalog
+from .actions.base import registered_action
+from .catalog import Catalog, open_catalog
 from .config import Config, Policy
 from .errors import JanitorError
 from .events import EventLog
 from .execute import RunResult, execute_plan
 from .plan import Plan
 from .planner import build_plan
+from .reconcile import reconcile_by_presence
 from .runstop import RunInterrupted, acting, run_stop
-from .safepath import stat_below
 from .state import RunLock, ensure_private_dir
-from .trash import reconcile_trash_move as trash_reconcile
 
 
 def new_run_id() -> str:
@@ -173,12 +173,10 @@ def reconcile(catalog: Catalog, run_id: str, events: EventLog, config: Config | 
     the change happened (`done`) or not (`aborted`); half-made copies are removed so every
     file is in exactly one place.
     """
-    from .actions import ACTIONS
-
     entries = catalog.unfinished(run_id)
     outcomes: list[tuple[int, str, str | None, dict[str, Any]]] = []
     for entry in entries:
-        action_cls = ACTIONS.get(entry.action)
+        action_cls = registered_action(entry.action)
         try:
             state, note = (action_cls.reconcile_with(entry, config) if action_cls else reconcile_by_presence(entry))
         except Exception as exc:  # noqa: BLE001 - one row must never stop reconcile (finding 5)
@@ -202,21 +200,3 @@ def _reason(exc: Exception) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
-
-
-def _same_file(path: str, entry: JournalEntry) -> bool:
-    # reached from the policy root by descriptor: no symlink on the way, no PATH_MAX limit
-    st = stat_below(entry.root, path)
-    return st is not None and (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
-
-
-def reconcile_by_presence(entry: JournalEntry) -> tuple[str, str | None]:
-    """For actions whose only effect is the file going away (delete)."""
-    if _same_file(entry.path, entry):
-        return "aborted", "interrupted before acting; the file is still in place"
-    return "done", "interrupted after acting; recorded now"
-
-
-def reconcile_trash_move(entry: JournalEntry) -> tuple[str, str | None]:
-    """For moves into the trash: rename (atomic) or verified copy then unlink (janitor/trash.py)."""
-    return trash_reconcile(entry)

@@ -103,7 +103,7 @@ def plan_lines(plan: Plan, digest: str) -> Iterator[str]:
                     "root_ino": pp.root_ino, "matched": pp.matched, "matched_bytes": pp.matched_bytes,
                     "notes": pp.notes, "blocked": pp.blocked, "inactive": pp.inactive, "error": pp.error,
                     "disk": None if pp.disk is None else [pp.disk.path, pp.disk.total, pp.disk.used, pp.disk.free],
-                    "stop_at_pct": pp.stop_at_pct, "purges": pp.purges,
+                    "stop_at_pct": pp.stop_at_pct, "purges": pp.purges, "disposal": pp.disposal,
                     "actions": len(pp.actions), "skips": len(pp.skips)})
         for a in pp.actions:
             f = a.fact
@@ -181,7 +181,7 @@ def _parse(src: IO[str], path: str, config: Any, max_age: float, now: float) -> 
             root_ino=int(head["root_ino"]), matched=int(head["matched"]), matched_bytes=int(head["matched_bytes"]),
             notes=[str(n) for n in head["notes"]], blocked=head["blocked"], inactive=head["inactive"],
             error=head["error"], disk=None if disk is None else DiskUsage(str(disk[0]), *map(int, disk[1:])),
-            stop_at_pct=head["stop_at_pct"], purges=int(head["purges"]),
+            stop_at_pct=head["stop_at_pct"], purges=int(head["purges"]), disposal=head.get("disposal"),
         )
         root = policy.path
         actions = ActionList(pp.name, pp.action, root)

@@ -551,13 +551,14 @@ async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
 
 
 def _clean(value: Any) -> Any:
-    from .render import _json_clean
+    from .render import json_clean
 
-    return _json_clean(value)
+    return json_clean(value)
 
 
 def create_app(state: ServerState) -> FastAPI:
     from . import __version__
+    from .history import recent_runs
 
     config = state.config
     app = FastAPI(title="janitor", version=__version__,
@@ -766,17 +767,6 @@ def _stored_result(row: dict[str, Any]) -> dict[str, Any]:
             "summary": row["summary"]}
 
 
-def recent_runs(config: Config, limit: int) -> list[dict[str, Any]]:
-    from .catalog import existing_catalog
-
-    with existing_catalog(config.settings.state_dir) as catalog:
-        if catalog is None:
-            return []
-        cur = catalog.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 # -- serving --------------------------------------------------------------------------------
 
 
@@ -827,8 +817,10 @@ def serve(opts: ServeOptions) -> int:
 
     import uvicorn
 
+    from . import plugins
     from .config import load_config
 
+    plugins.load()  # the actions named in policy files
     listen = parse_listen(opts.listen)
     if opts.token_file and opts.no_auth:
         raise UsageError("--token-file and --no-auth contradict each other")

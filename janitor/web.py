@@ -19,6 +19,7 @@ from .units import format_duration, format_size
 if TYPE_CHECKING:
     from jinja2 import Environment
 
+    from .config import Config
     from .report import Report
     from .samples import Forecast, Sample
     from .server import ServerState
@@ -161,8 +162,8 @@ def path_views(config: Any, report: Report, checks: list[Any] | None = None) -> 
 
 
 def _context(state: ServerState) -> dict[str, Any]:
+    from .history import recent_runs
     from .report import build_report
-    from .server import recent_runs
     from .watch import check_all
 
     report = build_report(state.config)
@@ -191,3 +192,10 @@ def render_dashboard(state: ServerState, *, with_content: bool) -> str:
     content = Markup(render_dashboard_content(state)) if with_content else None
     return environment().get_template("dashboard.html.j2").render(
         content=content, needs_token=state.token is not None, host=state.host, refresh_seconds=30)
+
+
+def render_report_html(report: Report, config: Config | None = None) -> str:
+    """The self-contained HTML page (Jinja2 templates shared with the `serve` dashboard,
+    autoescaped: file names are attacker-chosen text). With `config`, trend charts and the
+    forecast from the samples janitor recorded are drawn too."""
+    return render_report_page(report, path_views(config, report) if config is not None else None)

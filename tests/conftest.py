@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 from attacker import attacker, attacker_account, hostile_root, sysctl_protection  # noqa: F401  (fixtures)
 
+import janitor.plugins
+
 ROOT = Path(__file__).resolve().parent.parent
+janitor.plugins.load()  # what every front end does before reading policy files
 DAY = 86400.0
 
 

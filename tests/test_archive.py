@@ -813,6 +813,6 @@ def test_every_archive_command_has_help() -> None:
 
 
 def test_action_is_registered() -> None:
-    from janitor.actions import ACTIONS
+    from janitor.actions.base import ACTIONS
 
     assert ACTIONS["archive"] is ArchiveAction

@@ -298,3 +298,55 @@ def test_directories_above_system_directories_are_refused(tmp_path: Path, path: 
 def test_policies_that_are_not_a_list_are_an_error(tmp_path: Path, value: str) -> None:
     problems = problems_of(tmp_path, "version: 1\npolicies:" + value + "\n")
     assert any("policies: expected a list" in p for p in problems), problems
+
+
+# --- each action's typed options (janitor/actions/base.py) ---------------------------------
+
+
+def test_each_action_declares_its_keys_with_the_flat_fields_types() -> None:
+    """An action's `Options` field means exactly what the flat policy key means: same type,
+    same constraints, same default; and every action-specific key belongs to some action."""
+    from janitor.actions.base import ACTION_SPECIFIC_KEYS, ACTIONS
+    from janitor.config import Policy
+
+    owned: set[str] = set()
+    for action in ACTIONS.values():
+        for name, option in action.Options.model_fields.items():
+            flat = Policy.model_fields[name]
+            assert (option.annotation, option.metadata, option.default) == (
+                flat.annotation, flat.metadata, flat.default), (action.name, name)
+        assert action.options == frozenset(action.Options.model_fields)
+        owned |= action.options
+    assert owned >= ACTION_SPECIFIC_KEYS
+
+
+def test_a_policy_carries_its_actions_typed_options(tmp_path: Path) -> None:
+    from janitor.actions.archive import ArchiveOptions
+    from janitor.actions.quota import QuotaOptions
+    from janitor.actions.truncate import TruncateOptions
+    from janitor.config import KeepTail
+
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD.replace("policies:\n", "targets:\n  nas:\n    url: file:///mnt/nas\npolicies:\n")
+                    + textwrap.indent(textwrap.dedent("""\
+        - name: logs
+          path: /srv/logs
+          action: truncate
+          keep_tail: 100 lines
+          rotate: 3
+        - name: cap
+          path: /srv/cap
+          action: quota
+          max_size: 1GiB
+          then: archive
+          target: nas
+        """), "  "))
+    logs, cap = load_config(path).policies
+    assert isinstance(logs.options, TruncateOptions)
+    assert (logs.options.keep_tail, logs.options.rotate, logs.options.compress) == (KeepTail(lines=100), 3, None)
+    assert logs.options.model_fields_set == {"keep_tail", "rotate"}
+    assert isinstance(cap.options, QuotaOptions)
+    assert (cap.options.max_size, cap.options.then) == (1 << 30, "archive")
+    # quota's then: archive hands its policy to the archive action, which reads its own keys
+    assert ArchiveOptions.of(cap).target == "nas"
+    assert QuotaOptions.of(cap) is cap.options

@@ -6,11 +6,12 @@ import io
 import json
 import os
 
+import pytest
 from conftest import DAY, Tree
 
 from janitor.config import load_config
 from janitor.planner import build_plan
-from janitor.render import _json_clean, reason_group, write_plan_json
+from janitor.render import json_clean, reason_group, write_plan_json
 
 OLD = """\
 version: 1
@@ -75,10 +76,44 @@ def test_plan_json_is_streamed_and_is_the_plan(tree: Tree, write_config) -> None
     out = io.StringIO()
     write_plan_json(plan, out)
     assert [len(p.actions) for p in plan.policies] == [31, 31]  # the quota rows carry a detail
-    assert json.loads(out.getvalue()) == _json_clean(plan.to_dict())
+    assert json.loads(out.getvalue()) == json_clean(plan.to_dict())
 
 
 def test_reason_groups() -> None:
     assert reason_group("mtime age 9d2h > 7d") == "mtime age > 7d"
     assert reason_group("mtime age 9d > 7d, size 3.0 MiB > 1.0 MiB") == "mtime age > 7d, size > 1.0 MiB"
     assert reason_group("quota files 10/2: evict oldest to 1 files") == "quota files 10/2: evict oldest to 1 files"
+
+
+DISPOSALS = [
+    # (the policy's action keys, what `plan --json` says becomes of its files)
+    ("action: delete", "delete"),
+    ("action: soft-delete", "trash"),
+    ("action: archive, target: nas", "delete"),
+    ("action: archive, target: nas, then: delete", "delete"),
+    ("action: archive, target: nas, then: soft-delete", "trash"),
+    ("action: archive, target: nas, then: keep", "keep"),
+    ("action: quota, max_files: 1", "delete"),
+    ("action: quota, max_files: 1, then: soft-delete", "trash"),
+    ("action: quota, max_files: 1, then: archive, target: nas", "delete"),
+    ("action: truncate, keep_tail: 1MiB", None),
+    ("action: warn, when_size_above: 1GiB", None),
+]
+
+
+@pytest.mark.parametrize(("keys", "disposal"), DISPOSALS)
+def test_plan_json_says_what_becomes_of_the_files(tree: Tree, write_config, cli, keys: str,  # type: ignore[no-untyped-def]
+                                                 disposal: str | None) -> None:
+    tree.file("a.bin", 10, age=8 * DAY)
+    tree.file("b.bin", 10, age=9 * DAY)
+    cfg = write_config(
+        "version: 1\n"
+        "settings: {{state_dir: {state}, settle: 0s}}\n"
+        f"targets: {{{{nas: {{{{url: 'file://{tree.root.parent}/nas'}}}}}}}}\n"
+        "policies:\n"
+        f"  - {{{{name: p, path: {{root}}, {keys}}}}}\n"
+    )
+    proc = cli("plan", "-c", cfg, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (policy,) = json.loads(proc.stdout)["policies"]
+    assert policy["disposal"] == disposal

@@ -196,7 +196,7 @@ def test_validate_rejects_bad_quota_policies(tmp_path: Path) -> None:
 
 
 def test_then_archive_needs_the_archive_action_and_a_target(tmp_path: Path) -> None:
-    from janitor.actions import ACTIONS
+    from janitor.actions.base import ACTIONS
 
     cfg = write_config(tmp_path, [quota(tmp_path, max_files=3, then="archive")])
     with pytest.raises(ConfigError) as exc:

@@ -573,7 +573,7 @@ def test_non_append_writer_appearing_after_the_plan_is_a_skip(
 def test_interrupted_truncate_is_reconciled_without_claiming_presence_means_nothing_happened(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from janitor.actions import ACTIONS
+    from janitor.actions.base import ACTIONS
 
     # Every action can settle a row a killed run left `planned` (base class method).
     assert all(callable(getattr(cls, "reconcile", None)) for cls in ACTIONS.values())

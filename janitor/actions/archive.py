@@ -23,6 +23,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import Rate, Then, VerifyMode
 from ..errors import (
     FileChanged,
     FileSkipped,
@@ -32,7 +33,8 @@ from ..errors import (
     VerifyFailed,
 )
 from ..trash import move_into_trash
-from .base import Action
+from .base import DISPOSAL_OF_THEN, Action, Disposal, Done, register
+from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
     from ..asowner import Credentials
@@ -471,9 +473,19 @@ class ArchiveSession:
             self.progress.close()
 
 
+class ArchiveOptions(SoftDeleteOptions):
+    """archive's keys (trash_dir and retain for `then: soft-delete`)."""
+
+    target: str | None = None  # a name under `targets:`
+    then: Then | None = None  # what becomes of the local file once archived (THEN_VALUES)
+    verify: VerifyMode | None = None  # overrides the target's for this policy
+    bwlimit: Rate | None = None  # overrides the target's for this policy
+
+
+@register
 class ArchiveAction(Action):
     name = "archive"
-    options = frozenset({"target", "then", "trash_dir", "retain", "verify", "bwlimit"})
+    Options = ArchiveOptions
     done_event = "file_archived"
 
     def __init__(self, then: str | None = None) -> None:
@@ -490,13 +502,18 @@ class ArchiveAction(Action):
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
         problems = super().check_policy(policy, target_names)
         problems.extend(check_archive_keys(policy, target_names))
-        if policy.then in (None, "delete", "keep") and {"trash_dir", "retain"} & policy.model_fields_set:
-            for key in sorted({"trash_dir", "retain"} & policy.model_fields_set):
+        options = ArchiveOptions.of(policy)
+        if options.then in (None, "delete", "keep") and {"trash_dir", "retain"} & options.model_fields_set:
+            for key in sorted({"trash_dir", "retain"} & options.model_fields_set):
                 problems.append((key, "only applies with then: soft-delete"))
         return problems
 
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return DISPOSAL_OF_THEN[ArchiveOptions.of(policy).then or "delete"]
+
     def then_of(self, policy: Policy) -> str:
-        return self.then_override or policy.then or "delete"
+        return self.then_override or ArchiveOptions.of(policy).then or "delete"
 
     # -- execution ----------------------------------------------------------------------
 
@@ -504,8 +521,9 @@ class ArchiveAction(Action):
         if self.target is None:
             from ..targets import target_for
 
-            assert ctx.policy.target is not None  # check_policy guarantees it
-            self.target = target_for(ctx.config, ctx.policy.target, ctx.policy)
+            name = ArchiveOptions.of(ctx.policy).target
+            assert name is not None  # check_policy guarantees it
+            self.target = target_for(ctx.config, name, ctx.policy)
         return self.target
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
@@ -571,7 +589,7 @@ class ArchiveAction(Action):
         self._results = {item.fact.relpath: r for item, r in zip(items, results, strict=True)}
         record_final_keys(ctx, items, results)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         result = self._results.pop(item.fact.relpath, None)
         if result is None:
             raise JanitorError(f"{item.path}: no upload result", code="E_INTERNAL")
@@ -601,19 +619,20 @@ def check_archive_keys(policy: Policy, target_names: set[str]) -> list[tuple[str
     """Problems with `target` and `then` (shared with quota's then: archive)."""
     problems: list[tuple[str, str]] = []
     defined = ", ".join(sorted(target_names)) or "none"
-    if policy.target is None:
+    options = ArchiveOptions.of(policy)
+    if options.target is None:
         problems.append(("target", f"is required for archive (defined targets: {defined})"))
-    elif policy.target not in target_names:
-        problems.append(("target", f"no target named {policy.target!r} (defined targets: {defined})"))
-    if policy.action == "archive" and policy.then not in (None, *THEN_VALUES):
-        problems.append(("then", f"{policy.then!r} is not one of {', '.join(THEN_VALUES)}"))
+    elif options.target not in target_names:
+        problems.append(("target", f"no target named {options.target!r} (defined targets: {defined})"))
+    if policy.action == "archive" and options.then not in (None, *THEN_VALUES):
+        problems.append(("then", f"{options.then!r} is not one of {', '.join(THEN_VALUES)}"))
     return problems
 
 
 def finish_archived(
     result: ArchivedFile, then: str, item: PlannedAction, dir_fd: int, name: str,
     fields: dict[str, Any], ctx: ExecContext,
-) -> dict[str, Any]:
+) -> Done:
     """Apply `then` to a file whose upload verified; raise (file stays) for anything else."""
     if result.skipped is not None:
         raise result.skipped
@@ -627,12 +646,12 @@ def finish_archived(
         os.unlink(name, dir_fd=dir_fd)
     elif then == "soft-delete":
         move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), item.fact.size)
-    return {
+    return Done(columns={
         "object_key": obj.key,
         "sha256": obj.sha256,
         "version_id": obj.version_id,
         "detail": "uploaded" if result.uploaded else "already archived",
-    }
+    })
 
 
 # one client per target while a run settles many rows (creating a boto3 client is slow)
@@ -642,7 +661,7 @@ _reconcile_targets: dict[tuple[int, str], ArchiveTarget] = {}
 def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
     """Settle a row a killed archive run left `planned`. A missing local file is only
     recorded as done when a verified object backs it."""
-    from ..runner import _same_file, reconcile_trash_move
+    from ..reconcile import reconcile_trash_move, same_file
 
     target: ArchiveTarget | None = None
     if config is not None and entry.target and entry.object_key:
@@ -660,7 +679,7 @@ def reconcile_archive(entry: JournalEntry, config: Config | None) -> tuple[str, 
             pass  # cleanup only; the checks below decide the row
     if entry.trash_path:
         return reconcile_trash_move(entry)
-    if _same_file(entry.path, entry):
+    if same_file(entry.path, entry):
         return "aborted", "interrupted before the local file was removed; it is still in place"
     if target is None or not entry.object_key:
         return "failed", "the file is gone and the archive could not be checked"

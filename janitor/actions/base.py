@@ -1,4 +1,9 @@
-"""The action interface: what every action (delete, soft-delete, archive, truncate, quota) provides.
+"""The action contract: the interface every action provides, and the registry of actions.
+
+This module sits below the engine (planner, executor, runner): it imports no engine module
+at run time (the engine's types appear in annotations only), and the engine finds actions
+here by name, never by importing an action module. Each action module registers its class
+with `@register`; the front ends load the built-in actions once (janitor/plugins.py).
 
 An action declares the policy keys it accepts and validates them, chooses among the
 eligible files when planning (most take them all), and applies itself to one file whose
@@ -8,8 +13,11 @@ directory descriptor. The executor does the rest: re-checks, journal, batching, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -19,7 +27,10 @@ if TYPE_CHECKING:
     from ..planner import PlanContext
     from ..scan import FileFact
 
-# Keys that only some actions accept; each action lists those it takes in `options`.
+# Keys that only some actions accept; a policy setting one its action does not declare in
+# `Options` is an error naming the actions it belongs to. Kept as written (not derived from
+# the actions' Options): a few keys (verify, bwlimit, rotate_every...) have always been
+# accepted, and ignored, on the other actions, and every valid policy file stays valid.
 ACTION_SPECIFIC_KEYS = frozenset(
     {
         "trash_dir", "retain", "target", "then",
@@ -31,8 +42,68 @@ ACTION_SPECIFIC_KEYS = frozenset(
 )  # fmt: skip
 
 
+# What becomes of a file at its path once acted on: removed, moved into the trash, or left
+# in place (archive's then: keep). None for actions that leave no file to dispose of
+# (truncate cuts a log in place, warn only watches).
+Disposal = Literal["delete", "trash", "keep"]
+# the `then` keys (archive, quota) as dispositions; quota's then: archive archives and deletes
+DISPOSAL_OF_THEN: dict[str, Disposal] = {"delete": "delete", "soft-delete": "trash", "keep": "keep",
+                                         "archive": "delete"}
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What `Action.apply` did to one file: the executor journals it and emits the done event."""
+
+    # bytes really processed, when not the file's size (truncate cuts only a prefix)
+    bytes: int | None = None
+    # journal columns known only after acting (catalog.JOURNAL_COLUMNS: object_key, sha256,
+    # version_id, detail...); they are in the done event too, except `detail`
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    # fields of the done event only, not journaled (e.g. truncate's method)
+    event: Mapping[str, str | int | float] = field(default_factory=dict)
+
+
+# done as planned, nothing more to record (one shared object: delete runs per file by the million)
+DONE = Done()
+
+
+class ActionOptions(BaseModel):
+    """An action's own policy keys, typed: each action declares `Options`, a subclass.
+
+    The policy file stays flat (the keys sit next to `action:`), and config.py validates
+    every key there, so messages keep naming the file, line and key. `Policy.options` is
+    then this model, built from those validated values for the policy's action; an action
+    reads its keys as `MyOptions.of(policy).key`. Each field's type must be the flat
+    `Policy` field's (tests/test_config.py checks it), so both mean the same.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, policy: Policy) -> Self:
+        """This action's options of `policy`: its own `options`, or (for a policy of another
+        action that delegates here, as quota's `then: archive`) the same keys read from it."""
+        options = policy.options
+        if isinstance(options, cls):
+            return options
+        return cls.from_values(policy)
+
+    @classmethod
+    def from_values(cls, policy: Policy) -> Self:
+        """Built from the policy's flat, already validated attributes (no second validation)."""
+        names = cls.model_fields.keys()
+        return cls.model_construct(_fields_set=policy.model_fields_set & names,
+                                   **{name: getattr(policy, name) for name in names})
+
+
 class Action:
+    """One action, by the name policy files give it; subclasses register with `@register`."""
+
     name: ClassVar[str]
+    # the action's own policy keys and their types
+    Options: ClassVar[type[ActionOptions]] = ActionOptions
+    # the names of those keys (set from Options for each action class)
     options: ClassVar[frozenset[str]] = frozenset()
     # Files still being written are never acted on; truncate is the exception by design.
     skips_busy: ClassVar[bool] = True
@@ -45,6 +116,10 @@ class Action:
     # when_disk_above then trims that order instead of re-sorting oldest first.
     orders_selection: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.options = frozenset(cls.Options.model_fields)
+
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
         """(key, message) for each problem with the policy's action-specific keys."""
@@ -53,6 +128,11 @@ class Action:
             owners = [a.name for a in _registry().values() if key in a.options]
             problems.append((key, f"is not an option of action {cls.name!r} (it belongs to {', '.join(owners)})"))
         return problems
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        """What becomes of each file this policy acts on (the plan says it: `plan --json`)."""
+        return None
 
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
@@ -76,8 +156,8 @@ class Action:
         keep the results for `apply`, which then only verifies and finishes each file.
         """
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
-        """Do it. Return extra journal columns for the outcome; raise to fail this file."""
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
+        """Do it, and say what was done; raise to fail this file (FileSkipped to skip it)."""
         raise NotImplementedError
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
@@ -103,7 +183,7 @@ class Action:
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
         """Settle a journal row a killed run left `planned`: (state, note)."""
-        from ..runner import reconcile_by_presence
+        from ..reconcile import reconcile_by_presence
 
         return reconcile_by_presence(entry)
 
@@ -113,7 +193,40 @@ class Action:
         return cls.reconcile(entry)
 
 
-def _registry() -> dict[str, type[Action]]:
-    from . import ACTIONS
+# name -> action class, in the order registered (the order `valid: ...` lists them)
+ACTIONS: dict[str, type[Action]] = {}
 
+
+def register(cls: type[Action]) -> type[Action]:
+    """Class decorator: make an action known by its `name` in policy files."""
+    if ACTIONS.get(cls.name, cls) is not cls:
+        raise ValueError(f"action {cls.name!r} is registered twice")
+    ACTIONS[cls.name] = cls
+    return cls
+
+
+def _registry() -> dict[str, type[Action]]:
+    if not ACTIONS:
+        # a library caller that skipped the front ends: say what is missing, not "unknown action"
+        raise RuntimeError("no actions are registered: load them first with janitor.plugins.load()")
     return ACTIONS
+
+
+def action_names() -> list[str]:
+    """Every registered action name, in registration order."""
+    return list(_registry())
+
+
+def registered_action(name: str) -> type[Action] | None:
+    """The action class for `name`, or None when no such action is registered."""
+    return _registry().get(name)
+
+
+def action_class(name: str) -> type[Action]:
+    """The action class for `name` (KeyError when unknown: config validation rejects those)."""
+    return _registry()[name]
+
+
+def get_action(name: str) -> Action:
+    """A fresh action object for one policy's plan or run."""
+    return action_class(name)()

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field
+
+from ..config import Percent, Size, Then
 from ..units import format_size
-from .base import Action
+from .base import DISPOSAL_OF_THEN, Action, Disposal, Done, register
+from .softdelete import SoftDeleteOptions
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -43,18 +47,31 @@ def used_bytes(fact: FileFact) -> int:
     return fact.blocks * 512
 
 
+class QuotaOptions(SoftDeleteOptions):
+    """quota's keys (trash_dir and retain for `then: soft-delete`)."""
+
+    max_size: Size | None = None
+    max_files: int | None = Field(None, ge=0)
+    evict: Literal["oldest", "largest"] | None = None
+    low_watermark: Percent | None = None
+    then: Then | None = None  # what becomes of an evicted file (THEN_CHOICES)
+    target: str | None = None  # for then: archive
+
+
 def _then(policy: Policy) -> str:
-    return policy.then or "delete"
+    return QuotaOptions.of(policy).then or "delete"
 
 
 def _watermark(policy: Policy) -> float:
-    return DEFAULT_LOW_WATERMARK if policy.low_watermark is None else policy.low_watermark
+    low = QuotaOptions.of(policy).low_watermark
+    return DEFAULT_LOW_WATERMARK if low is None else low
 
 
+@register
 class QuotaAction(Action):
     name = "quota"
     needs_all_matched = True
-    options = frozenset({"max_size", "max_files", "evict", "low_watermark", "then", "target", "trash_dir", "retain"})
+    Options = QuotaOptions
     done_event = "file_deleted"
     orders_selection: ClassVar[bool] = True
 
@@ -65,10 +82,11 @@ class QuotaAction(Action):
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
-        from . import ACTIONS
+        from .base import ACTIONS
 
         problems = super().check_policy(policy, target_names)
-        if policy.max_size is None and policy.max_files is None:
+        opts = QuotaOptions.of(policy)
+        if opts.max_size is None and opts.max_files is None:
             problems.append(("action", "quota needs max_size, max_files or both"))
         then = _then(policy)
         if then not in THEN_CHOICES:
@@ -77,18 +95,22 @@ class QuotaAction(Action):
         if then == "archive":
             if "archive" not in ACTIONS:
                 problems.append(("then", "archive action not available in this janitor"))
-            if policy.target is None:
+            if opts.target is None:
                 problems.append(("target", "then: archive needs a target"))
-            elif policy.target not in target_names:
+            elif opts.target not in target_names:
                 known = ", ".join(sorted(target_names)) or "none defined"
-                problems.append(("target", f"unknown target {policy.target!r} (targets: {known})"))
-        elif policy.target is not None:
+                problems.append(("target", f"unknown target {opts.target!r} (targets: {known})"))
+        elif opts.target is not None:
             problems.append(("target", "is only used with then: archive"))
         if then != "soft-delete":
             for key in ("trash_dir", "retain"):
-                if getattr(policy, key) is not None:
+                if getattr(opts, key) is not None:
                     problems.append((key, "is only used with then: soft-delete"))
         return problems
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return DISPOSAL_OF_THEN.get(_then(policy))  # then: archive archives, then deletes
 
     # ---- planning -------------------------------------------------------------------
 
@@ -126,14 +148,15 @@ class QuotaAction(Action):
                 f"({format_size(outside_bytes)}) with hard links outside the policy: evicting "
                 "them here would free nothing"
             )
-        max_size, max_files = policy.max_size, policy.max_files
+        opts = QuotaOptions.of(policy)
+        max_size, max_files = opts.max_size, opts.max_files
         over = (max_size is not None and size > max_size) or (max_files is not None and files > max_files)
         if not over:
             return []
         low = _watermark(policy) / 100.0
         size_goal = None if max_size is None else int(max_size * low)
         files_goal = None if max_files is None else int(max_files * low)
-        evict = policy.evict or "oldest"
+        evict = opts.evict or "oldest"
         # oldest first, ties by path so the plan is stable; attrgetter keys are C-speed
         order = sorted(eligible, key=attrgetter(policy.age_by, "relpath"))
         if evict == "largest":
@@ -182,7 +205,7 @@ class QuotaAction(Action):
         Archive is told to delete after a verified copy: an evicted file has to leave.
         """
         if self._delegate is None:
-            from . import ACTIONS
+            from .base import ACTIONS
 
             then = _then(ctx.policy)
             if then not in ACTIONS:
@@ -212,7 +235,7 @@ class QuotaAction(Action):
     def prepare_batch(self, items: list[PlannedAction], fields: list[dict[str, Any]], ctx: ExecContext) -> None:
         self._then_action(ctx).prepare_batch(items, fields, ctx)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         return self._then_action(ctx).apply(item, dir_fd, name, fields, ctx)
 
     def done_event_for(self, item: PlannedAction) -> str:
@@ -220,13 +243,14 @@ class QuotaAction(Action):
 
     def after_run(self, pp: PolicyPlan, outcome: PolicyOutcome, ctx: ExecContext) -> None:
         policy = ctx.policy
+        opts = QuotaOptions.of(policy)
         ctx.events.emit(
             "quota_enforced",
             policy=pp.name,
-            evict=policy.evict or "oldest",
+            evict=opts.evict or "oldest",
             then=_then(policy),
-            max_size=policy.max_size,
-            max_files=policy.max_files,
+            max_size=opts.max_size,
+            max_files=opts.max_files,
             low_watermark=_watermark(policy),
             files_before=pp.matched,
             bytes_before=pp.matched_bytes,
@@ -235,14 +259,14 @@ class QuotaAction(Action):
             evicted_files=outcome.files,
             evicted_bytes=outcome.bytes,
             failed=outcome.failed,
-            message=f"quota {pp.name}: {_totals(pp.matched_bytes, pp.matched, policy.max_size, policy.max_files)}"
-            f" -> {_totals(pp.matched_bytes - outcome.bytes, pp.matched - outcome.files, policy.max_size, policy.max_files)}",
+            message=f"quota {pp.name}: {_totals(pp.matched_bytes, pp.matched, opts.max_size, opts.max_files)}"
+            f" -> {_totals(pp.matched_bytes - outcome.bytes, pp.matched - outcome.files, opts.max_size, opts.max_files)}",
         )
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:
-        from ..runner import reconcile_by_presence, reconcile_trash_move
-        from . import ACTIONS
+        from ..reconcile import reconcile_by_presence, reconcile_trash_move
+        from .base import ACTIONS
 
         if entry.trash_path:
             return reconcile_trash_move(entry)
@@ -252,7 +276,7 @@ class QuotaAction(Action):
 
     @classmethod
     def reconcile_with(cls, entry: JournalEntry, config: Config | None) -> tuple[str, str | None]:
-        from . import ACTIONS
+        from .base import ACTIONS
 
         if entry.target and not entry.trash_path and "archive" in ACTIONS:
             return ACTIONS["archive"].reconcile_with(entry, config)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..config import Duration
 from ..errors import JanitorError
 from ..safepath import Expected
 from ..trash import DirRecord, encode_dir_records, move_into_trash, purge_from_trash
 from ..units import format_duration
-from .base import Action
+from .base import DONE, Action, ActionOptions, Disposal, Done, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -18,10 +19,22 @@ if TYPE_CHECKING:
     from ..plan import PlannedAction
 
 
+class SoftDeleteOptions(ActionOptions):
+    """soft-delete's keys; also archive's and quota's for `then: soft-delete`."""
+
+    trash_dir: str | None = None  # absolute, checked by config (the policy's own trash)
+    retain: Duration | None = None  # purge from the trash after this long
+
+
+@register
 class SoftDeleteAction(Action):
     name = "soft-delete"
-    options = frozenset({"trash_dir", "retain"})
+    Options = SoftDeleteOptions
     done_event = "file_soft_deleted"
+
+    @classmethod
+    def disposal(cls, policy: Policy) -> Disposal | None:
+        return "trash"
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         slot = ctx.trash_slot(item)
@@ -31,11 +44,11 @@ class SoftDeleteAction(Action):
             fields["detail"] = encode_dir_records(records)
         return fields
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         fact = item.fact
         move_into_trash(dir_fd, name, fields["trash_path"], ctx.trash_slot(item), fact.size,
                         Expected(fact.dev, fact.ino, fact.uid))
-        return {}
+        return DONE
 
     def before_run(self, policy: Policy, config: Config, ctx: ExecContext) -> None:
         purge_expired(policy, ctx)
@@ -66,9 +79,10 @@ def _parent_records(relpath: str, ctx: ExecContext) -> list[DirRecord] | None:
 
 def purge_expired(policy: Policy, ctx: ExecContext) -> int:
     """Purge this policy's trash entries older than its `retain`; returns how many."""
-    if policy.retain is None:
+    retain = SoftDeleteOptions.of(policy).retain
+    if retain is None:
         return 0
-    expired = ctx.catalog.expired_in_trash(policy.name, policy.retain)
+    expired = ctx.catalog.expired_in_trash(policy.name, retain)
     purged = []
     for entry in expired:
         try:
@@ -81,6 +95,6 @@ def purge_expired(policy: Policy, ctx: ExecContext) -> int:
         purged.append(entry)
         ctx.events.emit("trash_purged", policy=policy.name, action=entry.action, path=entry.path, bytes=entry.size,
                         reason="retain", run=entry.run_id,
-                        message=f"in the trash longer than retain {format_duration(policy.retain)}")
+                        message=f"in the trash longer than retain {format_duration(retain)}")
     ctx.catalog.mark((e.id for e in purged), "purged_at")
     return len(purged)

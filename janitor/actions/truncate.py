@@ -15,9 +15,12 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from ..asowner import ROOT, Credentials, credentials_for_dir
+from ..config import KeepTailValue, Reopen, RotateEvery, Size
 from ..errors import FileSkipped, JanitorError
 from ..logcut import (
     CutOptions,
@@ -33,11 +36,11 @@ from ..logcut import (
     validate_options,
 )
 from ..plan import Skip
-from ..procfs import _describe_pids
+from ..procfs import describe_pids
 from ..safepath import open_dirs_below, open_parent_below
 from ..scan import O_DIR
 from ..units import format_size, parse_duration
-from .base import Action
+from .base import Action, ActionOptions, Done, register
 
 if TYPE_CHECKING:
     from ..catalog import JournalEntry
@@ -72,27 +75,29 @@ _ENGINE_WORDS = (
 
 def cut_options(policy: Policy) -> CutOptions:
     """The policy's truncate keys as the engine's options (defaults like logrotate's)."""
-    keep = policy.keep_tail
+    opts = TruncateOptions.of(policy)
+    keep = opts.keep_tail
     return CutOptions(
-        rotate=policy.rotate or 0,
-        compress=policy.compress or "none",
-        delay_compress=bool(policy.delay_compress),
+        rotate=opts.rotate or 0,
+        compress=opts.compress or "none",
+        delay_compress=bool(opts.delay_compress),
         keep_tail_lines=keep.lines if keep else None,
         keep_tail_bytes=keep.bytes if keep else None,
-        olddir=policy.olddir,
-        mode=policy.mode or "copytruncate",
-        allow_non_append_writers=bool(policy.allow_non_append_writers),
-        reopen_signal=policy.reopen.signal if policy.reopen else None,
-        reopen_pidfile=policy.reopen.pidfile if policy.reopen else None,
-        postrotate=tuple(policy.postrotate or ()),
-        dateext=bool(getattr(policy, "dateext", None)),
+        olddir=opts.olddir,
+        mode=opts.mode or "copytruncate",
+        allow_non_append_writers=bool(opts.allow_non_append_writers),
+        reopen_signal=opts.reopen.signal if opts.reopen else None,
+        reopen_pidfile=opts.reopen.pidfile if opts.reopen else None,
+        postrotate=tuple(opts.postrotate or ()),
+        dateext=bool(opts.dateext),
     )
 
 
 def _policy_key(message: str, policy: Policy) -> str:
     """Which policy key an engine message is about."""
+    opts = TruncateOptions.of(policy)
     if message.startswith("reopen_signal, reopen_pidfile and postrotate"):
-        return "reopen" if policy.reopen is not None else "postrotate"
+        return "reopen" if opts.reopen is not None else "postrotate"
     for prefix, key in (("rotate", "rotate"), ("compress", "compress"), ("mode", "mode"),
                         ("set at most one of keep_tail", "keep_tail"), ("keep_tail", "keep_tail"),
                         ("reopen", "reopen"), ("postrotate", "postrotate")):  # fmt: skip
@@ -208,7 +213,8 @@ def from_logrotate(stanza: str) -> tuple[list[str], dict[str, Any]]:
 
 def _ledger_record(policy: Policy, path: str, state_dir: str) -> LogRecord:
     """janitor's record of this log (read only: plans write nothing)."""
-    dest = policy.olddir or os.path.dirname(path)
+    opts = TruncateOptions.of(policy)
+    dest = opts.olddir or os.path.dirname(path)
     try:
         fd = os.open(dest, O_DIR)
     except OSError:
@@ -223,7 +229,7 @@ def _foreign_copy(policy: Policy, path: str, options: CutOptions, record: LogRec
     """The reason a run would leave this log alone because of its copies (read only)."""
     if options.rotate == 0:
         return None
-    dest = policy.olddir or os.path.dirname(path)
+    dest = TruncateOptions.of(policy).olddir or os.path.dirname(path)
     try:
         fd = os.open(dest, O_DIR)
     except OSError:
@@ -239,13 +245,30 @@ def _foreign_copy(policy: Policy, path: str, options: CutOptions, record: LogRec
     return None
 
 
+class TruncateOptions(ActionOptions):
+    """truncate's keys (docs/truncate.md); `su` is every policy's."""
+
+    rotate: int | None = Field(None, ge=0, le=1000)
+    compress: Literal["none", "gzip", "zstd"] | None = None
+    delay_compress: bool | None = None
+    keep_tail: KeepTailValue | None = None
+    olddir: str | None = None  # absolute, checked by config
+    mode: Literal["copytruncate", "rename"] | None = None
+    reopen: Reopen | None = None
+    postrotate: tuple[str, ...] | None = None
+    allow_non_append_writers: bool | None = None
+    # time-based rotation (logrotate's daily/weekly/monthly, dateext, minsize, notifempty, missingok)
+    rotate_every: RotateEvery | None = None
+    dateext: bool | None = None
+    min_size: Size | None = None
+    notifempty: bool | None = None
+    missingok: bool | None = None
+
+
+@register
 class TruncateAction(Action):
     name = "truncate"
-    options = frozenset(
-        {"rotate", "compress", "delay_compress", "keep_tail", "olddir", "mode", "reopen",
-         "postrotate", "allow_non_append_writers", "rotate_every", "dateext", "min_size", "notifempty",
-         "missingok", "su"}
-    )  # fmt: skip
+    Options = TruncateOptions
     # Open for writing is the point: the planner and the executor skip the busy and
     # settle checks for this action and re-check only the file's identity.
     skips_busy = False
@@ -256,15 +279,16 @@ class TruncateAction(Action):
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
         problems = super().check_policy(policy, target_names)
+        opts = TruncateOptions.of(policy)
         options = cut_options(policy)
         for message in validate_options(options):
             problems.append((_policy_key(message, policy), _policy_words(message)))
-        if policy.postrotate is not None and not policy.postrotate:
+        if opts.postrotate is not None and not opts.postrotate:
             problems.append(("postrotate", "needs at least the program to run (an argv list)"))
-        if getattr(policy, "notifempty", None) is False:
+        if opts.notifempty is False:
             problems.append(("notifempty", "janitor never rotates an empty log (logrotate's ifempty is not "
                                            "supported); leave notifempty out or set it to true"))
-        if policy.compress == "zstd":
+        if opts.compress == "zstd":
             try:
                 import zstandard  # noqa: F401
             except ImportError:
@@ -274,11 +298,11 @@ class TruncateAction(Action):
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
     ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None] | Skip]:
+        opts = TruncateOptions.of(policy)
         options = cut_options(policy)
-        every: str | None = getattr(policy, "rotate_every", None)
-        min_size: int | None = getattr(policy, "min_size", None)
+        every, min_size = opts.rotate_every, opts.min_size
         state_dir = ctx.config.settings.state_dir
-        if getattr(policy, "missingok", None) is False and not matched:
+        if opts.missingok is False and not matched:
             ctx.note(f"no log matches {', '.join(policy.match)} (missingok: false)")
         for fact in eligible:
             path = os.path.join(policy.path, fact.relpath)
@@ -303,7 +327,7 @@ class TruncateAction(Action):
                 pids = ctx.open_files.non_append_writers.get((fact.dev, fact.ino))
                 if pids:
                     yield Skip(policy.name, path, fact.size, "non_append_writer",
-                               f"open for writing without O_APPEND by {_describe_pids(pids)}: a cut would "
+                               f"open for writing without O_APPEND by {describe_pids(pids)}: a cut would "
                                "leave a NUL-filled head; make the writer append ('>>' not '>'), use "
                                "mode: rename, or set allow_non_append_writers: true")
                     continue
@@ -325,7 +349,7 @@ class TruncateAction(Action):
             yield fact, reason, {"method": predict_method(options, fact.dev)}
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any],
-              ctx: ExecContext) -> dict[str, Any]:
+              ctx: ExecContext) -> Done:
         _check_link_count(item, dir_fd, name)
         policy = ctx.policy
         options = cut_options(policy)
@@ -359,12 +383,11 @@ class TruncateAction(Action):
                             method=result.method, message=warning)
         detail = {"method": result.method, "bytes_cut": result.bytes_cut, "bytes_after": result.bytes_after,
                   "rotated_to": result.rotated_to, "compressed": list(result.compressed)}
-        out: dict[str, Any] = {"detail": json.dumps(detail), "bytes": result.bytes_cut,
-                               "method": result.method, "bytes_cut": result.bytes_cut,
-                               "bytes_after": result.bytes_after}
+        event: dict[str, str | int | float] = {"method": result.method, "bytes_cut": result.bytes_cut,
+                                               "bytes_after": result.bytes_after}
         if result.rotated_to:
-            out["rotated_to"] = result.rotated_to
-        return out
+            event["rotated_to"] = result.rotated_to
+        return Done(bytes=result.bytes_cut, columns={"detail": json.dumps(detail)}, event=event)
 
     @classmethod
     def reconcile(cls, entry: JournalEntry) -> tuple[str, str | None]:

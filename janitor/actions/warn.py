@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import Action
+from ..config import Size
+from .base import Action, ActionOptions, Done, register
 
 if TYPE_CHECKING:
     from ..config import Config, Policy
@@ -16,16 +17,22 @@ if TYPE_CHECKING:
     from ..scan import FileFact
 
 
+class WarnOptions(ActionOptions):
+    when_size_above: Size | None = None  # warn when the files under the path pass this total
+    block_guard: bool | None = None  # let `janitor guard` refuse on this policy's when_disk_above
+
+
+@register
 class WarnAction(Action):
     name = "warn"
-    options = frozenset({"when_size_above", "block_guard"})
+    Options = WarnOptions
     # nothing is ever acted on, so nothing is "busy": no settle/open-file skips in the plan
     skips_busy = False
 
     @classmethod
     def check_policy(cls, policy: Policy, target_names: set[str]) -> list[tuple[str, str]]:
         problems = super().check_policy(policy, target_names)
-        if policy.when_disk_above is None and policy.when_size_above is None:
+        if policy.when_disk_above is None and WarnOptions.of(policy).when_size_above is None:
             problems.append(("action", "warn needs when_disk_above and/or when_size_above (e.g. 90%, 10GiB)"))
         return problems
 
@@ -41,5 +48,5 @@ class WarnAction(Action):
 
         emit_exceeded(check_policy(config, policy), ctx.events)
 
-    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
+    def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> Done:
         raise AssertionError("warn never acts on a file")
