@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 class DeleteAction(Action):
     name = "delete"
     done_event = "file_deleted"
+    parallel_apply = True
 
     def apply(self, item: PlannedAction, dir_fd: int, name: str, fields: dict[str, Any], ctx: ExecContext) -> dict[str, Any]:
         os.unlink(name, dir_fd=dir_fd)
