@@ -9,8 +9,10 @@ import os
 import stat
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .catalog import JOURNAL_COLUMNS
 from .disk import disk_usage
@@ -25,11 +27,15 @@ from .trash import TrashBin, TrashSlot
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .actions.base import Action
+    from .actions.base import Action, Done
     from .catalog import Catalog
     from .config import Config, Policy
 
 BATCH = 512
+# Threads for actions whose per-file work is a re-check and one system call (delete): the
+# kernel's unlinkat is the limit there, and it releases the GIL. Two keep both cores of a
+# small machine busy; more only contend for the GIL and the directories' locks.
+WORKERS = 2
 
 
 @dataclass
@@ -163,6 +169,8 @@ class ExecContext:
     dirs: DirCache | None = None
     # remove_empty_dirs: directories (relative, with the dev/ino they had) a file left this run
     emptied: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # threads that act on whole directories at once, for actions that allow it (parallel_apply)
+    workers: ThreadPoolExecutor | None = None
 
     def trash_slot(self, item: PlannedAction) -> TrashSlot:
         return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
@@ -230,6 +238,10 @@ def execute_plan(
     trash = TrashBin(run_id, on_refused=lambda message: events.emit("trash_refused", "warning", message=message,
                                                                      code="E_UNSAFE"),
                      state_dir=config.settings.state_dir)
+    # One /proc scan per filesystem for the whole execution, made when the first policy that
+    # needs it starts (after the plan: a writer may have opened a file since), shared by the
+    # policies on that filesystem instead of one scan each.
+    open_files: dict[int | None, OpenFiles] = {}
     try:
         for pp in plan.policies:
             if stop_reason() is not None:
@@ -238,7 +250,7 @@ def execute_plan(
             outcome = PolicyOutcome(pp.name, pp.action)
             result.policies.append(outcome)
             try:
-                _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force)
+                _execute_policy(pp, policy, config, catalog, run_id, events, trash, outcome, force, open_files)
             except JanitorError as exc:
                 outcome.status = "error"
                 outcome.errors[exc.code] += 1
@@ -259,6 +271,7 @@ def _execute_policy(
     trash: TrashBin,
     outcome: PolicyOutcome,
     force: bool,
+    open_files: dict[int | None, OpenFiles] | None = None,
 ) -> None:
     from .actions.base import get_action
 
@@ -294,32 +307,66 @@ def _execute_policy(
         if (st.st_dev, st.st_ino) != (pp.root_dev, pp.root_ino):
             raise JanitorError(f"{pp.root} was replaced since the plan; not touching it", code="E_CHANGED")
         if action.skips_busy:
-            # fresh: a writer may have opened a file since the plan was made
-            ctx.open_files = scan_open_files({pp.root_dev} if config.effective_one_filesystem(policy) else None)
+            ctx.open_files = _open_files_of(pp, config.effective_one_filesystem(policy), open_files)
         dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
         ctx.dirs = dirs
+        if action.parallel_apply and len(pp.actions) > 1:
+            ctx.workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="janitor-act")
         try:
-            # Each file's journal fields (an archive key, a trash path) first, one file at a
-            # time: a name the action cannot handle fails that file alone, before the batch
-            # step (which sees the keys) can fail the policy for it.
-            items, fields_of = _journal_fields_per_file(pp.actions, action, ctx, outcome)
-            if items:
-                action.before_actions(items, ctx)
-                try:
-                    for start in range(0, len(items), BATCH):
-                        if not _execute_batch(items[start : start + BATCH], pp, action, ctx, outcome, fields_of):
-                            outcome.status = "stopped"
-                            break
-                finally:
-                    action.after_actions(ctx)
+            if _sees_all_items(action):
+                # Each file's journal fields (an archive key, a trash path) first, one file at
+                # a time: a name the action cannot handle fails that file alone, before the
+                # step that sees every file (before_actions) can fail the policy for it.
+                items, fields_of = _journal_fields_per_file(pp.actions, action, ctx, outcome)
+                if items:
+                    action.before_actions(items, ctx)
+                    try:
+                        for start in range(0, len(items), BATCH):
+                            if not _execute_batch(items[start : start + BATCH], pp, action, ctx, outcome,
+                                                  fields_of):
+                                outcome.status = "stopped"
+                                break
+                    finally:
+                        action.after_actions(ctx)
+            else:
+                # No step sees every file at once: the journal fields are made batch by batch
+                # (still one file at a time, before the batch's own steps), so only one batch
+                # of PlannedAction objects exists at a time, whatever the plan's size.
+                actions = pp.actions
+                for start in range(0, len(actions), BATCH):
+                    if not _execute_batch(actions[start : start + BATCH], pp, action, ctx, outcome):
+                        outcome.status = "stopped"
+                        break
             if getattr(policy, "remove_empty_dirs", False):
                 remove_emptied_dirs(ctx, outcome)
         finally:
+            if ctx.workers is not None:
+                ctx.workers.shutdown()
+                ctx.workers = None
             ctx.dirs = None
             dirs.close()
         action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
+
+
+def _sees_all_items(action: Action) -> bool:
+    """Whether the action overrides `before_actions` (it is given every file of the policy)."""
+    from .actions.base import Action as BaseAction
+
+    return type(action).before_actions is not BaseAction.before_actions
+
+
+def _open_files_of(pp: PolicyPlan, one_filesystem: bool, scans: dict[int | None, OpenFiles] | None) -> OpenFiles:
+    """The run's /proc scan for the policy's filesystem (None: every filesystem), made once."""
+    key = pp.root_dev if one_filesystem else None
+    found = None if scans is None else scans.get(key)
+    if found is None:
+        # after the plan: a writer may have opened a file since the plan was made
+        found = scan_open_files({pp.root_dev} if one_filesystem else None)
+        if scans is not None:
+            scans[key] = found
+    return found
 
 
 def remove_emptied_dirs(ctx: ExecContext, outcome: PolicyOutcome) -> None:
@@ -502,7 +549,6 @@ def _execute_batch(
     fields_list = [fields_of[id(item)] for item in items]
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     keep_going = True
-    events = ctx.events
     stopped_by: JanitorError | None = None
     track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
     one_by_one = False  # prepare_batch failed for the batch: prepare each file on its own
@@ -513,82 +559,213 @@ def _execute_batch(
             raise
         except Exception:  # noqa: BLE001 - one file's problem: find it by preparing one at a time
             one_by_one = True
-        for item, row_id, fields in zip(items, ids, fields_list, strict=True):
-            halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (janitor/runstop.py)
-            if halt is not None:
-                results.append((row_id, "skipped", f"not attempted: {halt}", {}))
-                outcome.skipped["interrupted"] += 1
-                keep_going = False
-                continue
-            if stopped_by is not None:
-                results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
-                outcome.skipped["not_attempted"] += 1
-                continue
-            if not keep_going or (pp.stop_at_pct is not None and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
-                keep_going = False
-                results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
-                outcome.skipped["under_threshold"] += 1
-                continue
-            step = "acting"
-            try:
-                if one_by_one:
-                    step = "preparing"
-                    action.prepare_batch([item], [fields], ctx)
-                    step = "acting"
-                dir_fd, name = dirs.parent_of(item.fact.relpath)
-                skip = recheck(item, dir_fd, name, ctx, action)
-                if skip is not None:
-                    raise FileSkipped(skip[1], skip_code=skip[0])
-                done = action.apply(item, dir_fd, name, fields, ctx)
-            except FileSkipped as exc:
-                results.append((row_id, "skipped", str(exc), {}))
-                outcome.skipped[exc.skip_code] += 1
-                events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
-                            bytes=item.fact.size, reason=str(exc), code=exc.skip_code)
-                continue
-            except (OSError, JanitorError) as exc:
-                code = error_code(exc)
-                message = describe_error(exc)
-                results.append((row_id, "failed", f"{code}: {message}", {}))
-                outcome.failed += 1
-                outcome.errors[code] += 1
-                if isinstance(exc, JanitorError) and exc.stops_policy:
-                    # Not this file's fault: every later one would fail the same way. The
-                    # policy fails with this one message (execute_plan reports it).
-                    stopped_by = exc
+        if ctx.workers is not None and pp.stop_at_pct is None and not one_by_one:
+            # Whole directories to the worker threads (re-check and act, each file through its
+            # directory's descriptor), the outcomes recorded here in plan order. Not with a
+            # disk threshold: that re-measures before each file, in order.
+            acted = _act_by_directory(items, fields_list, action, ctx, track_dirs, ctx.workers)
+            for item, row_id, fields, done in zip(items, ids, fields_list, acted, strict=True):
+                if isinstance(done, _Halted):
+                    results.append((row_id, "skipped", f"not attempted: {done.reason}", {}))
+                    outcome.skipped["interrupted"] += 1
+                    keep_going = False
                     continue
-                if len(outcome.messages) < 20:
-                    outcome.messages.append(f"{item.path}: {message}")
-                events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
-                            bytes=item.fact.size, code=code, message=message)
-                continue
-            except Exception as exc:  # noqa: BLE001 - never BaseException: Ctrl-C still stops the run
-                # An action's unexpected exception on one file (a name a target refuses with
-                # a ValueError, a bug): that file fails with one line, the run goes on.
-                message = _internal_failure(item, step, exc)
-                results.append((row_id, "failed", f"E_INTERNAL: {message}", {}))
-                _fail_file(item, ctx, outcome, "E_INTERNAL", message)
-                continue
-            # The action's columns are stored (and told in the event); its event fields only
-            # go into the event (e.g. truncate's method). Its bytes are what it really
-            # processed when that differs from the file's size (truncate cuts only a prefix).
-            done_bytes = item.fact.size if done.bytes is None else done.bytes
-            columns = {k: v for k, v in done.columns.items() if k in JOURNAL_COLUMNS}
-            results.append((row_id, "done", None, columns))
-            if track_dirs and "/" in item.fact.relpath and not lexists_at(dir_fd, name):
-                reldir = item.fact.relpath.rpartition("/")[0]
-                if reldir not in ctx.emptied:
-                    st_dir = os.fstat(dir_fd)
-                    ctx.emptied[reldir] = (st_dir.st_dev, st_dir.st_ino)
-            outcome.files += 1
-            outcome.bytes += done_bytes
-            event_fields: dict[str, Any] = {k: v for k, v in {**fields, **done.columns, **done.event}.items()
-                                            if k != "detail" and isinstance(v, str | int | float)}
-            events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
-                        bytes=done_bytes, **event_fields)
+                stopped_by = stopped_by or _record(item, row_id, fields, done, action, ctx, outcome, results)
+        else:
+            for item, row_id, fields in zip(items, ids, fields_list, strict=True):
+                halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (runstop.py)
+                if halt is not None:
+                    results.append((row_id, "skipped", f"not attempted: {halt}", {}))
+                    outcome.skipped["interrupted"] += 1
+                    keep_going = False
+                    continue
+                if stopped_by is not None:
+                    results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
+                    outcome.skipped["not_attempted"] += 1
+                    continue
+                if not keep_going or (pp.stop_at_pct is not None
+                                      and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
+                    keep_going = False
+                    results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
+                    outcome.skipped["under_threshold"] += 1
+                    continue
+                done = _act(item, fields, action, ctx, dirs.parent_of, track_dirs, one_by_one)
+                stopped_by = _record(item, row_id, fields, done, action, ctx, outcome, results)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
         _set_outcomes(ctx.catalog, results)
     if stopped_by is not None:
         raise stopped_by
     return keep_going
+
+
+@dataclass(slots=True)
+class _Done:
+    result: Done
+    emptied: tuple[str, int, int] | None  # (reldir, dev, ino) when the file's directory may now be empty
+
+
+@dataclass(slots=True)
+class _Failed:
+    exc: Exception
+    step: str  # "acting" or "preparing", for an unexpected exception's one line
+
+
+@dataclass(slots=True)
+class _Halted:
+    reason: str  # stop_reason(): the file was not attempted
+
+
+_Acted = _Done | _Failed | FileSkipped
+
+
+def _act(
+    item: PlannedAction,
+    fields: dict[str, Any],
+    action: Action,
+    ctx: ExecContext,
+    parent_of: Callable[[str], tuple[int, str]],
+    track_dirs: bool,
+    one_by_one: bool = False,
+) -> _Acted:
+    """Re-check one file through its directory descriptor and act on it; records nothing.
+
+    Safe in a worker thread when `parent_of` is the thread's own (the DirCache is not).
+    """
+    step = "acting"
+    try:
+        if one_by_one:
+            step = "preparing"
+            action.prepare_batch([item], [fields], ctx)
+            step = "acting"
+        relpath = item.fact.relpath
+        dir_fd, name = parent_of(relpath)
+        skip = recheck(item, dir_fd, name, ctx, action)
+        if skip is not None:
+            return FileSkipped(skip[1], skip_code=skip[0])
+        result = action.apply(item, dir_fd, name, fields, ctx)
+        emptied = None
+        if track_dirs and "/" in relpath and not lexists_at(dir_fd, name):
+            st_dir = os.fstat(dir_fd)
+            emptied = (relpath.rpartition("/")[0], st_dir.st_dev, st_dir.st_ino)
+        return _Done(result, emptied)
+    except FileSkipped as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - never BaseException: Ctrl-C still stops the run
+        return _Failed(exc, step)
+
+
+def _record(
+    item: PlannedAction,
+    row_id: int,
+    fields: dict[str, Any],
+    done: _Acted,
+    action: Action,
+    ctx: ExecContext,
+    outcome: PolicyOutcome,
+    results: list[tuple[int, str, str | None, dict[str, Any]]],
+) -> JanitorError | None:
+    """Count, journal and announce one file's outcome. The error that stops the policy, if any."""
+    events = ctx.events
+    if isinstance(done, FileSkipped):
+        results.append((row_id, "skipped", str(done), {}))
+        outcome.skipped[done.skip_code] += 1
+        events.emit("file_skipped", policy=item.policy, action=item.action, path=item.path,
+                    bytes=item.fact.size, reason=str(done), code=done.skip_code)
+        return None
+    if isinstance(done, _Failed):
+        exc = done.exc
+        if isinstance(exc, OSError | JanitorError):
+            code = error_code(exc)
+            message = describe_error(exc)
+            results.append((row_id, "failed", f"{code}: {message}", {}))
+            outcome.failed += 1
+            outcome.errors[code] += 1
+            if isinstance(exc, JanitorError) and exc.stops_policy:
+                # Not this file's fault: every later one would fail the same way. The
+                # policy fails with this one message (execute_plan reports it).
+                return exc
+            if len(outcome.messages) < 20:
+                outcome.messages.append(f"{item.path}: {message}")
+            events.emit("file_failed", "error", policy=item.policy, action=item.action, path=item.path,
+                        bytes=item.fact.size, code=code, message=message)
+            return None
+        # An action's unexpected exception on one file (a name a target refuses with
+        # a ValueError, a bug): that file fails with one line, the run goes on.
+        message = _internal_failure(item, done.step, exc)
+        results.append((row_id, "failed", f"E_INTERNAL: {message}", {}))
+        _fail_file(item, ctx, outcome, "E_INTERNAL", message)
+        return None
+    # The action's columns are stored (and told in the event); its event fields only
+    # go into the event (e.g. truncate's method). Its bytes are what it really
+    # processed when that differs from the file's size (truncate cuts only a prefix).
+    result = done.result
+    done_bytes = item.fact.size if result.bytes is None else result.bytes
+    columns = {k: v for k, v in result.columns.items() if k in JOURNAL_COLUMNS}
+    results.append((row_id, "done", None, columns))
+    if done.emptied is not None and done.emptied[0] not in ctx.emptied:
+        ctx.emptied[done.emptied[0]] = done.emptied[1:]
+    outcome.files += 1
+    outcome.bytes += done_bytes
+    event_fields: dict[str, Any] = {k: v for k, v in {**fields, **result.columns, **result.event}.items()
+                                    if k != "detail" and isinstance(v, str | int | float)}
+    events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
+                bytes=done_bytes, **event_fields)
+    return None
+
+
+def _act_by_directory(
+    items: list[PlannedAction],
+    fields_list: list[dict[str, Any]],
+    action: Action,
+    ctx: ExecContext,
+    track_dirs: bool,
+    workers: ThreadPoolExecutor,
+) -> list[_Acted | _Halted]:
+    """`_act` on every item, each directory's files in one worker thread, in plan order
+    within it; the results in the items' order.
+
+    A worker reaches its directory from the policy root's descriptor (O_NOFOLLOW at every
+    step, on the policy's filesystem), as the DirCache would, and closes it when done. The
+    re-check (fstatat) and the act (unlinkat) release the GIL: while one worker waits on
+    the kernel the other runs Python.
+    """
+    dirs = ctx.dirs
+    assert dirs is not None
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.fact.relpath.rpartition("/")[0], []).append(index)
+    out: list[_Acted | _Halted | None] = [None] * len(items)
+
+    def run_group(reldir: str, indexes: list[int]) -> None:
+        dir_fd = -1
+        opened: BaseException | None = None
+        if reldir:
+            try:
+                dir_fd = open_dirs_below(dirs.root_fd, reldir.split("/"),
+                                         dev=dirs.root_dev if dirs.one_filesystem else None)
+            except (OSError, JanitorError) as exc:
+                opened = exc  # each of its files fails with it, as with the DirCache
+
+        def parent_of(relpath: str) -> tuple[int, str]:
+            if opened is not None:
+                raise opened
+            name = relpath.rpartition("/")[2]
+            return (dir_fd if reldir else dirs.root_fd), name
+
+        try:
+            for index in indexes:
+                halt = stop_reason()  # before each file, as in the serial loop
+                if halt is not None:
+                    out[index] = _Halted(halt)
+                    continue
+                out[index] = _act(items[index], fields_list[index], action, ctx, parent_of, track_dirs)
+        finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
+
+    futures = [workers.submit(run_group, reldir, indexes) for reldir, indexes in groups.items()]
+    for future in futures:
+        future.result()
+    assert all(done is not None for done in out)
+    return cast("list[_Acted | _Halted]", out)

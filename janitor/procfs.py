@@ -1,7 +1,8 @@
 """Which files are in use: written, locked, mapped, backing a loop device or swap, or read.
 
-Read once per run (and again just before a policy executes) from /proc and /sys, matched
-by device and inode:
+Read once per run while planning, and once more per filesystem when execution reaches the
+first policy there that skips busy files (shared by the later ones), from /proc and /sys,
+matched by device and inode:
 
 * every process's fds whose flags give write access (`/proc/PID/fdinfo`), and /proc/locks;
 * what fdinfo cannot show, because no fd is left once it is set up: shared writable

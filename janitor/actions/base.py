@@ -115,6 +115,9 @@ class Action:
     # True when `select` returns files in the order they should go (quota's eviction order):
     # when_disk_above then trims that order instead of re-sorting oldest first.
     orders_selection: ClassVar[bool] = False
+    # True when `apply` is safe in worker threads, on different directories at once: it uses
+    # only the directory descriptor and name it is given, and touches no shared state (delete).
+    parallel_apply: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class DeleteAction(Action):
     name = "delete"
     done_event = "file_deleted"
+    parallel_apply = True
 
     @classmethod
     def disposal(cls, policy: Policy) -> Disposal | None:
