@@ -227,6 +227,37 @@ def test_a_later_file_at_the_same_path_never_replaces_the_only_archived_copy(att
     assert os.stat(udir / "report.pdf").st_uid == attacker.uid
 
 
+def test_a_copy_a_killed_run_left_without_its_sidecar_is_recognised_not_stored_twice(tmp_path: Path) -> None:
+    """A run killed between renaming the data into place and writing its sidecar leaves the
+    bytes without their digest; the next run reads them back: the same bytes are completed
+    in place (no second copy under a versioned key), other bytes are kept and get their own key."""
+    data, store = tmp_path / "data", tmp_path / "store"
+    data.mkdir()
+    store.mkdir()
+    bodies = {"same.bin": b"s" * 300, "other.bin": b"o" * 300}
+    for name, body in bodies.items():
+        (data / name).write_bytes(body)
+        _old(data / name)
+    cfg = write_config(tmp_path, data, url=f"file://{store}")
+    report, log = run_inprocess(cfg)
+    assert report.result.exit_code == 0, log
+    stored = {name: next(store.rglob(name)) for name in bodies}
+    for name, body in bodies.items():
+        Path(f"{stored[name]}.janitor.json").unlink()  # the state a kill before the sidecar leaves
+        (data / name).write_bytes(body)
+        _old(data / name)
+    stored["other.bin"].write_bytes(b"x" * 300)  # same size, other bytes: someone else's copy
+
+    report, log = run_inprocess(cfg)
+    assert report.result.exit_code == 0, log
+    assert not (data / "same.bin").exists() and not (data / "other.bin").exists()
+    copies = sorted(p.name for p in store.rglob("*") if p.is_file() and not p.name.endswith(".janitor.json"))
+    sha = hashlib.sha256(bodies["other.bin"]).hexdigest()
+    assert copies == sorted(["same.bin", "other.bin", f"other.bin@{sha[:16]}"])
+    assert Path(f"{stored['same.bin']}.janitor.json").exists() and stored["same.bin"].read_bytes() == bodies["same.bin"]
+    assert stored["other.bin"].read_bytes() == b"x" * 300
+
+
 # -- issue 12 defect 9: already there, free space, ENOSPC ------------------------------------------
 
 

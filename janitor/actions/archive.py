@@ -228,6 +228,14 @@ def _is_verified(target: ArchiveTarget, obj: StoredObject, size: int, digest: st
     return bool(verified(obj, size, digest, md5, fd))
 
 
+def _holds_bytes(target: ArchiveTarget, obj: StoredObject, size: int, digest: str) -> bool:
+    """Whether a stored object without a digest of its own holds these bytes (read back).
+    Only targets that can leave such an object behind (the filesystem's data file before
+    its sidecar) answer; elsewhere an object without a digest is someone else's."""
+    holds = getattr(target, "holds_bytes", None)
+    return holds is not None and bool(holds(obj, size, digest))
+
+
 def archive_open_file(
     target: ArchiveTarget,
     key: str,
@@ -265,7 +273,9 @@ def archive_open_file(
     if existing is not None:
         if _is_verified(target, existing, before.st_size, digest, md5, fd):
             return ArchivedFile(obj=existing, uploaded=False)
-        if not (existing.sha256 and existing.sha256.lower() == digest and existing.size == before.st_size):
+        if existing.sha256 is None and _holds_bytes(target, existing, before.st_size, digest):
+            pass  # these very bytes without their metadata (a run killed before writing it): store again in place
+        elif not (existing.sha256 and existing.sha256.lower() == digest and existing.size == before.st_size):
             # Other bytes (another file that had this path, maybe deleted since) hold the
             # key: they may be the only copy left, so this file gets a key of its own.
             key = versioned_key(key, digest)

@@ -3,8 +3,9 @@
 Each object is a plain file plus a sidecar "KEY.janitor.json" holding {sha256, size, mtime,
 mode}. Crash-safety invariant: a sidecar only ever describes the data file currently in place.
 Upload therefore removes an old sidecar first and writes the new one only after the data has
-been renamed into place, so a crash at any point leaves either no sidecar (not verified, the
-next run uploads again) or a sidecar that matches the data.
+been renamed into place, so a crash at any point leaves either no sidecar (not verified: the
+next run reads the data back, `holds_bytes`, and completes it in place when it holds the
+same bytes) or a sidecar that matches the data.
 
 Every object, sidecar and temporary file is reached from the base directory through
 directory descriptors opened one component at a time with O_NOFOLLOW; temporary files are
@@ -283,6 +284,29 @@ class FileTarget:
         except (VerifyFailed, ValueError, OSError):
             return False
         return True
+
+    def holds_bytes(self, obj: StoredObject, size: int, sha256: str) -> bool:
+        """Whether the data file of `obj` holds exactly these bytes, sidecar or not: a run
+        killed between renaming the data into place and writing its sidecar leaves such a
+        copy, and the next run must recognise it rather than store the file a second time."""
+        if obj.size != size:
+            return False
+        try:
+            dir_fd, name = self._parent(obj.key)
+        except (ValueError, OSError):
+            return False
+        try:
+            h = hashlib.sha256()
+            got = 0
+            with os.fdopen(self._open_regular(dir_fd, name), "rb") as f:
+                while got <= size and (block := f.read(_CHUNK)):
+                    h.update(block)
+                    got += len(block)
+            return got == size and h.hexdigest() == sha256.lower()
+        except OSError:
+            return False
+        finally:
+            os.close(dir_fd)
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         if not os.path.isdir(self.base):
