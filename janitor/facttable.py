@@ -72,6 +72,16 @@ class _Columns:
         self._add(relpath, st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime, st.st_mode,
                   st.st_uid, st.st_gid, st.st_blocks, st.st_nlink)
 
+    def copy_rows(self, src: _Columns, rows: array[int]) -> None:
+        """Append these rows of `src`, column by column: no FileFact is made."""
+        for column in _Columns.__slots__[2:]:
+            mine, theirs = getattr(self, column), getattr(src, column)
+            mine.extend(array(theirs.typecode, map(theirs.__getitem__, rows)))
+        paths, ends, src_paths, src_ends = self._paths, self._ends, src._paths, src._ends
+        for row in rows:
+            paths += src_paths[src_ends[row - 1] if row else 0:src_ends[row]]
+            ends.append(len(paths))
+
     def fact(self, row: int) -> FileFact:
         start = self._ends[row - 1] if row else 0
         return FileFact(self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row], self._ino[row],
@@ -133,6 +143,14 @@ class FactRows(Sequence[FileFact]):
         self._table = table
         self._rows = rows
 
+    @property
+    def table(self) -> FactTable:
+        return self._table
+
+    @property
+    def row_numbers(self) -> array[int]:
+        return self._rows
+
     def __len__(self) -> int:
         return len(self._rows)
 
@@ -170,6 +188,15 @@ class ActionList(list["PlannedAction"]):
         self._details: list[dict[str, Any] | None] = []
         for item in items:
             self.append(item)
+
+    @classmethod
+    def of_rows(cls, policy: str, action: str, root: str, rows: FactRows, reason: str | LazyReason) -> ActionList:
+        """Every one of these rows, for one reason: what a plain selection amounts to."""
+        chosen = cls(policy, action, root)
+        chosen._facts.copy_rows(rows.table, rows.row_numbers)
+        chosen._reasons = [reason] * len(rows)
+        chosen._details = [None] * len(rows)
+        return chosen
 
     # adding ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..catalog import JournalEntry
     from ..config import Config, Policy
     from ..execute import ExecContext, PolicyOutcome
-    from ..plan import PlannedAction, PolicyPlan, Skip
+    from ..plan import LazyReason, PlannedAction, PolicyPlan, Skip
     from ..planner import PlanContext
     from ..scan import FileFact
 
@@ -139,14 +139,16 @@ class Action:
 
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
-    ) -> Iterable[tuple[FileFact, str, dict[str, Any] | None] | Skip]:
-        """Choose files to act on: (fact, reason, detail). Default: every eligible file.
+    ) -> Iterable[tuple[FileFact, str | LazyReason, dict[str, Any] | None] | Skip]:
+        """Choose files to act on: (fact, reason, detail). Default: every eligible file, for
+        the planner's own reason (`ctx.own_reason`: formatted only if the plan is shown).
 
         An action may also yield a `Skip` for an eligible file it must leave alone (e.g.
         truncate and a writer without O_APPEND); the plan lists it with its reason.
         """
+        reason = ctx.own_reason(policy)
         for fact in eligible:
-            yield fact, ctx.reason_for(policy, fact), None
+            yield fact, reason, None
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         """Extra journal columns known before acting (e.g. the trash location)."""
