@@ -246,6 +246,18 @@ def _split(path: bytes) -> tuple[bytes, bytes]:
     return head + sep, name
 
 
+def _ranges(ids: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers, in order: [1, 2, 3, 7, 8] -> (1, 3), (7, 8)."""
+    ordered = sorted(ids)
+    first = last = ordered[0]
+    for n in ordered[1:]:
+        if n != last + 1:
+            yield first, last
+            first = n
+        last = n
+    yield first, last
+
+
 def _sha_bytes(digest: str | None) -> bytes | str | None:
     if digest is not None and len(digest) == 64:
         try:
@@ -490,9 +502,13 @@ class Catalog:
             return
         now = _ms(time.time())
         by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        plain_done: list[int] = []  # done, nothing more to store: most rows of a delete
         try:
             with self._transaction():
                 for row_id, state, error, extra in outcomes:
+                    if state == "done" and error is None and not extra:
+                        plain_done.append(row_id)
+                        continue
                     columns: dict[str, Any] = {}
                     for key, value in extra.items():
                         if key == "trash_path":
@@ -516,6 +532,11 @@ class Catalog:
                 for keys, rows in by_columns.items():
                     sets = ", ".join(["state=?", "error=?", "done=? - ts", *(f"{k}=?" for k in keys)])
                     self.db.executemany(f"UPDATE jrow SET {sets} WHERE id=?", rows)
+                if plain_done:
+                    # ids a batch was given are consecutive: one statement per unbroken range
+                    done = self._label("done")
+                    self.db.executemany("UPDATE jrow SET state=?, error=NULL, done=? - ts WHERE id BETWEEN ? AND ?",
+                                        [(done, now, first, last) for first, last in _ranges(plain_done)])
         except CatalogError:
             self._forget_interned()
             raise
