@@ -10,7 +10,7 @@ import stat
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -333,6 +333,10 @@ def _execute_policy(
                 # (still one file at a time, before the batch's own steps), so only one batch
                 # of PlannedAction objects exists at a time, whatever the plan's size.
                 actions = pp.actions
+                if ctx.workers is not None and pp.stop_at_pct is None and _prepares_nothing(action):
+                    if not _execute_pipelined(actions, pp, action, ctx, outcome, ctx.workers):
+                        outcome.status = "stopped"
+                    actions = []
                 for start in range(0, len(actions), BATCH):
                     if not _execute_batch(actions[start : start + BATCH], pp, action, ctx, outcome):
                         outcome.status = "stopped"
@@ -348,6 +352,13 @@ def _execute_policy(
         action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
+
+
+def _prepares_nothing(action: Action) -> bool:
+    """Whether the action keeps the default `prepare_batch` (nothing to do before acting)."""
+    from .actions.base import Action as BaseAction
+
+    return type(action).prepare_batch is BaseAction.prepare_batch
 
 
 def _sees_all_items(action: Action) -> bool:
@@ -520,17 +531,16 @@ def _set_outcomes(catalog: Catalog, results: list[tuple[int, str, str | None, di
             catalog.set_outcomes([(row_id, state, note, {})])
 
 
-def _execute_batch(
+def _journal_batch(
     items: list[PlannedAction],
     pp: PolicyPlan,
     action: Action,
     ctx: ExecContext,
     outcome: PolicyOutcome,
     fields_of: dict[int, dict[str, Any]] | None = None,
-) -> bool:
-    """Journal, apply and record one batch. False once the disk threshold says stop."""
-    dirs = ctx.dirs
-    assert dirs is not None  # set by _execute_policy for the policy's duration
+) -> tuple[list[PlannedAction], list[int], list[dict[str, Any]]]:
+    """Journal a batch's intents: the files journaled, their row ids and journal fields.
+    A file whose fields or row cannot be made fails alone, here."""
     if fields_of is None:
         items, fields_of = _journal_fields_per_file(items, action, ctx, outcome)
     journaled = _add_planned(
@@ -545,8 +555,81 @@ def _execute_batch(
         else:
             ids.append(maybe_id)
             kept.append(item)
-    items = kept
-    fields_list = [fields_of[id(item)] for item in items]
+    return kept, ids, [fields_of[id(item)] for item in kept]
+
+
+def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Action, ctx: ExecContext,
+                       outcome: PolicyOutcome, workers: ThreadPoolExecutor) -> bool:
+    """The batches of an action the worker threads apply, journaling batch N+1 while the
+    workers act on batch N: each batch is still journaled before any of its files is
+    touched (the write-ahead rule), and its outcomes are recorded in plan order.
+    False once a signal stopped the run (then the batch journaled ahead is recorded
+    `skipped: not attempted`)."""
+    track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
+    pending: tuple[list[PlannedAction], list[int], list[dict[str, Any]], _Acting] | None = None
+    try:
+        for start in range(0, len(actions), BATCH):
+            batch = _journal_batch(actions[start : start + BATCH], pp, action, ctx, outcome)
+            if pending is not None:
+                acted, pending = pending, None
+                try:
+                    halted = _record_acted(*acted, action, ctx, outcome)
+                except JanitorError as exc:  # the policy stops: the batch journaled ahead is not attempted
+                    _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
+                    raise
+                if halted is not None:
+                    _not_attempted(batch[1], halted, ctx, outcome)
+                    return False
+            pending = (*batch, _start_acting(batch[0], batch[2], action, ctx, track_dirs, workers))
+        if pending is not None:
+            acted, pending = pending, None
+            return _record_acted(*acted, action, ctx, outcome) is None
+        return True
+    finally:
+        if pending is not None:  # an exception escaped: let the workers finish before leaving
+            pending[3].wait()
+
+
+def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: PolicyOutcome,
+                   code: str = "interrupted") -> None:
+    outcome.skipped[code] += len(ids)
+    _set_outcomes(ctx.catalog, [(row_id, "skipped", f"not attempted: {reason}", {}) for row_id in ids])
+
+
+def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[dict[str, Any]], acting: _Acting,
+                  action: Action, ctx: ExecContext, outcome: PolicyOutcome) -> str | None:
+    """Wait for a batch the workers act on and record it in plan order; the reason a
+    signal stopped it, if one did. Raises the error that stops the policy, if any."""
+    results: list[tuple[int, str, str | None, dict[str, Any]]] = []
+    stopped_by: JanitorError | None = None
+    halted: str | None = None
+    try:
+        for item, row_id, fields, done in zip(items, ids, fields_list, acting.wait(), strict=True):
+            if isinstance(done, _Halted):
+                results.append((row_id, "skipped", f"not attempted: {done.reason}", {}))
+                outcome.skipped["interrupted"] += 1
+                halted = done.reason
+                continue
+            stopped_by = stopped_by or _record(item, row_id, fields, done, action, ctx, outcome, results)
+    finally:
+        _set_outcomes(ctx.catalog, results)
+    if stopped_by is not None:
+        raise stopped_by
+    return halted
+
+
+def _execute_batch(
+    items: list[PlannedAction],
+    pp: PolicyPlan,
+    action: Action,
+    ctx: ExecContext,
+    outcome: PolicyOutcome,
+    fields_of: dict[int, dict[str, Any]] | None = None,
+) -> bool:
+    """Journal, apply and record one batch. False once the disk threshold says stop."""
+    dirs = ctx.dirs
+    assert dirs is not None  # set by _execute_policy for the policy's duration
+    items, ids, fields_list = _journal_batch(items, pp, action, ctx, outcome, fields_of)
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     keep_going = True
     stopped_by: JanitorError | None = None
@@ -563,7 +646,7 @@ def _execute_batch(
             # Whole directories to the worker threads (re-check and act, each file through its
             # directory's descriptor), the outcomes recorded here in plan order. Not with a
             # disk threshold: that re-measures before each file, in order.
-            acted = _act_by_directory(items, fields_list, action, ctx, track_dirs, ctx.workers)
+            acted = _start_acting(items, fields_list, action, ctx, track_dirs, ctx.workers).wait()
             for item, row_id, fields, done in zip(items, ids, fields_list, acted, strict=True):
                 if isinstance(done, _Halted):
                     results.append((row_id, "skipped", f"not attempted: {done.reason}", {}))
@@ -714,16 +797,29 @@ def _record(
     return None
 
 
-def _act_by_directory(
+class _Acting:
+    """A batch the worker threads are acting on; `wait` gives the results in the items' order."""
+
+    def __init__(self, futures: list[Future[None]], out: list[_Acted | _Halted | None]) -> None:
+        self._futures, self._out = futures, out
+
+    def wait(self) -> list[_Acted | _Halted]:
+        for future in self._futures:
+            future.result()
+        assert all(done is not None for done in self._out)
+        return cast("list[_Acted | _Halted]", self._out)
+
+
+def _start_acting(
     items: list[PlannedAction],
     fields_list: list[dict[str, Any]],
     action: Action,
     ctx: ExecContext,
     track_dirs: bool,
     workers: ThreadPoolExecutor,
-) -> list[_Acted | _Halted]:
+) -> _Acting:
     """`_act` on every item, each directory's files in one worker thread, in plan order
-    within it; the results in the items' order.
+    within it; returns at once.
 
     A worker reaches its directory from the policy root's descriptor (O_NOFOLLOW at every
     step, on the policy's filesystem), as the DirCache would, and closes it when done. The
@@ -764,8 +860,4 @@ def _act_by_directory(
             if dir_fd >= 0:
                 os.close(dir_fd)
 
-    futures = [workers.submit(run_group, reldir, indexes) for reldir, indexes in groups.items()]
-    for future in futures:
-        future.result()
-    assert all(done is not None for done in out)
-    return cast("list[_Acted | _Halted]", out)
+    return _Acting([workers.submit(run_group, reldir, indexes) for reldir, indexes in groups.items()], out)

@@ -127,6 +127,34 @@ def test_a_signal_finishes_the_file_in_hand_and_records_the_run(tmp_path: Path, 
     assert states["done"] == FILES and "planned" not in states
 
 
+def test_a_signal_stops_a_parallel_delete_with_every_row_recorded(tmp_path: Path) -> None:
+    """delete acts in worker threads while the next batch is journaled: a signal stops both
+    workers before their next file, and the batch journaled ahead is recorded as not attempted."""
+    data = tmp_path / "data"
+    make_tree(data)
+    cfg = config(tmp_path, "delete")
+    proc = start_and_freeze(cfg)  # blocked on its stderr pipe too: it cannot finish meanwhile
+    os.kill(proc.pid, signal.SIGTERM)
+    returncode, lines = finish(proc)
+    left = present(data)
+
+    assert returncode == 143, lines
+    assert 0 < len(left) < FILES
+    runs, states, done = catalog_rows(tmp_path / "state")
+    assert [status for _, status in runs] == ["interrupted"]
+    assert "planned" not in states and set(states) == {"done", "skipped"}
+    assert states["done"] == FILES - len(left)  # journaled done = really gone, each of them
+    assert not any(os.path.lexists(path) for path, _, _ in done)
+
+    rerun = subprocess.run(janitor_cmd("run", "-c", cfg), capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert present(data) == set()
+    runs, states, _ = catalog_rows(tmp_path / "state")
+    assert [status for _, status in runs] == ["interrupted", "ok"]
+    assert states["done"] == FILES and "planned" not in states
+
+
 @pytest.mark.parametrize("how", ["state_dir replaced", "state_dir removed", "lock replaced"])
 def test_a_state_dir_changed_during_the_run_stops_it(tmp_path: Path, how: str) -> None:
     data, state = tmp_path / "data", tmp_path / "state"
