@@ -342,8 +342,7 @@ class Catalog:
                     "FROM journal_v1 ORDER BY id")
                 names = [c[0] for c in cur.description]
                 while batch := cur.fetchmany(5000):
-                    self.db.executemany(_INSERT_ROW, [self._encode(dict(zip(names, r, strict=True)))
-                                                      for r in batch])
+                    self._insert_rows([self._encode(dict(zip(names, r, strict=True))) for r in batch])
                 self.db.execute("DROP TABLE journal_v1")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
@@ -396,8 +395,17 @@ class Catalog:
         self._labels.clear()
         self._dirs.clear()
 
+    def _insert_rows(self, values: list[tuple[Any, ...]]) -> None:
+        """Insert encoded rows: those with the leading columns only, and the others apart."""
+        leading = [v for v in values if len(v) == _LEADING_WIDTH]
+        if leading:
+            self.db.executemany(_INSERT_LEADING, leading)
+        if len(leading) < len(values):
+            self.db.executemany(_INSERT_ROW, [v for v in values if len(v) != _LEADING_WIDTH])
+
     def _encode(self, row: dict[str, Any], row_id: int | None = None) -> tuple[Any, ...]:
-        """A journal row (the view's columns) as the values of `_INSERT_ROW`.
+        """A journal row (the view's columns) as the values of `_INSERT_ROW`, or of
+        `_INSERT_LEADING` when it has none of the later columns.
 
         Runs once per file acted on: interned ids come from dicts, the rare columns are
         looked at only when present.
@@ -418,7 +426,21 @@ class Catalog:
         trash: tuple[int | None, bytes | None] = (None, None)
         key: tuple[int | None, str | None] = (None, None)
         target = extra = None
-        if _RARE_KEYS.intersection(row):  # an archive or trash row, or one copied whole
+        rare = _RARE_KEYS.intersection(row)
+        if not rare and _TAIL_KEYS.isdisjoint(row):
+            # most rows (a delete's): the leading columns only, `_INSERT_LEADING` (binding the
+            # eleven NULLs of the rest cost as much as the insert itself)
+            return (
+                row_id if row_id is not None else get("id"),
+                labels.get(row["run_id"]) or self._label(row["run_id"]), ts,
+                labels.get(row["policy"]) or self._label(row["policy"]),
+                labels.get(row["action"]) if row["action"] in labels else self._label(row["action"]),
+                labels[state] if state in labels else self._label(state),
+                dirs.get(root) or self._dir(root), dirs.get(head) or self._dir(head), name,
+                get("size"), get("mtime"), get("atime"), get("mode"), get("uid"), get("gid"), get("dev"), get("ino"),
+                done,
+            )
+        if rare:  # an archive or trash row, or one copied whole
             trash = self._trash_columns(get("trash_path"), name)
             key = self._key_columns(get("object_key"), name)
             target = None if get("target") is None else self._label(row["target"])
@@ -489,7 +511,7 @@ class Catalog:
                 ids = list(range(first, first + len(rows)))
                 encode = self._encode
                 values = [encode(row, row_id) for row_id, row in zip(ids, rows, strict=True)]
-                self.db.executemany(_INSERT_ROW, values)
+                self._insert_rows(values)
         except CatalogError:
             self._forget_interned()
             raise
@@ -689,6 +711,11 @@ _RARE_KEYS = frozenset({"trash_path", "object_key", "target", "restored_at", "pu
 _PLAIN_COLUMNS = frozenset({"size", "mtime", "atime", "mode", "uid", "gid", "dev", "ino", "version_id", "detail"})
 _IN_TRASH = "state = 0 AND tdir IS NOT NULL AND restored IS NULL AND purged IS NULL"
 _IN_TRASH_J = "j.state = 0 AND j.tdir IS NOT NULL AND j.restored IS NULL AND j.purged IS NULL"
+_LEADING_COLUMNS_SQL = "id, run, ts, policy, action, state, root, dir, name, size, mtime, atime, mode, uid, gid, dev, ino, done"
+_LEADING_WIDTH = 18
+_INSERT_LEADING = f"INSERT INTO jrow({_LEADING_COLUMNS_SQL}) VALUES ({', '.join('?' * _LEADING_WIDTH)})"
+# a row with any of these is encoded for _INSERT_ROW (besides _RARE_KEYS)
+_TAIL_KEYS = frozenset({"error", "version_id", "sha256", "detail"})
 _INSERT_ROW = (
     "INSERT INTO jrow(id, run, ts, policy, action, state, root, dir, name, size, mtime, atime, mode, uid, gid, "
     "dev, ino, done, error, tdir, tname, target, kdir, kname, version_id, sha, detail, restored, purged) "
