@@ -132,6 +132,8 @@ class Settings(_Model):
     log_file_mode: str = "0640"  # of a log file janitor creates (ops-cli: docs/events.md)
     metrics_file: str | None = None
     archive_workers: int = Field(8, ge=1, le=256)
+    # threads a delete re-checks and unlinks with, each on its own directories (janitor/execute.py)
+    delete_workers: int = Field(1, ge=1, le=64)
     # engine (issue 13): journal rows of runs started longer ago are pruned at each run
     history_retain: Duration = 90 * 86400.0
     # engine (issue 12.4): how long `restore` holds a restored file by default

@@ -32,10 +32,6 @@ if TYPE_CHECKING:
     from .config import Config, Policy
 
 BATCH = 512
-# Threads for actions whose per-file work is a re-check and one system call (delete): the
-# kernel's unlinkat is the limit there, and it releases the GIL. Two keep both cores of a
-# small machine busy; more only contend for the GIL and the directories' locks.
-WORKERS = 2
 
 
 @dataclass
@@ -310,8 +306,12 @@ def _execute_policy(
             ctx.open_files = _open_files_of(pp, config.effective_one_filesystem(policy), open_files)
         dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
         ctx.dirs = dirs
-        if action.parallel_apply and len(pp.actions) > 1:
-            ctx.workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="janitor-act")
+        workers = config.settings.delete_workers
+        if action.parallel_apply and workers > 1 and len(pp.actions) > 1:
+            # Threads pay off only where the kernel makes each file wait (a network
+            # filesystem): on a local disk the per-file Python work is the limit and the
+            # threads contend for the GIL (measured: bench/README.md), hence the default 1.
+            ctx.workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-act")
         try:
             if _sees_all_items(action):
                 # Each file's journal fields (an archive key, a trash path) first, one file at

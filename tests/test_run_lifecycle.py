@@ -39,9 +39,9 @@ def present(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*.bin")}
 
 
-def config(tmp_path: Path, action: str) -> Path:
+def config(tmp_path: Path, action: str, settings: str = "") -> Path:
     cfg = tmp_path / "janitor.yaml"
-    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {tmp_path / 'state'}\n  settle: 0s\npolicies:\n"
+    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {tmp_path / 'state'}\n  settle: 0s\n{settings}policies:\n"
                    f"  - name: p\n    path: {tmp_path / 'data'}\n    action: {action}\n    older_than: 1d\n")
     return cfg
 
@@ -127,12 +127,14 @@ def test_a_signal_finishes_the_file_in_hand_and_records_the_run(tmp_path: Path, 
     assert states["done"] == FILES and "planned" not in states
 
 
-def test_a_signal_stops_a_parallel_delete_with_every_row_recorded(tmp_path: Path) -> None:
-    """delete acts in worker threads while the next batch is journaled: a signal stops both
-    workers before their next file, and the batch journaled ahead is recorded as not attempted."""
+@pytest.mark.parametrize("workers", [1, 2], ids=["serial", "2 workers"])
+def test_a_signal_stops_a_delete_with_every_row_recorded(tmp_path: Path, workers: int) -> None:
+    """With delete_workers, delete acts in worker threads while the next batch is journaled: a
+    signal stops both workers before their next file, and the batch journaled ahead is recorded
+    as not attempted."""
     data = tmp_path / "data"
     make_tree(data)
-    cfg = config(tmp_path, "delete")
+    cfg = config(tmp_path, "delete", f"  delete_workers: {workers}\n")
     proc = start_and_freeze(cfg)  # blocked on its stderr pipe too: it cannot finish meanwhile
     os.kill(proc.pid, signal.SIGTERM)
     returncode, lines = finish(proc)
