@@ -423,29 +423,7 @@ class Catalog:
             done = _DONE_PLACEHOLDER if state == "planned" else None
         else:
             done = round(done_at * 1000) - ts
-        trash: tuple[int | None, bytes | None] = (None, None)
-        key: tuple[int | None, str | None] = (None, None)
-        target = extra = None
-        rare = _RARE_KEYS.intersection(row)
-        if not rare and _TAIL_KEYS.isdisjoint(row):
-            # most rows (a delete's): the leading columns only, `_INSERT_LEADING` (binding the
-            # eleven NULLs of the rest cost as much as the insert itself)
-            return (
-                row_id if row_id is not None else get("id"),
-                labels.get(row["run_id"]) or self._label(row["run_id"]), ts,
-                labels.get(row["policy"]) or self._label(row["policy"]),
-                labels.get(row["action"]) if row["action"] in labels else self._label(row["action"]),
-                labels[state] if state in labels else self._label(state),
-                dirs.get(root) or self._dir(root), dirs.get(head) or self._dir(head), name,
-                get("size"), get("mtime"), get("atime"), get("mode"), get("uid"), get("gid"), get("dev"), get("ino"),
-                done,
-            )
-        if rare:  # an archive or trash row, or one copied whole
-            trash = self._trash_columns(get("trash_path"), name)
-            key = self._key_columns(get("object_key"), name)
-            target = None if get("target") is None else self._label(row["target"])
-            extra = tuple(None if get(c) is None else round(row[c] * 1000) - ts for c in ("restored_at", "purged_at"))
-        return (
+        leading = (
             row_id if row_id is not None else get("id"),
             labels.get(row["run_id"]) or self._label(row["run_id"]), ts,
             labels.get(row["policy"]) or self._label(row["policy"]),
@@ -453,7 +431,23 @@ class Catalog:
             labels[state] if state in labels else self._label(state),
             dirs.get(root) or self._dir(root), dirs.get(head) or self._dir(head), name,
             get("size"), get("mtime"), get("atime"), get("mode"), get("uid"), get("gid"), get("dev"), get("ino"),
-            done, get("error"), *trash, target, *key,
+            done,
+        )
+        rare = _RARE_KEYS.intersection(row)
+        if not rare and _TAIL_KEYS.isdisjoint(row):
+            # most rows (a delete's): the leading columns only, `_INSERT_LEADING` (binding the
+            # eleven NULLs of the rest cost as much as the insert itself)
+            return leading
+        trash: tuple[int | None, bytes | None] = (None, None)
+        key: tuple[int | None, str | None] = (None, None)
+        target = extra = None
+        if rare:  # an archive or trash row, or one copied whole
+            trash = self._trash_columns(get("trash_path"), name)
+            key = self._key_columns(get("object_key"), name)
+            target = None if get("target") is None else self._label(row["target"])
+            extra = tuple(None if get(c) is None else round(row[c] * 1000) - ts for c in ("restored_at", "purged_at"))
+        return (
+            *leading, get("error"), *trash, target, *key,
             get("version_id"), _sha_bytes(get("sha256")), get("detail"),
             *(extra or (None, None)),
         )
