@@ -642,38 +642,25 @@ def _execute_batch(
             raise
         except Exception:  # noqa: BLE001 - one file's problem: find it by preparing one at a time
             one_by_one = True
-        if ctx.workers is not None and pp.stop_at_pct is None and not one_by_one:
-            # Whole directories to the worker threads (re-check and act, each file through its
-            # directory's descriptor), the outcomes recorded here in plan order. Not with a
-            # disk threshold: that re-measures before each file, in order.
-            acted = _start_acting(items, fields_list, action, ctx, track_dirs, ctx.workers).wait()
-            for item, row_id, fields, done in zip(items, ids, fields_list, acted, strict=True):
-                if isinstance(done, _Halted):
-                    results.append((row_id, "skipped", f"not attempted: {done.reason}", {}))
-                    outcome.skipped["interrupted"] += 1
-                    keep_going = False
-                    continue
-                stopped_by = stopped_by or _record(item, row_id, fields, done, action, ctx, outcome, results)
-        else:
-            for item, row_id, fields in zip(items, ids, fields_list, strict=True):
-                halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (runstop.py)
-                if halt is not None:
-                    results.append((row_id, "skipped", f"not attempted: {halt}", {}))
-                    outcome.skipped["interrupted"] += 1
-                    keep_going = False
-                    continue
-                if stopped_by is not None:
-                    results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
-                    outcome.skipped["not_attempted"] += 1
-                    continue
-                if not keep_going or (pp.stop_at_pct is not None
-                                      and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
-                    keep_going = False
-                    results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
-                    outcome.skipped["under_threshold"] += 1
-                    continue
-                done = _act(item, fields, action, ctx, dirs.parent_of, track_dirs, one_by_one)
-                stopped_by = _record(item, row_id, fields, done, action, ctx, outcome, results)
+        for item, row_id, fields in zip(items, ids, fields_list, strict=True):
+            halt = stop_reason()  # before each file: SIGTERM/SIGINT, or state_dir replaced (runstop.py)
+            if halt is not None:
+                results.append((row_id, "skipped", f"not attempted: {halt}", {}))
+                outcome.skipped["interrupted"] += 1
+                keep_going = False
+                continue
+            if stopped_by is not None:
+                results.append((row_id, "skipped", f"not attempted: {stopped_by}", {}))
+                outcome.skipped["not_attempted"] += 1
+                continue
+            if not keep_going or (pp.stop_at_pct is not None
+                                  and disk_usage(pp.root).used_pct <= pp.stop_at_pct):
+                keep_going = False
+                results.append((row_id, "skipped", "filesystem is back under its threshold", {}))
+                outcome.skipped["under_threshold"] += 1
+                continue
+            done = _act(item, fields, action, ctx, dirs.parent_of, track_dirs, one_by_one)
+            stopped_by = _record(item, row_id, fields, done, action, ctx, outcome, results)
     finally:
         # Rows not reached (an exception escaped) stay `planned`; reconcile settles them.
         _set_outcomes(ctx.catalog, results)
