@@ -169,6 +169,58 @@ class FactRows(Sequence[FileFact]):
             yield fact(row)
 
 
+class _RowView:
+    """Rows of a FactTable read through a row-number array (8 bytes a row): the plan of a
+    plain selection shares the walk's columns instead of holding a second copy of them."""
+
+    __slots__ = ("table", "rows")
+
+    def __init__(self, table: _Columns, rows: array[int]) -> None:
+        self.table, self.rows = table, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def fact(self, row: int) -> FileFact:
+        return self.table.fact(self.rows[row])
+
+    def size_of(self, row: int) -> int:
+        return self.table.size_of(self.rows[row])
+
+    def age_column(self, age_by: str) -> array[float]:
+        column = self.table.age_column(age_by)
+        return array(column.typecode, map(column.__getitem__, self.rows))
+
+    def total_size(self) -> int:
+        size_of = self.table.size_of
+        return sum(map(size_of, self.rows))
+
+    def owned(self) -> _Columns:
+        """The same rows as columns of their own (before rows are added)."""
+        columns = _Columns()
+        columns.copy_rows(self.table, self.rows)
+        return columns
+
+
+class _Repeat(Sequence[Any]):
+    """One value, n times, in constant space: the reason and detail of a plain selection."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self, value: Any, n: int) -> None:
+        self.value, self.n = value, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.value] * len(range(*index.indices(self.n)))
+        if not -self.n <= index < self.n:
+            raise IndexError("index out of range")
+        return self.value
+
+
 class ActionList(list["PlannedAction"]):
     """A policy's planned actions, stored in columns, read back as PlannedAction objects.
 
@@ -183,25 +235,34 @@ class ActionList(list["PlannedAction"]):
     def __init__(self, policy: str, action: str, root: str, items: Iterable[PlannedAction] = ()) -> None:
         super().__init__()
         self.policy, self.action, self.root = policy, action, root
-        self._facts = _Columns()
-        self._reasons: list[str | LazyReason] = []  # mostly one shared object: 8 bytes a row
-        self._details: list[dict[str, Any] | None] = []
+        self._facts: _Columns | _RowView = _Columns()
+        # mostly one shared object (8 bytes a row), or one value for every row (_Repeat)
+        self._reasons: list[str | LazyReason] | _Repeat = []
+        self._details: list[dict[str, Any] | None] | _Repeat = []
         for item in items:
             self.append(item)
 
     @classmethod
     def of_rows(cls, policy: str, action: str, root: str, rows: FactRows, reason: str | LazyReason) -> ActionList:
-        """Every one of these rows, for one reason: what a plain selection amounts to."""
+        """Every one of these rows, for one reason: what a plain selection amounts to. Shares
+        the table's columns (a view through the row numbers) instead of copying them."""
         chosen = cls(policy, action, root)
-        chosen._facts.copy_rows(rows.table, rows.row_numbers)
-        chosen._reasons = [reason] * len(rows)
-        chosen._details = [None] * len(rows)
+        chosen._facts = _RowView(rows.table, rows.row_numbers)
+        chosen._reasons = _Repeat(reason, len(rows))
+        chosen._details = _Repeat(None, len(rows))
         return chosen
 
     # adding ------------------------------------------------------------------------------
 
     def add(self, fact: FileFact, reason: str | LazyReason, detail: dict[str, Any] | None) -> None:
-        self._facts.add_fact(fact)
+        facts = self._facts
+        if isinstance(facts, _RowView):  # rows added to a view: from now on, columns of its own
+            facts = self._facts = facts.owned()
+        if isinstance(self._reasons, _Repeat):
+            self._reasons = list(self._reasons)
+        if isinstance(self._details, _Repeat):
+            self._details = list(self._details)
+        facts.add_fact(fact)
         self._reasons.append(reason)
         self._details.append(detail)
 
@@ -288,11 +349,16 @@ class ActionList(list["PlannedAction"]):
     def reorder(self, rows: Sequence[int]) -> None:
         """Keep these rows, in this order (e.g. oldest first, then cut at what must go)."""
         old, reasons, details = self._facts, self._reasons, self._details
-        self._facts, self._reasons, self._details = _Columns(), [], []
-        for row in rows:
-            self._facts.add_fact(old.fact(row))
-            self._reasons.append(reasons[row])
-            self._details.append(details[row])
+        if isinstance(old, _RowView):
+            self._facts = _RowView(old.table, array("Q", map(old.rows.__getitem__, rows)))
+        else:
+            self._facts = columns = _Columns()
+            for row in rows:
+                columns.add_fact(old.fact(row))
+        self._reasons = (_Repeat(reasons.value, len(rows)) if isinstance(reasons, _Repeat)
+                         else [reasons[row] for row in rows])
+        self._details = (_Repeat(details.value, len(rows)) if isinstance(details, _Repeat)
+                         else [details[row] for row in rows])
 
     def rows_by(self, key: Callable[[int], Any]) -> list[int]:
         return sorted(range(len(self)), key=key)
