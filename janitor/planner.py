@@ -225,8 +225,8 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     root, name, verb = policy.path, policy.name, policy.action
     lazy = ctx.own_reason(policy)
     if type(action).select is Action.select:
-        # The plain selection (every eligible file, for the planner's reason): copied column
-        # by column, without a FileFact per file.
+        # The plain selection (every eligible file, for the planner's reason): a view of the
+        # walk's columns through the eligible row numbers, without a FileFact per file.
         chosen = ActionList.of_rows(name, verb, root, eligible, lazy)
     else:
         chosen = ActionList(name, verb, root)
