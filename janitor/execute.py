@@ -165,8 +165,6 @@ class ExecContext:
     dirs: DirCache | None = None
     # remove_empty_dirs: directories (relative, with the dev/ino they had) a file left this run
     emptied: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # threads that act on whole directories at once, for actions that allow it (parallel_apply)
-    workers: ThreadPoolExecutor | None = None
 
     def trash_slot(self, item: PlannedAction) -> TrashSlot:
         return self.trash.slot(self.config.trash_dir(self.policy), self.policy.path, item.fact.dev)
@@ -307,13 +305,8 @@ def _execute_policy(
         dirs = DirCache(root_fd, st.st_dev, config.effective_one_filesystem(policy))
         ctx.dirs = dirs
         workers = config.settings.delete_workers
-        if action.parallel_apply and workers > 1 and len(pp.actions) > 1:
-            # Threads pay off only where the kernel makes each file wait (a network
-            # filesystem): on a local disk the per-file Python work is the limit and the
-            # threads contend for the GIL (measured: bench/README.md), hence the default 1.
-            ctx.workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-act")
         try:
-            if _sees_all_items(action):
+            if _overrides(action, "before_actions"):
                 # Each file's journal fields (an archive key, a trash path) first, one file at
                 # a time: a name the action cannot handle fails that file alone, before the
                 # step that sees every file (before_actions) can fail the policy for it.
@@ -333,20 +326,22 @@ def _execute_policy(
                 # (still one file at a time, before the batch's own steps), so only one batch
                 # of PlannedAction objects exists at a time, whatever the plan's size.
                 actions = pp.actions
-                if ctx.workers is not None and pp.stop_at_pct is None and _prepares_nothing(action):
-                    if not _execute_pipelined(actions, pp, action, ctx, outcome, ctx.workers):
+                # Threads pay off only where the kernel makes each file wait (a network
+                # filesystem): on a local disk the per-file Python work is the limit and the
+                # threads contend for the GIL (measured: bench/README.md), hence the default
+                # 1. Not with a disk threshold: that re-measures before each file, in order.
+                if (action.parallel_apply and workers > 1 and len(actions) > 1 and pp.stop_at_pct is None
+                        and not _overrides(action, "prepare_batch")):
+                    if not _execute_pipelined(actions, pp, action, ctx, outcome, workers):
                         outcome.status = "stopped"
-                    actions = []
-                for start in range(0, len(actions), BATCH):
-                    if not _execute_batch(actions[start : start + BATCH], pp, action, ctx, outcome):
-                        outcome.status = "stopped"
-                        break
+                else:
+                    for start in range(0, len(actions), BATCH):
+                        if not _execute_batch(actions[start : start + BATCH], pp, action, ctx, outcome):
+                            outcome.status = "stopped"
+                            break
             if getattr(policy, "remove_empty_dirs", False):
                 remove_emptied_dirs(ctx, outcome)
         finally:
-            if ctx.workers is not None:
-                ctx.workers.shutdown()
-                ctx.workers = None
             ctx.dirs = None
             dirs.close()
         action.after_run(pp, outcome, ctx)
@@ -354,18 +349,12 @@ def _execute_policy(
         os.close(root_fd)
 
 
-def _prepares_nothing(action: Action) -> bool:
-    """Whether the action keeps the default `prepare_batch` (nothing to do before acting)."""
+def _overrides(action: Action, method: str) -> bool:
+    """Whether the action overrides this hook of the contract: `before_actions` (it is given
+    every file of the policy), `prepare_batch` (it has work to do before acting)."""
     from .actions.base import Action as BaseAction
 
-    return type(action).prepare_batch is BaseAction.prepare_batch
-
-
-def _sees_all_items(action: Action) -> bool:
-    """Whether the action overrides `before_actions` (it is given every file of the policy)."""
-    from .actions.base import Action as BaseAction
-
-    return type(action).before_actions is not BaseAction.before_actions
+    return getattr(type(action), method) is not getattr(BaseAction, method)
 
 
 def _open_files_of(pp: PolicyPlan, one_filesystem: bool, scans: dict[int | None, OpenFiles] | None) -> OpenFiles:
@@ -559,7 +548,7 @@ def _journal_batch(
 
 
 def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Action, ctx: ExecContext,
-                       outcome: PolicyOutcome, workers: ThreadPoolExecutor) -> bool:
+                       outcome: PolicyOutcome, threads: int) -> bool:
     """The batches of an action the worker threads apply, journaling batch N+1 while the
     workers act on batch N: each batch is still journaled before any of its files is
     touched (the write-ahead rule), and its outcomes are recorded in plan order.
@@ -567,13 +556,13 @@ def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Act
     `skipped: not attempted`)."""
     track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
     pending: tuple[list[PlannedAction], list[int], list[dict[str, Any]], _Acting] | None = None
-    try:
+    # leaving the block waits for the workers, also when an exception escapes
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="janitor-act") as workers:
         for start in range(0, len(actions), BATCH):
             batch = _journal_batch(actions[start : start + BATCH], pp, action, ctx, outcome)
             if pending is not None:
-                acted, pending = pending, None
                 try:
-                    halted = _record_acted(*acted, action, ctx, outcome)
+                    halted = _record_acted(*pending, action, ctx, outcome)
                 except JanitorError as exc:  # the policy stops: the batch journaled ahead is not attempted
                     _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
                     raise
@@ -581,13 +570,7 @@ def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Act
                     _not_attempted(batch[1], halted, ctx, outcome)
                     return False
             pending = (*batch, _start_acting(batch[0], batch[2], action, ctx, track_dirs, workers))
-        if pending is not None:
-            acted, pending = pending, None
-            return _record_acted(*acted, action, ctx, outcome) is None
-        return True
-    finally:
-        if pending is not None:  # an exception escaped: let the workers finish before leaving
-            pending[3].wait()
+        return pending is None or _record_acted(*pending, action, ctx, outcome) is None
 
 
 def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: PolicyOutcome,
