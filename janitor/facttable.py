@@ -1,4 +1,4 @@
-"""Columnar file facts: the plan's memory follows the file count at ~100 bytes a file.
+"""Columnar file facts: the plan's memory follows the file count at ~60-80 bytes a file.
 
 A `FileFact` object with its boxed numbers and path string costs about 330 bytes, and a
 plan of 1,000,000 files used to hold one per file (plus a reason string and an action
@@ -32,38 +32,56 @@ class _Columns:
 
     def __init__(self) -> None:
         self._paths = bytearray()
-        self._ends = array("Q")
-        self._dev = array("Q")
-        self._ino = array("Q")
-        self._size = array("q")
-        self._mode = array("I")
-        self._uid = array("I")
-        self._gid = array("I")
+        # Each integer column starts at the narrowest type that holds the common values (an
+        # ext4 inode, a uid, a small file's size) and is widened, once, by the first value
+        # that does not fit (`_widen`): 62 bytes a file instead of 95 at 1,000,000 files.
+        self._ends = array("I")
+        self._dev = array("I")
+        self._ino = array("I")
+        self._size = array("I")
+        self._mode = array("H")
+        self._uid = array("H")
+        self._gid = array("H")
         self._mtime = array("d")
         self._atime = array("d")
         self._ctime = array("d")
         # what quota counts (allocated blocks, each inode once) and archive checks (links)
-        self._blocks = array("Q")
-        self._nlink = array("I")
+        self._blocks = array("I")
+        self._nlink = array("H")
 
     def __len__(self) -> int:
         return len(self._ends)
 
     def _add(self, relpath: str, dev: int, ino: int, size: int, mtime: float, atime: float, ctime: float,
              mode: int, uid: int, gid: int, blocks: int, nlink: int) -> None:
+        paths = self._paths
+        try:
+            paths += relpath.encode("utf-8", _ENC)
+            self._ends.append(len(paths))
+            self._dev.append(dev)
+            self._ino.append(ino)
+            self._size.append(size)
+            self._mode.append(mode)
+            self._uid.append(uid)
+            self._gid.append(gid)
+            self._mtime.append(mtime)
+            self._atime.append(atime)
+            self._ctime.append(ctime)
+            self._blocks.append(blocks)
+            self._nlink.append(nlink)  # the last column: its length is the row count before this row
+        except OverflowError:
+            self._add_widening(relpath, (dev, ino, size, mode, uid, gid, mtime, atime, ctime, blocks, nlink))
+
+    def _add_widening(self, relpath: str, values: tuple[int | float, ...]) -> None:
+        """`_add` for a row with a value too wide for its column: undo what the row had
+        appended, widen the columns it does not fit, append again."""
+        n = len(self._nlink)
+        del self._paths[self._ends[n - 1] if n else 0:]
+        for column in _Columns.__slots__[1:]:
+            del getattr(self, column)[n:]
         self._paths += relpath.encode("utf-8", _ENC)
-        self._ends.append(len(self._paths))
-        self._dev.append(dev)
-        self._ino.append(ino)
-        self._size.append(size)
-        self._mode.append(mode)
-        self._uid.append(uid)
-        self._gid.append(gid)
-        self._mtime.append(mtime)
-        self._atime.append(atime)
-        self._ctime.append(ctime)
-        self._blocks.append(blocks)
-        self._nlink.append(nlink)
+        for column, value in zip(_Columns.__slots__[1:], (len(self._paths), *values), strict=True):
+            _append_widening(self, column, value)
 
     def add_fact(self, f: FileFact) -> None:
         self._add(f.relpath, f.dev, f.ino, f.size, f.mtime, f.atime, f.ctime, f.mode, f.uid, f.gid, f.blocks, f.nlink)
@@ -72,15 +90,23 @@ class _Columns:
         self._add(relpath, st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_atime, st.st_ctime, st.st_mode,
                   st.st_uid, st.st_gid, st.st_blocks, st.st_nlink)
 
-    def copy_rows(self, src: _Columns, rows: array[int]) -> None:
+    def copy_rows(self, src: _Columns, rows: Sequence[int]) -> None:
         """Append these rows of `src`, column by column: no FileFact is made."""
         for column in _Columns.__slots__[2:]:
             mine, theirs = getattr(self, column), getattr(src, column)
-            mine.extend(array(theirs.typecode, map(theirs.__getitem__, rows)))
+            picked = array(theirs.typecode, map(theirs.__getitem__, rows))
+            if mine.typecode == picked.typecode:
+                mine.extend(picked)
+            else:
+                setattr(self, column, _widest(mine, picked))
         paths, ends, src_paths, src_ends = self._paths, self._ends, src._paths, src._ends
         for row in rows:
             paths += src_paths[src_ends[row - 1] if row else 0:src_ends[row]]
-            ends.append(len(paths))
+            try:
+                ends.append(len(paths))
+            except OverflowError:
+                _append_widening(self, "_ends", len(paths))
+                ends = self._ends
 
     def fact(self, row: int) -> FileFact:
         start = self._ends[row - 1] if row else 0
@@ -104,6 +130,35 @@ class _Columns:
 
     def total_size(self) -> int:
         return sum(self._size)
+
+
+# the next wider type of an integer column that overflowed: unsigned 2, 4, 8 bytes
+_WIDER = {"H": "I", "I": "Q"}
+
+
+def _append_widening(columns: _Columns, column: str, value: int | float) -> None:
+    """Append to a column, first widening it (a copy, once) until the value fits."""
+    target = getattr(columns, column)
+    while True:
+        try:
+            target.append(value)
+            return
+        except OverflowError:
+            # a negative value (never seen in a stat, but a saved plan is only data) goes
+            # to the signed 8-byte type, as does one too wide for the widest unsigned one
+            code = "q" if value < 0 or target.typecode not in _WIDER else _WIDER[target.typecode]
+            if code == target.typecode:
+                raise
+            target = array(code, target)
+            setattr(columns, column, target)
+
+
+def _widest(mine: array[Any], picked: array[Any]) -> array[Any]:
+    """`mine` followed by `picked`, in whichever of their two types holds both."""
+    code = max(mine.typecode, picked.typecode, key="HIQq".index)
+    out = array(code, mine)
+    out.extend(array(code, picked))
+    return out
 
 
 class FactTable(_Columns, Sequence[FileFact]):
@@ -131,15 +186,15 @@ class FactTable(_Columns, Sequence[FileFact]):
             yield fact(row)
 
     def rows(self, wanted: Iterable[int]) -> FactRows:
-        return FactRows(self, array("Q", wanted))
+        return FactRows(self, array("I", wanted))
 
 
 class FactRows(Sequence[FileFact]):
-    """Some rows of a FactTable, in a given order (4-8 bytes a row)."""
+    """Some rows of a FactTable, in a given order (4 bytes a row; none for a `range` of them all)."""
 
     __slots__ = ("_table", "_rows")
 
-    def __init__(self, table: FactTable, rows: array[int]) -> None:
+    def __init__(self, table: FactTable, rows: Sequence[int]) -> None:
         self._table = table
         self._rows = rows
 
@@ -148,7 +203,7 @@ class FactRows(Sequence[FileFact]):
         return self._table
 
     @property
-    def row_numbers(self) -> array[int]:
+    def row_numbers(self) -> Sequence[int]:
         return self._rows
 
     def __len__(self) -> int:
@@ -170,12 +225,12 @@ class FactRows(Sequence[FileFact]):
 
 
 class _RowView:
-    """Rows of a FactTable read through a row-number array (8 bytes a row): the plan of a
+    """Rows of a FactTable read through its row numbers (4 bytes a row, or a range): the plan of a
     plain selection shares the walk's columns instead of holding a second copy of them."""
 
     __slots__ = ("table", "rows")
 
-    def __init__(self, table: _Columns, rows: array[int]) -> None:
+    def __init__(self, table: _Columns, rows: Sequence[int]) -> None:
         self.table, self.rows = table, rows
 
     def __len__(self) -> int:
@@ -350,7 +405,7 @@ class ActionList(list["PlannedAction"]):
         """Keep these rows, in this order (e.g. oldest first, then cut at what must go)."""
         old, reasons, details = self._facts, self._reasons, self._details
         if isinstance(old, _RowView):
-            self._facts = _RowView(old.table, array("Q", map(old.rows.__getitem__, rows)))
+            self._facts = _RowView(old.table, array("I", map(old.rows.__getitem__, rows)))
         else:
             self._facts = columns = _Columns()
             for row in rows:

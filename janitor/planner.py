@@ -304,7 +304,7 @@ def _eligible(policy: Policy, matched: FactTable, ctx: PlanContext, pp: PolicyPl
     root = policy.path
     held = ctx.held.for_root(root)
     size_of, key_of, relpath_of = matched.size_of, matched.key_of, matched.relpath_of
-    eligible = array("Q")
+    eligible = array("I")  # row numbers: a table of 2**32 rows would not fit in memory anyway
     for row in range(len(matched)):
         size = size_of(row)
         if passes is not None and not passes(ages[row], size):
@@ -332,7 +332,8 @@ def _eligible(policy: Policy, matched: FactTable, ctx: PlanContext, pp: PolicyPl
                                      f"{format_duration(settle)}"))
                 continue
         eligible.append(row)
-    return FactRows(matched, eligible)
+    # every row (the usual case of a pre-filtered walk): a range, in constant space
+    return FactRows(matched, range(len(matched)) if len(eligible) == len(matched) else eligible)
 
 
 def _enough_to_get_under(
@@ -349,7 +350,7 @@ def _enough_to_get_under(
     if not keep_order:
         ages = chosen.age_column(policy.age_by)
         order = sorted(order, key=ages.__getitem__)
-    keep, freed = array("Q"), 0
+    keep, freed = array("I"), 0
     for row in order:
         if freed >= need:
             break

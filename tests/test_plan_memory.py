@@ -91,3 +91,32 @@ def test_a_fact_table_gives_back_what_was_stored(tmp_path: Path) -> None:
         table.add_fact(fact(i))
     assert list(table) == [fact(i) for i in range(5)] and table[-1] == fact(4) and table[1:3] == [fact(1), fact(2)]
     assert table.rows([4, 0]).__getitem__(0) == fact(4) and list(table.rows([4, 0])) == [fact(4), fact(0)]
+
+
+def wide_fact(i: int) -> FileFact:
+    """Values past the narrow column types: an XFS 64-bit inode, a 5 GB file, a subuid, many links."""
+    return FileFact(f"big/{i}", 2**40 + 7, 2**40 + i, 5 * 2**30 + i, 1.5e9, 1.5e9, 1.5e9, 0o100600, 100_000 + i,
+                    2**31 + i, blocks=2**33 + i, nlink=70_000 + i)
+
+
+def test_a_value_wider_than_its_column_widens_it_and_loses_nothing() -> None:
+    """The columns start narrow (a uid in 2 bytes); the first file that does not fit widens them."""
+    table = FactTable()
+    table.add_fact(fact(1))
+    table.add_fact(wide_fact(2))  # the row in the middle of the columns is undone and added again
+    table.add_fact(fact(3))
+    table.add_fact(wide_fact(4))
+    assert list(table) == [fact(1), wide_fact(2), fact(3), wide_fact(4)]
+
+
+def test_rows_copied_between_columns_of_different_widths_keep_their_values() -> None:
+    narrow, wide = FactTable(), FactTable()
+    for i in range(3):
+        narrow.add_fact(fact(i))
+        wide.add_fact(wide_fact(i))
+    plan = ActionList.of_rows("p", "delete", "/srv", narrow.rows(range(3)), "old")
+    plan.add(wide_fact(9), "own", None)  # the view becomes columns of its own, then widens
+    assert [item.fact for item in plan] == [fact(0), fact(1), fact(2), wide_fact(9)]
+    mixed = ActionList.of_rows("p", "delete", "/srv", wide.rows([2, 0]), "old")
+    mixed.add(fact(5), "own", None)
+    assert [item.fact for item in mixed] == [wide_fact(2), wide_fact(0), fact(5)]
