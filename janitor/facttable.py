@@ -22,6 +22,9 @@ from .planitem import LazyReason, PlannedAction
 from .scan import FileFact
 
 _ENC = "surrogateescape"
+# FileFact is a named tuple: made straight from its twelve fields, without the keyword
+# handling of its constructor (the executor and `plan --json` make one per file)
+_new_fact = tuple.__new__
 
 
 class _Columns:
@@ -110,9 +113,10 @@ class _Columns:
 
     def fact(self, row: int) -> FileFact:
         start = self._ends[row - 1] if row else 0
-        return FileFact(self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row], self._ino[row],
-                        self._size[row], self._mtime[row], self._atime[row], self._ctime[row], self._mode[row],
-                        self._uid[row], self._gid[row], self._blocks[row], self._nlink[row])
+        return _new_fact(FileFact, (self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row],
+                                    self._ino[row], self._size[row], self._mtime[row], self._atime[row],
+                                    self._ctime[row], self._mode[row], self._uid[row], self._gid[row],
+                                    self._blocks[row], self._nlink[row]))
 
     def size_of(self, row: int) -> int:
         return self._size[row]

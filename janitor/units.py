@@ -103,16 +103,18 @@ def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
-    units = (("d", 86400), ("h", 3600), ("m", 60))
-    parts: list[str] = []
-    rest = seconds
-    for unit, size in units:
-        lead, rest = divmod(rest, size)
-        if lead or parts:
-            parts.append(f"{lead}{unit}")
-    while parts and parts[-1][0] == "0":  # trailing zero units say nothing
-        parts.pop()
-    return "".join(parts)
+    # past a minute only whole minutes show: days, hours (never skipped between days and
+    # minutes), minutes, each trailing zero unit left out. Straight arithmetic: a plan
+    # formats one age per file.
+    hours, minutes = divmod(seconds // 60, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        if minutes:
+            return f"{days}d{hours}h{minutes}m"
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m"
 
 
 _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
