@@ -671,16 +671,14 @@ def guard(
     """
     # `janitor guard ...` normally never gets here: janitor/entry.py runs it without typer
     # for speed. This command gives it help text and click's usage errors.
-    from . import plugins
     from .guard import GuardRequest, run_guard
+    from .plugins import load_policy_files
 
-    if config:
-        plugins.load()  # the actions named in policy files
     return run_guard(GuardRequest(
         paths=path, max_used=max_used, min_free=min_free, config=config, clean=clean,
         lock_timeout=lock_timeout, verbose=OPTS.verbose, debug=OPTS.debug,
         log_format=OPTS.log_format, log_file=OPTS.log_file,
-    ))
+    ), load_policy_files)
 
 
 @app.command()

@@ -30,10 +30,10 @@ from .actions.base import ActionOptions, action_class
 from .asowner import Credentials, parse_su
 from .errors import ConfigError
 from .globs import compile_globs, prunable_dir_regex
+from .policyfiles import config_path, policy_files
 from .units import parse_duration, parse_percent, parse_size
 from .yamlsource import LineDict, YamlProblems, line_of, load_yaml_with_lines
 
-DEFAULT_CONFIG = "/etc/janitor/"
 SUPPORTED_VERSIONS = (1,)
 # The name is a directory in the trash and in archive keys: "." and ".." would collapse it.
 NAME_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]+")
@@ -648,14 +648,14 @@ def _problem_order(problem: str) -> tuple[str, int]:
 
 
 def _policy_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not files:
-            raise ConfigError([f"{path}: no *.yaml or *.yml policy files in this directory"])
-        return files
-    if path.exists():
-        return [path]
-    raise ConfigError([f"{path}: no such file or directory"])
+    # one definition with guard's cache (janitor/guardcache.py), whose key is these files
+    try:
+        files = [Path(f) for f in policy_files(str(path))]
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file or directory"]) from None
+    if not files:
+        raise ConfigError([f"{path}: no *.yaml or *.yml policy files in this directory"])
+    return files
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, strict: bool = False) -> Config:
@@ -663,9 +663,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, strict: bool = Fa
 
     `strict`: warnings (Config.warnings) are problems too, as `validate --strict` wants.
     """
-    if path is None:
-        path = os.environ.get("JANITOR_CONFIG") or DEFAULT_CONFIG
-    files = _policy_files(Path(path))
+    files = _policy_files(Path(config_path(path)))
     problems: list[str] = []
     parsed: list[_Parsed] = []
     for f in files:

@@ -55,16 +55,14 @@ def _main(args: list[str]) -> None:
 
         request = parse_fast(args)
         if request is not None:
-            if request.config:
-                from . import plugins
-
-                plugins.load()  # the actions named in policy files
-            from .failures import report_error
             from .guard import run_guard
+            from .plugins import load_policy_files
 
             try:
-                code = run_guard(request)
+                code = run_guard(request, load_policy_files)
             except (Exception, KeyboardInterrupt) as exc:
+                from .failures import report_error  # the event machinery: only for a failure
+
                 code = report_error(exc, request.debug, command="guard", log_format=request.log_format,
                                     log_file=request.log_file)
             sys.exit(code)

@@ -26,7 +26,8 @@ from .units import parse_percent, parse_size
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from typing import TextIO
+    from collections.abc import Callable
+    from typing import Any, TextIO
 
     from .config import Config
     from .events import EventLog
@@ -178,23 +179,41 @@ def _min_free(req: GuardRequest) -> int | None:
         raise UsageError(f"--min-free: {exc}") from None
 
 
+def guard_view(config: Config) -> dict[str, Any]:
+    """What guard needs of a config, as plain data (janitor/guardcache.py keeps it): the
+    thresholds' inputs and the log settings."""
+    settings = config.settings
+    return {
+        "guard_max_used": settings.guard_max_used,
+        # a watch-only policy (action: warn) only reports, unless it asks to hold guard too
+        "policies": [{"name": p.name, "path": p.path,
+                      "when_disk_above": p.when_disk_above if p.action != "warn" or p.block_guard else None}
+                     for p in config.select(None)],
+        "log_format": settings.log_format, "log_file": settings.log_file, "log_file_mode": settings.log_file_mode,
+    }
+
+
 def thresholds_from_config(config: Config, min_free: int | None) -> list[Threshold]:
+    return thresholds_from_view(guard_view(config), min_free)
+
+
+def thresholds_from_view(view: dict[str, Any], min_free: int | None) -> list[Threshold]:
     """settings.guard_max_used on every enabled policy's path, each when_disk_above on its
     own path, and --min-free on every policy path. Paths that do not exist are passed over
     (the planner treats them as nothing to do, too)."""
     out = []
-    guard_max = config.settings.guard_max_used
-    for policy in config.select(None):
-        if not os.path.exists(policy.path):
+    guard_max = view["guard_max_used"]
+    for policy in view["policies"]:
+        path = policy["path"]
+        if not os.path.exists(path):
             continue
         if guard_max is not None:
-            out.append(Threshold(policy.path, max_used=guard_max, source="settings.guard_max_used"))
-        # a watch-only policy (action: warn) only reports, unless it asks to hold guard too
-        if policy.when_disk_above is not None and (policy.action != "warn" or policy.block_guard):
-            out.append(Threshold(policy.path, max_used=policy.when_disk_above,
-                                 source=f"when_disk_above of policy {policy.name}"))
+            out.append(Threshold(path, max_used=guard_max, source="settings.guard_max_used"))
+        if policy["when_disk_above"] is not None:
+            out.append(Threshold(path, max_used=policy["when_disk_above"],
+                                 source=f"when_disk_above of policy {policy['name']}"))
         if min_free is not None:
-            out.append(Threshold(policy.path, min_free=min_free))
+            out.append(Threshold(path, min_free=min_free))
     return out
 
 
@@ -216,8 +235,12 @@ def check(thresholds: list[Threshold]) -> list[Verdict]:
 # ---- the command ----------------------------------------------------------------------
 
 
-def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Check (after cleaning, with --clean); print the reasons; return the exit code."""
+def run_guard(req: GuardRequest, load_config: Callable[[str | None], Config], out: TextIO | None = None,
+              err: TextIO | None = None) -> int:
+    """Check (after cleaning, with --clean); print the reasons; return the exit code.
+
+    `load_config` is the front end's validating loader (plug-ins loaded), called only when
+    the policy files are needed and guard's cache does not hold them."""
     out = out or sys.stdout
     err = err or sys.stderr
     if req.lock_timeout < 0:
@@ -225,17 +248,29 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
     # Usage errors first, before --clean changes anything.
     cli_thresholds = thresholds_from_command_line(req)
     config = None
-    if req.clean or not req.paths:
-        from .config import load_config
-
-        config = load_config(req.config)
+    view = None
     if req.clean:
-        assert config is not None
+        config = load_config(req.config)
         clean(config, req, out, err)
+    elif not req.paths:
+        # the thresholds of policy files validated before, when they are byte for byte
+        # the same (janitor/guardcache.py): no config loader on a service's every start
+        from . import guardcache
+        from .policyfiles import config_path
+
+        where = config_path(req.config)
+        view, key = guardcache.lookup(where)
+        if view is None:
+            config = load_config(where)
+            view = guard_view(config)
+            if key is not None:
+                guardcache.store(key, view)
     thresholds = cli_thresholds
     if not req.paths:
-        assert config is not None
-        thresholds = thresholds_from_config(config, _min_free(req))
+        if view is None:
+            assert config is not None
+            view = guard_view(config)
+        thresholds = thresholds_from_view(view, _min_free(req))
         if not thresholds:
             raise UsageError(
                 "nothing to check: give --path DIR --max-used PCT or --min-free SIZE, or set "
@@ -243,7 +278,7 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
             )
     verdicts = check(thresholds)
     over = False
-    events = _guard_events(config, req)
+    events = _guard_events(view, req)
     try:
         for verdict in verdicts:
             problems = verdict.problems()
@@ -265,15 +300,21 @@ def run_guard(req: GuardRequest, out: TextIO | None = None, err: TextIO | None =
     return EXIT_PARTIAL if over else EXIT_OK
 
 
-def _guard_events(config: Config | None, req: GuardRequest) -> EventLog | None:
+def _guard_events(view: dict[str, Any] | None, req: GuardRequest) -> EventLog | None:
     """The event log for guard's verdicts when JSON lines are wanted anywhere, else None
     (the plain text lines stay the only output, and the fast path imports nothing more)."""
-    settings = config.settings if config is not None else None
-    fmt = req.log_format or os.environ.get("JANITOR_LOG_FORMAT") or (settings.log_format if settings else None)
-    if fmt != "json" and not (req.log_file or (settings.log_file if settings else None)):
+    settings = view or {}
+    fmt = req.log_format or os.environ.get("JANITOR_LOG_FORMAT") or settings.get("log_format")
+    if fmt != "json" and not (req.log_file or settings.get("log_file")):
         return None
+    from types import SimpleNamespace
+
     from .events import event_log_for
 
+    # the log settings are all event_log_for reads of a config
+    config = None if view is None else SimpleNamespace(settings=SimpleNamespace(
+        log_format=settings.get("log_format"), log_file=settings.get("log_file"),
+        log_file_mode=settings.get("log_file_mode")))
     # text lines are printed by run_guard itself, as without a log
     events = event_log_for(config, fmt=req.log_format, log_file=req.log_file)
     events.text_printer = lambda level, text: None

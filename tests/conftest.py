@@ -23,6 +23,15 @@ janitor.plugins.load()  # what every front end does before reading policy files
 DAY = 86400.0
 
 
+@pytest.fixture(autouse=True)
+def private_guard_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """guard's cache of validated policy files (janitor/guardcache.py) in a directory of the
+    test's own, not the machine's /run/janitor-guard: every subprocess inherits it."""
+    where = tmp_path_factory.mktemp("guard-cache-parent") / "guard-cache"
+    monkeypatch.setenv("JANITOR_GUARD_CACHE", str(where))
+    return where
+
+
 @dataclass
 class Tree:
     """A directory of files with exact sizes and ages."""

@@ -39,7 +39,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "janitor"
 
 LAYERS: list[tuple[str, set[str]]] = [
     ("basics", {"janitor", "errors", "units", "fleet", "disk", "procfs", "scan", "yamlsource", "globs", "events",
-                "runstop", "progress"}),
+                "runstop", "progress", "policyfiles", "guardcache"}),
     ("fs", {"asowner", "safepath", "state", "catalog", "logcut", "trash", "reconcile", "history", "holds",
             "targets", "targets.base", "targets.filesystem", "targets.s3"}),
     ("contract", {"actions", "actions.base"}),

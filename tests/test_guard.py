@@ -299,3 +299,14 @@ def test_start_up_imports_nothing_heavy(tmp_path: Path, over: bool) -> None:
     heavy = {"typer", "click", "pydantic", "yaml", "rich", "boto3", "botocore", "sqlite3", "structlog",
              "dataclasses", "janitor.config", "janitor.cli"}
     assert not imported & heavy, sorted(imported & heavy)
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_the_default_config_is_read_as_with_c(full: Path, tmp_path: Path, clean: bool) -> None:
+    """Without -c, $JANITOR_CONFIG (else /etc/janitor/): its actions are known there too (it
+    once failed with "no actions are registered")."""
+    cfg = write_config(tmp_path, [{"name": "p", "path": str(full), "action": "delete", "match": ["*.tmp"],
+                                   "when_disk_above": "50%"}])
+    result = janitor_cmd("guard", *(["--clean"] if clean else []), env={"JANITOR_CONFIG": str(cfg)})
+    assert result.returncode == 1, result.stderr
+    assert "62.5% used (threshold 50%, when_disk_above of policy p)" in result.stderr
