@@ -134,6 +134,8 @@ class Settings(_Model):
     archive_workers: int = Field(8, ge=1, le=256)
     # threads a delete re-checks and unlinks with, each on its own directories (janitor/execute.py)
     delete_workers: int = Field(1, ge=1, le=64)
+    # a delete's re-checks and unlinks in a second process while this one journals (both cores)
+    acting_process: bool = True
     # engine (issue 13): journal rows of runs started longer ago are pruned at each run
     history_retain: Duration = 90 * 86400.0
     # engine (issue 12.4): how long `restore` holds a restored file by default

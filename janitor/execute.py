@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import stat
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from .actions.base import DONE, Done
 from .catalog import JOURNAL_COLUMNS
 from .disk import disk_usage
 from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
+from .runstop import current as current_stop
 from .runstop import stop_reason
 from .safepath import O_CANDIDATE, lexists_at, open_dirs_below
 from .scan import O_DIR
@@ -27,7 +31,7 @@ from .trash import TrashBin, TrashSlot
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .actions.base import Action, Done
+    from .actions.base import Action
     from .catalog import Catalog
     from .config import Config, Policy
 
@@ -326,14 +330,35 @@ def _execute_policy(
                 # (still one file at a time, before the batch's own steps), so only one batch
                 # of PlannedAction objects exists at a time, whatever the plan's size.
                 actions = pp.actions
-                # Threads pay off only where the kernel makes each file wait (a network
-                # filesystem): on a local disk the per-file Python work is the limit and the
-                # threads contend for the GIL (measured: bench/README.md), hence the default
-                # 1. Not with a disk threshold: that re-measures before each file, in order.
-                if (action.parallel_apply and workers > 1 and len(actions) > 1 and pp.stop_at_pct is None
-                        and not _overrides(action, "prepare_batch")):
-                    if not _execute_pipelined(actions, pp, action, ctx, outcome, workers):
-                        outcome.status = "stopped"
+                # Acted on elsewhere while the next batch is journaled (not with a disk
+                # threshold: that re-measures before each file, in order). By default in a
+                # second process: journaling here and re-checking and unlinking there use
+                # both cores. Only for actions without per-file journal fields (they would
+                # cross the pipe), plans longer than a batch (a fork costs more than it
+                # saves below that), and a process without other threads (a fork copies
+                # none of them, so a lock one held would stay held: `janitor serve` acts in
+                # its own process). With delete_workers > 1, in threads instead: they pay
+                # off where the kernel makes each file wait (a network filesystem); on a
+                # local disk they contend for the GIL (measured: bench/README.md).
+                pipelined = (action.parallel_apply and len(actions) > 1 and pp.stop_at_pct is None
+                             and not _overrides(action, "prepare_batch"))
+                track_dirs = bool(getattr(policy, "remove_empty_dirs", False))
+                if pipelined and workers > 1:
+                    # leaving the block waits for the workers, also when an exception escapes
+                    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-act") as pool:
+                        if not _execute_pipelined(actions, pp, action, ctx, outcome,
+                                                  lambda _, items, fields: _start_acting(items, fields, action, ctx,
+                                                                                         track_dirs, pool)):
+                            outcome.status = "stopped"
+                elif (pipelined and len(actions) > BATCH and config.settings.acting_process
+                      and not _overrides(action, "journal_fields") and threading.active_count() == 1):
+                    child = _ActingProcess(actions, action, ctx, track_dirs)
+                    try:
+                        if not _execute_pipelined(actions, pp, action, ctx, outcome,
+                                                  lambda positions, _, __: child.start(positions)):
+                            outcome.status = "stopped"
+                    finally:
+                        child.close()
                 else:
                     for start in range(0, len(actions), BATCH):
                         if not _execute_batch(actions[start : start + BATCH], pp, action, ctx, outcome):
@@ -416,7 +441,8 @@ def _journal_row(item: PlannedAction, run_id: str, root: str, fields: dict[str, 
 
 def _internal_failure(item: PlannedAction, step: str, exc: Exception) -> str:
     """One line for an unexpected exception of one file's step: names the file, no traceback."""
-    detail = f"{type(exc).__name__}: {exc}".encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
+    name = exc.type_name if isinstance(exc, _ActingProcessError) else type(exc).__name__
+    detail = f"{name}: {exc}".encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
     return f"{item.path}: {step} failed ({detail}); this file was left alone"
 
 
@@ -548,29 +574,33 @@ def _journal_batch(
 
 
 def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Action, ctx: ExecContext,
-                       outcome: PolicyOutcome, threads: int) -> bool:
-    """The batches of an action the worker threads apply, journaling batch N+1 while the
-    workers act on batch N: each batch is still journaled before any of its files is
-    touched (the write-ahead rule), and its outcomes are recorded in plan order.
-    False once a signal stopped the run (then the batch journaled ahead is recorded
-    `skipped: not attempted`)."""
-    track_dirs = bool(getattr(ctx.policy, "remove_empty_dirs", False))
-    pending: tuple[list[PlannedAction], list[int], list[dict[str, Any]], _Acting] | None = None
-    # leaving the block waits for the workers, also when an exception escapes
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="janitor-act") as workers:
-        for start in range(0, len(actions), BATCH):
-            batch = _journal_batch(actions[start : start + BATCH], pp, action, ctx, outcome)
-            if pending is not None:
-                try:
-                    halted = _record_acted(*pending, action, ctx, outcome)
-                except JanitorError as exc:  # the policy stops: the batch journaled ahead is not attempted
-                    _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
-                    raise
-                if halted is not None:
-                    _not_attempted(batch[1], halted, ctx, outcome)
-                    return False
-            pending = (*batch, _start_acting(batch[0], batch[2], action, ctx, track_dirs, workers))
-        return pending is None or _record_acted(*pending, action, ctx, outcome) is None
+                       outcome: PolicyOutcome, start_acting: _StartActing) -> bool:
+    """The batches of an action applied elsewhere (worker threads, or the acting process),
+    journaling batch N+1 while batch N is acted on: each batch is still journaled before
+    any of its files is touched (the write-ahead rule), and its outcomes are recorded in
+    plan order. False once a signal stopped the run (then the batch journaled ahead is
+    recorded `skipped: not attempted`)."""
+    pending: tuple[list[PlannedAction], list[int], list[dict[str, Any]], _InFlight] | None = None
+    for start in range(0, len(actions), BATCH):
+        items = actions[start : start + BATCH]
+        position = {id(item): start + i for i, item in enumerate(items)}
+        batch = _journal_batch(items, pp, action, ctx, outcome)
+        if pending is not None:
+            try:
+                halted = _record_acted(*pending, action, ctx, outcome)
+            except JanitorError as exc:  # the policy stops: the batch journaled ahead is not attempted
+                _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
+                raise
+            if halted is not None:
+                _not_attempted(batch[1], halted, ctx, outcome)
+                return False
+        try:
+            in_flight = start_acting([position[id(item)] for item in batch[0]], batch[0], batch[2])
+        except JanitorError as exc:  # the acting process is gone: this batch was never sent
+            _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
+            raise
+        pending = (*batch, in_flight)
+    return pending is None or _record_acted(*pending, action, ctx, outcome) is None
 
 
 def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: PolicyOutcome,
@@ -579,9 +609,9 @@ def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: Polic
     _set_outcomes(ctx.catalog, [(row_id, "skipped", f"not attempted: {reason}", {}) for row_id in ids])
 
 
-def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[dict[str, Any]], acting: _Acting,
+def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[dict[str, Any]], acting: _InFlight,
                   action: Action, ctx: ExecContext, outcome: PolicyOutcome) -> str | None:
-    """Wait for a batch the workers act on and record it in plan order; the reason a
+    """Wait for a batch acted on elsewhere and record it in plan order; the reason a
     signal stopped it, if one did. Raises the error that stops the policy, if any."""
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     stopped_by: JanitorError | None = None
@@ -831,3 +861,164 @@ def _start_acting(
                 os.close(dir_fd)
 
     return _Acting([workers.submit(run_group, reldir, indexes) for reldir, indexes in groups.items()], out)
+
+
+class _InFlight(Protocol):
+    """A batch being acted on elsewhere; `wait` gives its outcomes in plan order."""
+
+    def wait(self) -> list[_Acted | _Halted]: ...
+
+
+# (the batch's plan positions, its journaled items, their journal fields) -> the batch in flight
+_StartActing = Callable[[list[int], list[PlannedAction], list[dict[str, Any]]], _InFlight]
+
+
+class _ActingProcess:
+    """A second process that re-checks and acts on the batches this one has journaled: the
+    journal's Python work here and the re-checks and unlinks there use both cores (threads
+    cannot: they contend for the GIL, measured in bench/README.md).
+
+    Forked once the policy's batches start, it has the plan, the run's /proc scan, the
+    policy root's descriptor and the run lock's descriptor (no second run can start while
+    it lives). It is sent the plan positions of each batch once that batch is journaled,
+    acts on those files only, in plan order, through directory descriptors of its own,
+    and sends back each file's outcome, which this process records. Before each file it
+    asks what this process would (`stop_reason`: a signal, which RunStop passes on to it,
+    or the state directory replaced) and whether this process still exists.
+    """
+
+    def __init__(self, actions: list[PlannedAction], action: Action, ctx: ExecContext, track_dirs: bool) -> None:
+        parent = os.getpid()
+        request_r, request_w = os.pipe()
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the acting process: never returns, never runs this process's clean-up
+            status = 0
+            try:
+                os.close(request_w)
+                os.close(result_r)
+                _serve_batches(actions, action, ctx, track_dirs, request_r, result_w, parent)
+            except BaseException:  # noqa: BLE001 - reported to the parent by the closed pipe
+                status = 70
+            finally:
+                os._exit(status)
+        os.close(request_r)
+        os.close(result_w)
+        self.pid = pid
+        self._requests = os.fdopen(request_w, "wb")
+        self._results = os.fdopen(result_r, "rb")
+        self._stop = current_stop()
+        if self._stop is not None:
+            self._stop.children.add(pid)
+
+    def start(self, positions: list[int]) -> _ChildBatch:
+        try:
+            pickle.dump(positions, self._requests, pickle.HIGHEST_PROTOCOL)
+            self._requests.flush()
+        except OSError:  # EPIPE: it is gone
+            raise self._gone() from None
+        return _ChildBatch(self)
+
+    def results(self) -> list[_Acted | _Halted]:
+        try:
+            encoded = pickle.load(self._results)
+        except (EOFError, pickle.UnpicklingError):
+            raise self._gone() from None
+        return [_decoded(e) for e in encoded]
+
+    @staticmethod
+    def _gone() -> JanitorError:
+        return JanitorError("the process acting on this policy's files stopped unexpectedly; the files of its "
+                            "batch in hand stay journaled as planned, and the next run settles them",
+                            code="E_INTERNAL")
+
+    def close(self) -> None:
+        """No more batches: the acting process sees the end of its requests and exits."""
+        try:
+            self._requests.close()
+        except OSError:
+            pass  # EPIPE flushing to a process that is gone: said already
+        try:
+            os.waitpid(self.pid, 0)
+        finally:
+            self._results.close()
+            if self._stop is not None:
+                self._stop.children.discard(self.pid)
+
+
+class _ChildBatch:
+    """A batch the acting process is acting on; `wait` gives its outcomes in plan order."""
+
+    def __init__(self, child: _ActingProcess) -> None:
+        self._child = child
+
+    def wait(self) -> list[_Acted | _Halted]:
+        return self._child.results()
+
+
+def _serve_batches(actions: list[PlannedAction], action: Action, ctx: ExecContext, track_dirs: bool,
+                   request_fd: int, result_fd: int, parent: int) -> None:
+    """The acting process's loop: each batch's positions in, each file's outcome out."""
+    assert ctx.dirs is not None
+    dirs = DirCache(ctx.dirs.root_fd, ctx.dirs.root_dev, ctx.dirs.one_filesystem)
+    with os.fdopen(request_fd, "rb") as requests, os.fdopen(result_fd, "wb") as results:
+        while True:
+            try:
+                positions = pickle.load(requests)
+            except EOFError:
+                return
+            out: list[tuple[Any, ...]] = []
+            for position in positions:
+                halt = stop_reason() or (None if os.getppid() == parent else "janitor's run process is gone")
+                if halt is not None:
+                    out.append(("h", halt))
+                    continue
+                out.append(_encoded(_act(actions[position], {}, action, ctx, dirs.parent_of, track_dirs)))
+            pickle.dump(out, results, pickle.HIGHEST_PROTOCOL)
+            results.flush()
+
+
+def _encoded(acted: _Acted) -> tuple[Any, ...]:
+    """One outcome as plain values (an exception of janitor's own does not pickle whole)."""
+    if isinstance(acted, _Done):
+        result = acted.result
+        if result is DONE:
+            return ("d", acted.emptied)
+        return ("D", result.bytes, dict(result.columns), dict(result.event), acted.emptied)
+    if isinstance(acted, FileSkipped):
+        return ("s", str(acted), acted.skip_code)
+    exc = acted.exc
+    if isinstance(exc, OSError):
+        return ("o", acted.step, exc.errno, exc.strerror, str(exc))
+    if isinstance(exc, JanitorError):
+        return ("j", acted.step, str(exc), exc.code, exc.stops_policy)
+    return ("x", acted.step, type(exc).__name__, str(exc))
+
+
+def _decoded(encoded: tuple[Any, ...]) -> _Acted | _Halted:
+    kind = encoded[0]
+    if kind == "d":
+        return _Done(DONE, encoded[1])
+    if kind == "D":
+        return _Done(Done(encoded[1], encoded[2], encoded[3]), encoded[4])
+    if kind == "s":
+        return FileSkipped(encoded[1], skip_code=encoded[2])
+    if kind == "h":
+        return _Halted(encoded[1])
+    step = encoded[1]
+    if kind == "o":
+        errno_, strerror, text = encoded[2:]
+        return _Failed(OSError(errno_, strerror) if errno_ is not None else OSError(text), step)
+    if kind == "j":
+        failure = JanitorError(encoded[2], code=encoded[3])
+        failure.stops_policy = encoded[4]
+        return _Failed(failure, step)
+    return _Failed(_ActingProcessError(encoded[2], encoded[3]), step)
+
+
+class _ActingProcessError(Exception):
+    """An unexpected exception in the acting process, by its type's name and message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name

@@ -12,6 +12,7 @@ is not acting on files (planning), a signal stops it at once: nothing is in hand
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,9 @@ class RunStop:
         self.acting = False
         self._verify_state = verify_state
         self._state_problem: str | None = None
+        # processes acting for this run (janitor/execute.py): a signal is passed on to them,
+        # so each stops before its own next file as this one does
+        self.children: set[int] = set()
 
     def reason(self) -> str | None:
         if self.signum is not None:
@@ -66,11 +70,21 @@ class RunStop:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
+        for pid in self.children:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass  # it has exited already
         if not self.acting:
             raise self.error("no file was in hand")
 
 
 _active: RunStop | None = None
+
+
+def current() -> RunStop | None:
+    """The run being stopped by signals in this process, if any."""
+    return _active
 
 
 def stop_reason() -> str | None:

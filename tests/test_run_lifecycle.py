@@ -10,6 +10,7 @@ lets it go on, and then checks the catalog, the tree and a clean re-run.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -49,15 +50,17 @@ def config(tmp_path: Path, action: str, settings: str = "") -> Path:
 def start_and_freeze(cfg: Path) -> subprocess.Popen[str]:
     """A `janitor -v run` that has acted on at least one file, stopped (SIGSTOP)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a session of its own: a delete acts in a second process (janitor/execute.py), and the
+    # freeze must hold both, as a cgroup freeze or a stop of the process group would
     proc = subprocess.Popen(janitor_cmd("-v", "run", "-c", cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+                            text=True, env=env, cwd=ROOT, start_new_session=True)
     assert proc.stderr is not None
     for line in proc.stderr:  # progress: the first file done is an event, not a guess
         if line.startswith("info: file "):
             break
     else:
         pytest.fail(f"the run ended before acting: {proc.wait()}")
-    os.kill(proc.pid, signal.SIGSTOP)
+    os.killpg(proc.pid, signal.SIGSTOP)
     return proc
 
 
@@ -71,7 +74,7 @@ def _catches(pid: int, signum: int) -> bool:
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
-    os.kill(proc.pid, signal.SIGCONT)
+    os.killpg(proc.pid, signal.SIGCONT)
     assert proc.stderr is not None
     # through the same buffered reader that read the first lines (communicate() would read
     # the fd behind its back and cut a line in two); stdout stays small
@@ -127,16 +130,17 @@ def test_a_signal_finishes_the_file_in_hand_and_records_the_run(tmp_path: Path, 
     assert states["done"] == FILES and "planned" not in states
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["serial", "2 workers"])
-def test_a_signal_stops_a_delete_with_every_row_recorded(tmp_path: Path, workers: int) -> None:
-    """With delete_workers, delete acts in worker threads while the next batch is journaled: a
-    signal stops both workers before their next file, and the batch journaled ahead is recorded
-    as not attempted."""
+@pytest.mark.parametrize("settings", ["  acting_process: false\n", "", "  delete_workers: 2\n"],
+                         ids=["serial", "second process", "2 workers"])
+def test_a_signal_stops_a_delete_with_every_row_recorded(tmp_path: Path, settings: str) -> None:
+    """A delete acts in a second process (by default) or worker threads while the next batch
+    is journaled: a signal to janitor's process (passed on to the acting one) stops them
+    before their next file, and the batch journaled ahead is recorded as not attempted."""
     data = tmp_path / "data"
     make_tree(data)
-    cfg = config(tmp_path, "delete", f"  delete_workers: {workers}\n")
+    cfg = config(tmp_path, "delete", settings)
     proc = start_and_freeze(cfg)  # blocked on its stderr pipe too: it cannot finish meanwhile
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGTERM)  # the run's own process only, as `kill PID` does
     returncode, lines = finish(proc)
     left = present(data)
 
@@ -203,13 +207,13 @@ def test_a_signal_while_planning_stops_at_once(tmp_path: Path) -> None:
     cfg = config(tmp_path, "delete")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(janitor_cmd("run", "-c", cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+                            text=True, env=env, cwd=ROOT, start_new_session=True)
     # the moment janitor catches SIGTERM (its handler is installed right before it plans)
     # is visible in /proc: await it instead of guessing a delay
     deadline = time.monotonic() + 30
     while not _catches(proc.pid, signal.SIGTERM):
         assert proc.poll() is None and time.monotonic() < deadline, "janitor never installed its handler"
-    os.kill(proc.pid, signal.SIGSTOP)
+    os.killpg(proc.pid, signal.SIGSTOP)
     acted = FILES - len(present(data))
     os.kill(proc.pid, signal.SIGTERM)
     returncode, lines = finish(proc)
@@ -219,3 +223,57 @@ def test_a_signal_while_planning_stops_at_once(tmp_path: Path) -> None:
     assert gone <= acted + 1
     runs, states, _ = catalog_rows(tmp_path / "state")
     assert [status for _, status in runs] == ["interrupted"] and "planned" not in states
+
+
+def acting_process_of(proc: subprocess.Popen[str]) -> int:
+    """The process a delete acts in (janitor/execute.py `_ActingProcess`): janitor's one child."""
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        (child,) = map(int, f.read().split())
+    return child
+
+
+def test_the_acting_process_killed_fails_the_policy_and_the_rerun_settles_its_batch(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_tree(data)
+    cfg = config(tmp_path, "delete")
+    proc = start_and_freeze(cfg)
+    os.kill(acting_process_of(proc), signal.SIGKILL)
+    returncode, lines = finish(proc)
+    assert returncode == 1, lines
+    assert any("the process acting on this policy's files stopped unexpectedly" in line for line in lines), lines
+    left = present(data)
+    assert 0 < len(left) < FILES
+    runs, states, done = catalog_rows(tmp_path / "state")
+    assert not any(os.path.lexists(path) for path, _, _ in done)  # done is never a lie
+
+    rerun = subprocess.run(janitor_cmd("run", "-c", cfg), capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert present(data) == set()
+    runs, states, _ = catalog_rows(tmp_path / "state")
+    assert "planned" not in states and states["done"] == FILES
+
+
+def test_the_acting_process_stops_before_its_next_file_when_janitor_is_killed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_tree(data)
+    cfg = config(tmp_path, "delete")
+    proc = start_and_freeze(cfg)
+    child = os.pidfd_open(acting_process_of(proc))  # readable once it has exited
+    try:
+        gone_before = FILES - len(present(data))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        os.killpg(proc.pid, signal.SIGCONT)  # the acting process, still in the group
+        assert select.select([child], [], [], 60)[0], "the acting process went on after janitor died"
+    finally:
+        os.close(child)
+    gone = FILES - len(present(data))
+    assert gone_before <= gone <= gone_before + 1  # at most the file that was in hand
+
+    rerun = subprocess.run(janitor_cmd("run", "-c", cfg), capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert present(data) == set()
+    runs, states, _ = catalog_rows(tmp_path / "state")
+    assert "planned" not in states and states["done"] == FILES

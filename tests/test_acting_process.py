@@ -1,0 +1,124 @@
+"""A delete acts in a second process (janitor/execute.py `_ActingProcess`) while janitor's
+own journals the next batch: the same run, file for file, as acting in one process.
+
+One reviewed plan (`plan --out`) of 660 files over six directories, then, before it runs:
+one file replaced, one removed, one rewritten, one made immutable, one held open for writing
+by a real process, a directory's worth of files all going (remove_empty_dirs), and a name
+that is not UTF-8. `run --plan` over identical trees, with and without the second process,
+must leave the same files, say the same, and journal the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import DAY, Writer
+from fsutil import REPO, janitor_cmd
+
+DIRS, PER_DIR = 6, 110
+
+
+def build(root: Path) -> None:
+    old = time.time() - 3 * DAY
+    for d in range(DIRS):
+        for i in range(PER_DIR):
+            path = root / f"d{d}" / f"f{i:03d}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * (i + 1))
+            os.utime(path, (old, old))
+    odd = root / "d1" / os.fsdecode(b"caf\xe9.bin")
+    odd.write_bytes(b"latin-1 name")
+    os.utime(odd, (old, old))
+    (root / "keep").mkdir()  # an empty directory from before: never removed
+
+
+def config(base: Path, acting_process: bool) -> Path:
+    cfg = base / "janitor.yaml"
+    cfg.write_text(f"version: 1\nsettings:\n  state_dir: {base / 'state'}\n  settle: 0s\n"
+                   f"  acting_process: {str(acting_process).lower()}\n"
+                   f"policies:\n  - name: p\n    path: {base / 'data'}\n    action: delete\n    older_than: 1d\n"
+                   "    remove_empty_dirs: true\n")
+    return cfg
+
+
+def disturb(data: Path, writer: Callable[..., Writer], immutable: list[Path]) -> None:
+    """What happens to a tree between its plan and its run."""
+    replaced = data / "d0" / "f005.bin"
+    fresh = replaced.with_name("fresh.tmp")
+    fresh.write_bytes(b"new")  # made while the planned one still exists: surely another inode
+    fresh.rename(replaced)
+    (data / "d0" / "f006.bin").unlink()  # gone
+    with open(data / "d2" / "f007.bin", "ab") as f:
+        f.write(b"more")  # modified since the plan
+    stuck = data / "d3" / "f008.bin"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute")
+    immutable.append(stuck)
+    writer(data / "d4" / "f009.bin")  # held open for writing when the run looks
+
+
+def outcome(base: Path, cfg: Path) -> tuple[tuple[int, dict[str, object], set[str], list[tuple[str, str, str]]], int]:
+    """What the run did and said, and how many processes unlinked its files (strace -f)."""
+    trace = base / "unlinks.trace"
+    result = subprocess.run(["strace", "-f", "-qq", "-e", "trace=unlinkat", "-o", str(trace), sys.executable, "-m",
+                             "janitor", "run", "--json", "--plan", str(base / "plan.json"), "-c", str(cfg)],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False)
+    report = json.loads(result.stdout)
+    (policy,) = report["policies"]
+    said = {k: policy[k] for k in ("status", "files", "bytes", "failed", "skipped")}
+    said["messages"] = sorted(re.sub(r"pid \d+", "pid N", m.replace(str(base), "BASE")) for m in policy["messages"])
+    left = {str(p.relative_to(base / "data")) for p in (base / "data").rglob("*")}
+    db = sqlite3.connect(base / "state" / "catalog.db")
+    try:
+        journal = sorted((os.fsdecode(path).replace(str(base), "BASE"), state, re.sub(r"pid \d+", "pid N", error or ""))
+                         for path, state, error in db.execute("SELECT path, state, error FROM journal"))
+    finally:
+        db.close()
+    unlinkers = {line.split()[0] for line in trace.read_text().splitlines()
+                 if "unlinkat(" in line and ".bin" in line and "= 0" in line}
+    return (result.returncode, said, left, journal), len(unlinkers)
+
+
+@pytest.fixture
+def immutable() -> list[Path]:
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs chattr and root")
+    marked: list[Path] = []
+    yield marked  # type: ignore[misc]
+    for p in marked:
+        subprocess.run(["chattr", "-i", str(p)], check=False)
+
+
+def test_acting_in_a_second_process_is_the_same_run(tmp_path: Path, writer: Callable[..., Writer],
+                                                    immutable: list[Path]) -> None:
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace (to see which process unlinks)")
+    results, unlinkers = [], []
+    for acting_process in (False, True):
+        base = tmp_path / ("second" if acting_process else "one")
+        build(base / "data")
+        cfg = config(base, acting_process)
+        planned = janitor_cmd("plan", "--out", str(base / "plan.json"), "-c", str(cfg))
+        assert planned.returncode == 0, planned.stderr
+        disturb(base / "data", writer, immutable)
+        result, processes = outcome(base, cfg)
+        results.append(result)
+        unlinkers.append(processes)
+    (code, said, left, journal), second = results
+    assert [row for row in second[3] if row not in journal] == [] and second == results[0]
+    # one process unlinked the files, or the acting one alone (janitor's own unlinked none)
+    assert unlinkers == [1, 1]
+    # and what that run is: each disturbance told apart, everything else gone
+    assert code == 1 and said["failed"] == 1 and said["files"] == DIRS * PER_DIR + 1 - 5
+    assert said["skipped"] == {"vanished": 1, "changed": 2, "open_for_write": 1}, said
+    assert left == {"d0", "d0/f005.bin", "d2", "d2/f007.bin", "d3", "d3/f008.bin", "d4", "d4/f009.bin", "keep"}
+    assert {state for _, state, _ in journal} == {"done", "skipped", "failed"}
