@@ -80,6 +80,9 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
     # the fd behind its back and cut a line in two); stdout stays small
     err = proc.stderr.read()
     proc.wait(timeout=120)
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        pipe.close()  # now, not whenever the collector gets to it (fds are counted elsewhere)
     return proc.returncode, [line for line in err.splitlines() if not line.startswith("info: ")]
 
 
@@ -264,6 +267,9 @@ def test_the_acting_process_stops_before_its_next_file_when_janitor_is_killed(tm
         gone_before = FILES - len(present(data))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        for pipe in (proc.stdout, proc.stderr):
+            assert pipe is not None
+            pipe.close()
         os.killpg(proc.pid, signal.SIGCONT)  # the acting process, still in the group
         assert select.select([child], [], [], 60)[0], "the acting process went on after janitor died"
     finally:
