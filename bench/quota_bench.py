@@ -59,6 +59,11 @@ def build_tree(root: Path, dirs: int, files: int, seed: int = 7) -> tuple[int, i
     return dirs * files, total
 
 
+def allocated_bytes(root: Path) -> int:
+    """What the files below root occupy: st_blocks * 512, as quota counts."""
+    return sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, names in os.walk(root) for f in names)
+
+
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, subprocess.CompletedProcess[bytes]]:
     """(wall seconds, peak RSS MiB of the largest process in the tree, result)."""
     m = run_measured(argv, capture=True, env=env)
@@ -85,10 +90,13 @@ def main() -> int:
         n, total = build_tree(data, args.dirs, args.files)
         os.sync()
         print(f"tree: {n} files, {total / 2**20:.1f} MiB in {args.dirs} dirs (built in {time.perf_counter() - t0:.1f}s)")
+        # a quota counts what files occupy (allocated blocks: 4 KiB for a 1-3 KB file on
+        # tmpfs or ext4), and so does the glue below (find's %b): both evict the same files
+        total = allocated_bytes(data)
         # evict down to (1 - evict) of the bytes: cap just under the total, watermark to match
         max_size = total - 1
-        watermark = 100.0 * (1 - args.evict) * total / max_size
-        goal = int(max_size * watermark / 100.0)
+        watermark = round(100.0 * (1 - args.evict) * total / max_size, 6)  # as written in the policy below
+        goal = int(max_size * (watermark / 100.0))  # as janitor computes its low watermark
         cfg = work / "janitor.yaml"
         cfg.write_text(
             f"version: 1\nsettings:\n  state_dir: {state}\n  settle: 0s\n  max_actions: 10000000\n"
@@ -107,9 +115,9 @@ def main() -> int:
         build_tree(data, args.dirs, args.files)
         os.sync()
         glue = (
-            f"total=$(find {data} -type f -printf '%s\\n' | awk '{{s+=$1}} END {{printf \"%d\", s}}'); "
-            f"find {data} -type f -printf '%T@ %s %p\\n' | sort -n "
-            f"| awk -v total=\"$total\" -v goal={goal} '{{ if (total <= goal) exit; total -= $2; print $3 }}' "
+            f"total=$(find {data} -type f -printf '%b\\n' | awk '{{s+=$1*512}} END {{printf \"%.0f\", s}}'); "
+            f"find {data} -type f -printf '%T@ %b %p\\n' | sort -n "
+            f"| awk -v total=\"$total\" -v goal={goal} '{{ if (total <= goal) exit; total -= $2*512; print $3 }}' "
             f"| xargs -d '\\n' -r rm -f"
         )
         wall_s, rss_s, res = measure(["bash", "-c", glue])

@@ -298,6 +298,9 @@ def _execute_policy(
         return
     if not pp.actions:
         return
+    # each file goes through this one (quota hands its files to its `then`); the
+    # policy-wide steps, before_run and after_run, are the policy's own action's
+    policy_action, action = action, action.per_file(ctx)
 
     root_fd = os.open(pp.root, O_DIR)
     try:
@@ -369,7 +372,7 @@ def _execute_policy(
         finally:
             ctx.dirs = None
             dirs.close()
-        action.after_run(pp, outcome, ctx)
+        policy_action.after_run(pp, outcome, ctx)
     finally:
         os.close(root_fd)
 

@@ -118,6 +118,14 @@ class _Columns:
                                     self._ctime[row], self._mode[row], self._uid[row], self._gid[row],
                                     self._blocks[row], self._nlink[row]))
 
+    def column(self, name: str) -> array[Any]:
+        """One field of every row as stored: dev, ino, size, mode, uid, gid, mtime, atime,
+        ctime, blocks, nlink (for arithmetic over all files without a FileFact each)."""
+        if "_" + name not in _Columns.__slots__[2:]:
+            raise KeyError(name)
+        column: array[Any] = getattr(self, "_" + name)
+        return column
+
     def size_of(self, row: int) -> int:
         return self._size[row]
 
@@ -302,13 +310,15 @@ class ActionList(list["PlannedAction"]):
             self.append(item)
 
     @classmethod
-    def of_rows(cls, policy: str, action: str, root: str, rows: FactRows, reason: str | LazyReason) -> ActionList:
-        """Every one of these rows, for one reason: what a plain selection amounts to. Shares
-        the table's columns (a view through the row numbers) instead of copying them."""
+    def of_rows(cls, policy: str, action: str, root: str, rows: FactRows, reason: str | LazyReason,
+                detail: dict[str, Any] | None = None) -> ActionList:
+        """Every one of these rows, for one reason and detail: what a plain selection (or
+        quota's) amounts to. Shares the table's columns (a view through the row numbers)
+        instead of copying them."""
         chosen = cls(policy, action, root)
         chosen._facts = _RowView(rows.table, rows.row_numbers)
         chosen._reasons = _Repeat(reason, len(rows))
-        chosen._details = _Repeat(None, len(rows))
+        chosen._details = _Repeat(detail, len(rows))
         return chosen
 
     # adding ------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def _devices(policies: tuple[Policy, ...] | list[Policy], config: Config) -> set
 
 
 def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
-    from .actions.base import Action, action_class, get_action
+    from .actions.base import Action, RowSelection, action_class, get_action
 
     config = ctx.config
     pp = PolicyPlan(policy.name, policy.action, policy.path, disposal=action_class(policy.action).disposal(policy))
@@ -230,16 +230,19 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
         # walk's columns through the eligible row numbers, without a FileFact per file.
         chosen = ActionList.of_rows(name, verb, root, eligible, lazy)
     else:
-        chosen = ActionList(name, verb, root)
         # Actions read `matched` and `eligible` as sequences of FileFact (iteration, len,
         # sorted); these are columnar ones that make each FileFact as it is read.
         selection = action.select(policy, cast("list[FileFact]", matched), cast("list[FileFact]", eligible), ctx)
-        for choice in selection:
-            if isinstance(choice, Skip):
-                pp.skips.append(choice)
-            else:
-                fact, reason, detail = choice
-                chosen.add(fact, lazy if type(reason) is _OwnReason else reason, detail)
+        if isinstance(selection, RowSelection):  # rows of the walk's table: a view, as above
+            chosen = ActionList.of_rows(name, verb, root, selection.rows, selection.reason, selection.detail)
+        else:
+            chosen = ActionList(name, verb, root)
+            for choice in selection:
+                if isinstance(choice, Skip):
+                    pp.skips.append(choice)
+                else:
+                    fact, reason, detail = choice
+                    chosen.add(fact, lazy if type(reason) is _OwnReason else reason, detail)
     pp.notes.extend(ctx.notes)
     ctx.notes.clear()
     del eligible, matched

@@ -145,6 +145,7 @@ def walk_files(
         root_dev = root_st.st_dev
         # Depth-first; the levels on the way down keep their pending subdirectories.
         fd, reldir, ident = root_fd, "", (root_st.st_dev, root_st.st_ino)
+        walked = {ident}  # (dev, ino) of every directory entered
         while True:
             subdirs: list[str] = []
             try:
@@ -207,6 +208,14 @@ def walk_files(
                     os.close(child)
                     note(rel + "/", "another filesystem (one_filesystem)", "other_fs")
                     continue
+                if (st.st_dev, st.st_ino) in walked:
+                    # a bind mount of a directory already walked: its files once, under the
+                    # first path (a file with one link then has one row: quota counts it once)
+                    os.close(child)
+                    note(rel + "/", "the same directory as one already walked (a bind mount); walked once",
+                         "walked_twice")
+                    continue
+                walked.add((st.st_dev, st.st_ino))
                 fd, reldir, ident = child, rel + "/", (st.st_dev, st.st_ino)
                 break
             if fd == -1:

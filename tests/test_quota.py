@@ -213,3 +213,31 @@ def test_quota_runs_from_the_command_line(aged: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert names(aged) == {"f08", "f09", "f10"}
     assert '"event": "quota_enforced"' in result.stderr
+
+
+@pytest.mark.parametrize("largest", [False, True], ids=["oldest", "largest"])
+@pytest.mark.parametrize("seed", range(5))
+def test_the_eviction_order_is_a_plain_sort_of_the_columns(largest: bool, seed: int) -> None:
+    """quota orders its files by a counting sort over buckets (no object per file); the
+    order must be exactly (age, path) oldest first, or (blocks desc, age, path) largest
+    first, whatever ties and extremes the files have."""
+    import random
+
+    from janitor.actions.quota import eviction_order
+    from janitor.facttable import FactTable
+    from janitor.scan import FileFact
+
+    rnd = random.Random(seed)
+    ages = [rnd.uniform(0, 1e9) for _ in range(5)] + [0.0, 1e9, 1.5e9 + 0.25]  # few values: many ties
+    sizes = [0, 1, 7, 8, 1023, 1024, 2047, 2048, 4096, 2**20, 2**33 + 5, 2**40]
+    table = FactTable()
+    for i in range(3000):
+        table.add_fact(FileFact(f"d{rnd.randrange(40)}/f{rnd.randrange(10**6)}-{i}", 2049, 1000 + i, 1, rnd.choice(ages),
+                                0.0, 0.0, 0o100644, 0, 0, blocks=rnd.choice(sizes), nlink=1))
+    rows = [r for r in range(len(table)) if rnd.random() < 0.8]
+    mtime, blocks = table.column("mtime"), table.column("blocks")
+    if largest:
+        expected = sorted(rows, key=lambda r: (-blocks[r], mtime[r], table.relpath_of(r)))
+    else:
+        expected = sorted(rows, key=lambda r: (mtime[r], table.relpath_of(r)))
+    assert list(eviction_order(table, rows, "mtime", largest=largest)) == expected

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from attacker import Attacker
 from conftest import janitor_cmd
 
@@ -122,3 +123,22 @@ def test_a_closed_level_renamed_meanwhile_is_passed_over_with_a_note(tmp_path: P
     assert not any(r.endswith("secret") for r in seen), seen
     assert [n for n in notes if n.code == "changed" and n.relpath == "d/"], notes
     shutil.rmtree(tmp_path / "gone")
+
+
+def test_a_directory_bind_mounted_inside_the_policy_path_is_walked_once(tmp_path: Path) -> None:
+    """A bind mount of a directory below the policy path shows its files twice: they are
+    walked once, under the first path, with a note (quota then counts each file once)."""
+    root = tmp_path / "data"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "frame.png").write_bytes(b"x" * 10)
+    (root / "zz-view").mkdir()
+    if subprocess.run(["mount", "--bind", str(root / "jobs"), str(root / "zz-view")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot bind mount (needs root)")
+    try:
+        notes: list[WalkNote] = []
+        files = sorted(rel for rel, _, _ in walk_files(str(root), on_note=notes.append))
+        assert len(files) == 1 and os.path.basename(files[0]) == "frame.png"
+        assert [n.code for n in notes] == ["walked_twice"]
+    finally:
+        subprocess.run(["umount", str(root / "zz-view")], check=True)

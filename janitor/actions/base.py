@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..catalog import JournalEntry
     from ..config import Config, Policy
     from ..execute import ExecContext, PolicyOutcome
+    from ..facttable import FactRows
     from ..plan import LazyReason, PlannedAction, PolicyPlan, Skip
     from ..planner import PlanContext
     from ..scan import FileFact
@@ -97,6 +98,17 @@ class ActionOptions(BaseModel):
                                    **{name: getattr(policy, name) for name in names})
 
 
+@dataclass(frozen=True)
+class RowSelection:
+    """A selection made by arithmetic over the walk's columns (quota): the chosen rows of
+    the table `select` was given, in the order to act on them, all for one reason and
+    detail. The plan keeps it as those row numbers, not as an object per file."""
+
+    rows: FactRows
+    reason: str | LazyReason
+    detail: dict[str, Any] | None = None
+
+
 class Action:
     """One action, by the name policy files give it; subclasses register with `@register`."""
 
@@ -139,16 +151,23 @@ class Action:
 
     def select(
         self, policy: Policy, matched: list[FileFact], eligible: list[FileFact], ctx: PlanContext
-    ) -> Iterable[tuple[FileFact, str | LazyReason, dict[str, Any] | None] | Skip]:
+    ) -> Iterable[tuple[FileFact, str | LazyReason, dict[str, Any] | None] | Skip] | RowSelection:
         """Choose files to act on: (fact, reason, detail). Default: every eligible file, for
         the planner's own reason (`ctx.own_reason`: formatted only if the plan is shown).
 
         An action may also yield a `Skip` for an eligible file it must leave alone (e.g.
-        truncate and a writer without O_APPEND); the plan lists it with its reason.
+        truncate and a writer without O_APPEND); the plan lists it with its reason. Or it
+        may return a `RowSelection` of the walk's rows (`matched` is then a FactTable and
+        `eligible` its FactRows).
         """
         reason = ctx.own_reason(policy)
-        for fact in eligible:
-            yield fact, reason, None
+        return ((fact, reason, None) for fact in eligible)
+
+    def per_file(self, ctx: ExecContext) -> Action:
+        """The action each file goes through (its journal fields, batch preparation, apply,
+        done event): this one, or the one it hands its files to (quota: its `then`). The
+        executor runs the policy-wide steps (before_run, after_run) on this one."""
+        return self
 
     def journal_fields(self, item: PlannedAction, ctx: ExecContext) -> dict[str, Any]:
         """Extra journal columns known before acting (e.g. the trash location)."""
