@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import signal
 import stat
 import threading
 import time
@@ -23,8 +24,8 @@ from .errors import EXIT_OK, EXIT_PARTIAL, FileSkipped, JanitorError
 from .events import EventLog
 from .plan import Plan, PlannedAction, PolicyPlan
 from .procfs import OpenFiles, scan_open_files
+from .runstop import EXIT_SIGNAL, stop_reason
 from .runstop import current as current_stop
-from .runstop import stop_reason
 from .safepath import O_CANDIDATE, lexists_at, open_dirs_below
 from .scan import O_DIR
 from .trash import TrashBin, TrashSlot
@@ -346,6 +347,10 @@ def _execute_policy(
                 pipelined = (action.parallel_apply and len(actions) > 1 and pp.stop_at_pct is None
                              and not _overrides(action, "prepare_batch"))
                 track_dirs = bool(getattr(policy, "remove_empty_dirs", False))
+                child = None
+                if (pipelined and workers == 1 and len(actions) > BATCH and config.settings.acting_process
+                        and not _overrides(action, "journal_fields") and threading.active_count() == 1):
+                    child = _acting_process(actions, action, ctx, track_dirs)  # None: no fork, act here
                 if pipelined and workers > 1:
                     # leaving the block waits for the workers, also when an exception escapes
                     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-act") as pool:
@@ -353,9 +358,7 @@ def _execute_policy(
                                                   lambda _, items, fields: _start_acting(items, fields, action, ctx,
                                                                                          track_dirs, pool)):
                             outcome.status = "stopped"
-                elif (pipelined and len(actions) > BATCH and config.settings.acting_process
-                      and not _overrides(action, "journal_fields") and threading.active_count() == 1):
-                    child = _ActingProcess(actions, action, ctx, track_dirs)
+                elif child is not None:
                     try:
                         if not _execute_pipelined(actions, pp, action, ctx, outcome,
                                                   lambda positions, _, __: child.start(positions)):
@@ -597,6 +600,10 @@ def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Act
             if halted is not None:
                 _not_attempted(batch[1], halted, ctx, outcome)
                 return False
+        halt = stop_reason()  # asked here too: a signal that reached only this process
+        if halt is not None:
+            _not_attempted(batch[1], halt, ctx, outcome)
+            return False
         try:
             in_flight = start_acting([position[id(item)] for item in batch[0]], batch[0], batch[2])
         except JanitorError as exc:  # the acting process is gone: this batch was never sent
@@ -876,6 +883,14 @@ class _InFlight(Protocol):
 _StartActing = Callable[[list[int], list[PlannedAction], list[dict[str, Any]]], _InFlight]
 
 
+def _acting_process(actions: list[PlannedAction], action: Action, ctx: ExecContext,
+                    track_dirs: bool) -> _ActingProcess | None:
+    try:
+        return _ActingProcess(actions, action, ctx, track_dirs)
+    except OSError:
+        return None  # no fork or pipe to be had (memory, processes, descriptors): one process does it all
+
+
 class _ActingProcess:
     """A second process that re-checks and acts on the batches this one has journaled: the
     journal's Python work here and the re-checks and unlinks there use both cores (threads
@@ -891,13 +906,30 @@ class _ActingProcess:
     """
 
     def __init__(self, actions: list[PlannedAction], action: Action, ctx: ExecContext, track_dirs: bool) -> None:
+        """Fork it; OSError (no memory or process left for a fork, no descriptors for the
+        pipes) with nothing left behind, and the caller acts in its own process instead."""
         parent = os.getpid()
         request_r, request_w = os.pipe()
-        result_r, result_w = os.pipe()
-        pid = os.fork()
+        try:
+            result_r, result_w = os.pipe()
+        except OSError:
+            os.close(request_r)
+            os.close(request_w)
+            raise
+        # SIGTERM/SIGINT held until the new process is on the list they are passed on to:
+        # one arriving in between would otherwise reach this process only
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, set(EXIT_SIGNAL))
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            for fd in (request_r, request_w, result_r, result_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the acting process: never returns, never runs this process's clean-up
             status = 0
             try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 os.close(request_w)
                 os.close(result_r)
                 _serve_batches(actions, action, ctx, track_dirs, request_r, result_w, parent)
@@ -910,9 +942,11 @@ class _ActingProcess:
         self.pid = pid
         self._requests = os.fdopen(request_w, "wb")
         self._results = os.fdopen(result_r, "rb")
+        self._in_flight = False
         self._stop = current_stop()
         if self._stop is not None:
             self._stop.children.add(pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one that came meanwhile is handled now
 
     def start(self, positions: list[int]) -> _ChildBatch:
         try:
@@ -920,6 +954,7 @@ class _ActingProcess:
             self._requests.flush()
         except OSError:  # EPIPE: it is gone
             raise self._gone() from None
+        self._in_flight = True
         return _ChildBatch(self)
 
     def results(self) -> list[_Acted | _Halted]:
@@ -927,6 +962,7 @@ class _ActingProcess:
             encoded = pickle.load(self._results)
         except (EOFError, pickle.UnpicklingError):
             raise self._gone() from None
+        self._in_flight = False
         return [_decoded(e) for e in encoded]
 
     @staticmethod
@@ -936,17 +972,27 @@ class _ActingProcess:
                             code="E_INTERNAL")
 
     def close(self) -> None:
-        """No more batches: the acting process sees the end of its requests and exits."""
-        try:
-            self._requests.close()
-        except OSError:
-            pass  # EPIPE flushing to a process that is gone: said already
-        try:
-            os.waitpid(self.pid, 0)
-        finally:
-            self._results.close()
-            if self._stop is not None:
-                self._stop.children.discard(self.pid)
+        """No more batches: the acting process sees the end of its requests and exits.
+
+        When this process gives up with a batch still in flight (its journal failed, a disk
+        full), the acting one is told to stop before its next file, and the outcomes it
+        would send are not waited for: it ends on the closed pipe instead of blocking on
+        a full one while this process waits for it (those files stay `planned`, for
+        reconcile)."""
+        if self._stop is not None:
+            # off the list before it is reaped: a signal then never goes to a reused pid
+            self._stop.children.discard(self.pid)
+        if self._in_flight:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except OSError:
+                pass  # gone already
+        for stream in (self._requests, self._results):
+            try:
+                stream.close()
+            except OSError:
+                pass  # EPIPE flushing to a process that is gone: said already
+        os.waitpid(self.pid, 0)
 
 
 class _ChildBatch:

@@ -10,7 +10,8 @@ keeps that here, and the next `guard -c` with the same policy files reads it bac
 Sound because the key is the policy files' bytes, not their times: the list of files
 (for a directory, the same `*.yaml`/`*.yml` selection the loader makes), the SHA-256 of each,
 and the value of every environment variable their text can expand (`$VAR`, `${VAR}`,
-`~` through HOME). Text with `~user` (a password-database lookup) is never kept. A file
+`~` through HOME), and janitor's version. Text with `~user` (a password-database lookup)
+or with a YAML escape that spells `$` or `~` (`"\x24{VAR}"`) is never kept. A file
 edited, added, removed or renamed, or a variable changed, is a miss: the full loader runs,
 with its full error reporting. The checks the loader makes against the filesystem (a policy
 path that has become an alias of /etc) are made again by every `plan` and `run`, the
@@ -33,6 +34,7 @@ import os
 import re
 import stat
 
+from . import __version__
 from .policyfiles import policy_files
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
@@ -47,6 +49,9 @@ FORMAT = 1
 _MAX_ENTRY = 1 << 20
 _VAR = re.compile(rb"\$(?:\{([^}]*)\}|(\w+))")
 _TILDE_USER = re.compile(rb"~[^/\s\"',\]}]")  # ~user: a password-database lookup, not kept
+# a YAML escape that spells `$` or `~` in a double-quoted string, which the scan of the
+# bytes for variables would not see: files with one are not kept
+_ESCAPED = re.compile(rb"\\(?:x24|u0024|U00000024|x7[eE]|u007[eE]|U0000007[eE])")
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -72,7 +77,7 @@ def _key(config_path: str) -> Key | None:
         for name in files:
             with open(name, "rb") as f:
                 data = f.read()
-            if _TILDE_USER.search(data):
+            if _TILDE_USER.search(data) or _ESCAPED.search(data):
                 return None
             tilde = tilde or b"~" in data
             variables.update((m.group(1) or m.group(2)).decode("utf-8", "replace") for m in _VAR.finditer(data))
@@ -81,7 +86,7 @@ def _key(config_path: str) -> Key | None:
         return None
     if tilde:
         variables.add("HOME")
-    made_from = {"format": FORMAT, "config": where, "files": digests,
+    made_from = {"format": FORMAT, "janitor": __version__, "config": where, "files": digests,
                  "env": {name: os.environ.get(name) for name in sorted(variables)}}
     return hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json", made_from
 
@@ -131,10 +136,12 @@ def _read(key: Key) -> dict[str, Any] | None:
 
 
 def store(key: Key, view: dict[str, Any]) -> None:
-    """Keep the view under the key `lookup` gave. Best effort: a directory that cannot be
-    made or is not private, or a failed write, only means the next guard loads in full."""
+    """Keep the view under the key `lookup` gave, if the files still have that key (an edit
+    while the loader read them: not kept, as it could be a view of either version). Best
+    effort: a directory that cannot be made or is not private, or a failed write, only
+    means the next guard loads in full."""
     where = cache_dir()
-    if where is None:
+    if where is None or _key(key[1]["config"]) != key:
         return
     name, made_from = key
     try:

@@ -122,3 +122,59 @@ def test_acting_in_a_second_process_is_the_same_run(tmp_path: Path, writer: Call
     assert said["skipped"] == {"vanished": 1, "changed": 2, "open_for_write": 1}, said
     assert left == {"d0", "d0/f005.bin", "d2", "d2/f007.bin", "d3", "d3/f008.bin", "d4", "d4/f009.bin", "keep"}
     assert {state for _, state, _ in journal} == {"done", "skipped", "failed"}
+
+
+def tree_of(root: Path, n: int) -> None:
+    old = time.time() - 3 * DAY
+    for i in range(n):
+        path = root / f"d{i % 5}" / f"f{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (old, old))
+
+
+def test_no_fork_to_be_had_means_one_process_does_it_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork refused (no memory or processes left) is no failure: the run acts in its own."""
+    import janitor.execute
+    from janitor.config import load_config
+    from janitor.events import EventLog
+    from janitor.runner import run_policies
+
+    forks: list[int] = []
+
+    def refused() -> int:
+        forks.append(1)
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(janitor.execute.os, "fork", refused)
+    tree_of(tmp_path / "data", 1200)
+    cfg = load_config(config(tmp_path, True))
+    report = run_policies(cfg, cfg.select(None), EventLog())
+    assert forks == [1]  # it was tried, and refused
+    assert report.result.exit_code == 0 and report.result.files == 1200
+    assert not any((tmp_path / "data").rglob("*.bin"))
+
+
+def test_a_run_giving_up_with_a_batch_in_flight_does_not_wait_on_a_full_pipe(tmp_path: Path) -> None:
+    """The journal fails (its disk full) while the acting process has a batch whose outcomes
+    fill more than a pipe (long directory names, remove_empty_dirs): the run must end, not
+    wait for a process that waits for it. A real fork, with each outcome made long."""
+    script = f"""
+import os, sys, types
+sys.path.insert(0, {str(REPO)!r})
+from janitor import execute
+from janitor.actions.base import DONE
+execute._act = lambda item, fields, action, ctx, parent_of, track, *a: execute._Done(DONE, ("d/" * 100 + str(item), 1, 2))
+execute.stop_reason = lambda: None  # it finishes the batch whatever it is told: its outcomes fill the pipe
+ctx = types.SimpleNamespace(dirs=types.SimpleNamespace(root_fd=os.open("/", os.O_RDONLY), root_dev=0, one_filesystem=False))
+from janitor.runstop import acting, run_stop
+with run_stop() as stop, acting(stop):  # as in a run: SIGTERM only asks it to stop
+    child = execute._ActingProcess(list(range(1024)), None, ctx, True)
+    child.start(list(range(512)))
+    child.close()  # the batch in flight is never read: as when the next journal write fails
+print("closed", child.pid)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("closed"), done.stderr
+    pid = int(done.stdout.split()[1])
+    assert not os.path.exists(f"/proc/{pid}")  # reaped, not left behind

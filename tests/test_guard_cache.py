@@ -139,3 +139,30 @@ def test_no_cache_when_it_is_off(full: Path, tmp_path: Path, private_guard_cache
     for _ in range(2):
         assert janitor_cmd("guard", "-c", str(cfg), env={"JANITOR_GUARD_CACHE": "off"}).returncode == 1
     assert not private_guard_cache.exists()
+
+
+@pytest.mark.parametrize("spelling", ["\\x24{GUARD_DATA}", "\\u0024{GUARD_DATA}", "\\U00000024GUARD_DATA"])
+def test_a_variable_spelled_with_a_yaml_escape_is_seen(full: Path, tmp_path: Path, spelling: str) -> None:
+    """`"\\x24{VAR}"` is `${VAR}` once YAML has read it, though no `$` is in the bytes: such
+    files are not kept (found by the red-team review)."""
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    if os.statvfs(quiet).f_bfree / os.statvfs(quiet).f_blocks < 0.5:
+        pytest.skip("the test's own filesystem is over half full")
+    cfg = tmp_path / "janitor.yaml"
+    cfg.write_text(f"version: 1\nsettings: {{state_dir: {tmp_path / 'state'}, settle: 0s}}\npolicies:\n"
+                   f"  - {{name: p, path: \"{spelling}\", action: delete, when_disk_above: 50%}}\n")
+    assert janitor_cmd("guard", "-c", str(cfg), env={"GUARD_DATA": str(full)}).returncode == 1
+    assert janitor_cmd("guard", "-c", str(cfg), env={"GUARD_DATA": str(quiet)}).returncode == 0
+
+
+def test_an_entry_of_another_janitor_version_is_not_read(full: Path, tmp_path: Path,
+                                                        private_guard_cache: Path) -> None:
+    cfg = write_config(tmp_path, [{"name": "p", "path": str(full), "action": "delete", "when_disk_above": "90%"}])
+    assert janitor_cmd("guard", "-c", str(cfg)).returncode == 0
+    entry = entry_of(private_guard_cache)
+    data = json.loads(entry.read_text())
+    data["view"]["guard_max_used"] = 1.0
+    data["made_from"]["janitor"] = "0.0.1"  # what an older release kept, with its own defaults
+    entry.write_text(json.dumps(data))
+    assert janitor_cmd("guard", "-c", str(cfg)).returncode == 0

@@ -241,3 +241,45 @@ def test_the_eviction_order_is_a_plain_sort_of_the_columns(largest: bool, seed: 
     else:
         expected = sorted(rows, key=lambda r: (mtime[r], table.relpath_of(r)))
     assert list(eviction_order(table, rows, "mtime", largest=largest)) == expected
+
+
+def test_a_file_moved_ahead_of_the_walk_is_counted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with one link moved, during the walk, from a directory the walk has read to
+    one it has not is listed twice: counted twice it would push a quota that is under its
+    cap over it, and evict other people's (older) files. Found by the red-team review."""
+    import janitor.planner
+    from janitor.config import load_config
+    from janitor.planner import build_plan
+    from janitor.scan import walk_files
+
+    root = tmp_path / "pool"
+    now = time.time()
+    for i in range(6):  # other users' files, old: the first to be evicted
+        path = root / "victim" / f"v{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"v" * 100 * 1024)
+        os.utime(path, (now - (20 - i) * 86400,) * 2)
+    for d in ("a1", "a2"):
+        (root / d).mkdir()
+        (root / d / "marker").write_bytes(b"")
+    # the attacker's file goes where the walk looks first, then moves to where it looks next
+    visits = [rel.split("/")[0] for rel, _, _ in walk_files(str(root)) if rel.endswith("/marker")]
+    (root / visits[0] / "big").write_bytes(b"b" * 400 * 1024)
+
+    def racing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        moved = False
+        for rel, kind, st in walk_files(*args, **kwargs):
+            yield rel, kind, st
+            if rel.endswith("/big") and not moved:
+                os.rename(root / rel, root / visits[1] / "big")
+                moved = True
+
+    monkeypatch.setattr(janitor.planner, "walk_files", racing)
+    cfg_path = tmp_path / "janitor.yaml"
+    cfg_path.write_text(f"version: 1\nsettings: {{state_dir: {tmp_path / 'state'}, settle: 0s}}\npolicies:\n"
+                        f"  - {{name: q, path: {root}, action: quota, max_size: 1100KiB, low_watermark: 90%}}\n")
+    config = load_config(cfg_path)
+    plan = build_plan(config, config.policies)
+    (pp,) = plan.policies
+    assert pp.matched == 10  # 6 + 2 markers + the file listed twice: the race happened
+    assert [item.fact.relpath for item in pp.actions] == []  # 1000 KiB used, under 1100 KiB: nothing goes

@@ -120,11 +120,18 @@ class QuotaAction(Action):
         blocks, nlink = table.column("blocks"), table.column("nlink")
         key_of = table.key_of
         # What is really used: allocated blocks (a sparse file counts what it occupies, not
-        # its apparent size), and each inode once however many names it has here. A file
-        # with one link has one name; only those with several are grouped by inode.
+        # its apparent size), and each inode once however many names it has here. Grouped
+        # by inode: files with several links, and files with one that the walk still saw
+        # twice (moved during the walk into a directory it had not read yet: counted twice,
+        # it would push the quota over and evict other people's files).
+        twice = _seen_twice(table, nlink)
         linked: dict[tuple[int, int], list[int]] = {}
         for row in [r for r, links in enumerate(nlink) if links > 1]:
             linked.setdefault(key_of(row), []).append(row)
+        if twice:
+            for row in range(len(table)):
+                if nlink[row] == 1 and key_of(row) in twice:
+                    linked.setdefault(key_of(row), []).append(row)
         several = [r for group in linked.values() for r in group]
         size = 512 * (sum(blocks) - sum(blocks[r] for r in several))
         files = len(table) - len(several)
@@ -163,7 +170,7 @@ class QuotaAction(Action):
         # names frees nothing (another user's hard link keeps the bytes).
         eligible_linked: dict[tuple[int, int], list[int]] = {}
         for row in rows:
-            if nlink[row] > 1:
+            if nlink[row] > 1 or (twice and key_of(row) in twice):
                 eligible_linked.setdefault(key_of(row), []).append(row)
 
         reason = _reason(evict, size, files, max_size, max_files, size_goal, files_goal)
@@ -174,13 +181,13 @@ class QuotaAction(Action):
             if (size_goal is None or size <= size_goal) and (files_goal is None or files <= files_goal):
                 break
             links = nlink[row]
-            if links > 1:
+            if links > 1 or (twice and key_of(row) in twice):
                 key = key_of(row)
                 if key in done:
                     continue
                 done.add(key)
                 group = eligible_linked[key]
-                if not links == len(group) == len(linked[key]):
+                if links > 1 and not links == len(group) == len(linked[key]):
                     continue  # linked from elsewhere: evicting these names would free nothing
                 chosen.extend(sorted(group, key=relpath_of))
             else:
@@ -298,6 +305,37 @@ def _as_columns(matched: list[FileFact], eligible: list[FileFact]) -> tuple[Fact
         table.add_fact(fact)
     row_of = {fact: row for row, fact in enumerate(matched)}
     return table, array("I", (row_of[fact] for fact in eligible))
+
+
+def _seen_twice(table: FactTable, nlink: array[int]) -> set[tuple[int, int]]:
+    """(dev, ino) of the files with one link that the walk listed more than once.
+
+    A bitmap over the inode numbers of one filesystem (a bit a number: 125 KB for numbers
+    spread over 1,000,000) instead of a set of every inode; a set only where the numbers
+    are too sparse for one (several filesystems, 64-bit inode numbers far apart).
+    """
+    dev, ino = table.column("dev"), table.column("ino")
+    single = [r for r, links in enumerate(nlink) if links == 1]
+    twice: set[tuple[int, int]] = set()
+    if not single:
+        return twice
+    low, high = min(ino), max(ino)
+    if len(set(dev)) == 1 and high - low < 1 << 28:
+        seen = bytearray(((high - low) >> 3) + 1)
+        for row in single:
+            number = ino[row] - low
+            bit = 1 << (number & 7)
+            if seen[number >> 3] & bit:
+                twice.add((dev[row], ino[row]))
+            seen[number >> 3] |= bit
+        return twice
+    keys: set[tuple[int, int]] = set()
+    for row in single:
+        key = (dev[row], ino[row])
+        if key in keys:
+            twice.add(key)
+        keys.add(key)
+    return twice
 
 
 def eviction_order(table: FactTable, rows: Sequence[int], age_by: str, *, largest: bool) -> array[int]:
