@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -350,7 +350,7 @@ def _execute_policy(
                 child = None
                 if (pipelined and workers == 1 and len(actions) > BATCH and config.settings.acting_process
                         and not _overrides(action, "journal_fields") and threading.active_count() == 1):
-                    child = _acting_process(actions, action, ctx, track_dirs)  # None: no fork, act here
+                    child = _acting_processes(actions, action, ctx, track_dirs)  # None: no fork, act here
                 if pipelined and workers > 1:
                     # leaving the block waits for the workers, also when an exception escapes
                     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-act") as pool:
@@ -361,7 +361,7 @@ def _execute_policy(
                 elif child is not None:
                     try:
                         if not _execute_pipelined(actions, pp, action, ctx, outcome,
-                                                  lambda positions, _, __: child.start(positions)):
+                                                  lambda positions, items, _: child.start(positions, items)):
                             outcome.status = "stopped"
                     finally:
                         child.close()
@@ -469,6 +469,8 @@ def _journal_fields_per_file(
     Any Exception of one file (a key a target refuses, a name that cannot be stored in a
     text column) fails that file with E_INTERNAL; a JanitorError keeps its own code.
     """
+    if not _overrides(action, "journal_fields"):  # none to make (a delete): nothing can fail
+        return items, {id(item): {} for item in items}
     kept: list[PlannedAction] = []
     fields_of: dict[int, dict[str, Any]] = {}
     for item in items:
@@ -564,9 +566,21 @@ def _journal_batch(
     A file whose fields or row cannot be made fails alone, here."""
     if fields_of is None:
         items, fields_of = _journal_fields_per_file(items, action, ctx, outcome)
-    journaled = _add_planned(
-        ctx.catalog, [_journal_row(item, ctx.run_id, pp.root, fields_of[id(item)]) for item in items]
-    )
+    journaled = None
+    if items and not any(fields_of.values()) and all(
+        (item.policy, item.action, item.root) == (pp.name, pp.action, pp.root) for item in items
+    ):  # facts only (a delete's rows): made without a row dict each
+        try:
+            journaled = list[int | None](ctx.catalog.add_planned_files(ctx.run_id, pp.name, pp.action, pp.root,
+                                                                       [item.fact for item in items]))
+        except JanitorError:
+            raise  # the catalog itself failed: the run cannot journal anything
+        except Exception:  # noqa: BLE001 - one file's value: the rows one by one, below, find it
+            _release_transaction(ctx.catalog)
+    if journaled is None:
+        journaled = _add_planned(
+            ctx.catalog, [_journal_row(item, ctx.run_id, pp.root, fields_of[id(item)]) for item in items]
+        )
     ids: list[int] = []
     kept: list[PlannedAction] = []
     for item, maybe_id in zip(items, journaled, strict=True):
@@ -581,36 +595,57 @@ def _journal_batch(
 
 def _execute_pipelined(actions: list[PlannedAction], pp: PolicyPlan, action: Action, ctx: ExecContext,
                        outcome: PolicyOutcome, start_acting: _StartActing) -> bool:
-    """The batches of an action applied elsewhere (worker threads, or the acting process),
+    """The batches of an action applied elsewhere (worker threads, or the acting processes),
     journaling batch N+1 while batch N is acted on: each batch is still journaled before
-    any of its files is touched (the write-ahead rule), and its outcomes are recorded in
-    plan order. False once a signal stopped the run (then the batch journaled ahead is
-    recorded `skipped: not attempted`)."""
+    any of its files is touched (the write-ahead rule). Once batch N is back, batch N+1 is
+    sent before N's outcomes are recorded (in plan order), so the acting side does not wait
+    on the journal, unless N's outcomes say stop. False once a signal stopped the run (then
+    the batch journaled ahead is recorded `skipped: not attempted`)."""
     pending: tuple[list[PlannedAction], list[int], list[dict[str, Any]], _InFlight] | None = None
     for start in range(0, len(actions), BATCH):
         items = actions[start : start + BATCH]
         position = {id(item): start + i for i, item in enumerate(items)}
         batch = _journal_batch(items, pp, action, ctx, outcome)
+        acted: list[_Acted | _Halted] = []
         if pending is not None:
             try:
-                halted = _record_acted(*pending, action, ctx, outcome)
-            except JanitorError as exc:  # the policy stops: the batch journaled ahead is not attempted
+                acted = pending[3].wait()
+            except JanitorError as exc:  # the acting process is gone: the batch journaled ahead is not attempted
                 _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
                 raise
-            if halted is not None:
-                _not_attempted(batch[1], halted, ctx, outcome)
-                return False
-        halt = stop_reason()  # asked here too: a signal that reached only this process
-        if halt is not None:
-            _not_attempted(batch[1], halt, ctx, outcome)
+        # asked here too: a signal that reached only this process
+        stop = _stop_in(acted) or (None if (halt := stop_reason()) is None else (halt, "interrupted"))
+        unsent: JanitorError | None = None
+        in_flight: _InFlight | None = None
+        if stop is None:
+            try:
+                in_flight = start_acting([position[id(item)] for item in batch[0]], batch[0], batch[2])
+            except JanitorError as exc:  # the acting process is gone: this batch was never sent
+                unsent = exc
+        if stop is not None or unsent is not None:
+            reason, code = stop or (str(unsent), "not_attempted")
+            _not_attempted(batch[1], reason, ctx, outcome, code=code)
+        if pending is not None:
+            _record_acted(*pending[:3], acted, action, ctx, outcome)  # raises the error that stops the policy
+        if unsent is not None:
+            raise unsent
+        if in_flight is None:
             return False
-        try:
-            in_flight = start_acting([position[id(item)] for item in batch[0]], batch[0], batch[2])
-        except JanitorError as exc:  # the acting process is gone: this batch was never sent
-            _not_attempted(batch[1], str(exc), ctx, outcome, code="not_attempted")
-            raise
         pending = (*batch, in_flight)
-    return pending is None or _record_acted(*pending, action, ctx, outcome) is None
+    if pending is None:
+        return True
+    return _record_acted(*pending[:3], pending[3].wait(), action, ctx, outcome) is None
+
+
+def _stop_in(acted: list[_Acted | _Halted]) -> tuple[str, str] | None:
+    """(reason, skip code) for the batch after these outcomes when one of them says stop:
+    a file not attempted (a signal), or an error that stops the policy."""
+    for done in acted:
+        if isinstance(done, _Halted):
+            return done.reason, "interrupted"
+        if isinstance(done, _Failed) and isinstance(done.exc, JanitorError) and done.exc.stops_policy:
+            return str(done.exc), "not_attempted"
+    return None
 
 
 def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: PolicyOutcome,
@@ -619,15 +654,16 @@ def _not_attempted(ids: list[int], reason: str, ctx: ExecContext, outcome: Polic
     _set_outcomes(ctx.catalog, [(row_id, "skipped", f"not attempted: {reason}", {}) for row_id in ids])
 
 
-def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[dict[str, Any]], acting: _InFlight,
-                  action: Action, ctx: ExecContext, outcome: PolicyOutcome) -> str | None:
-    """Wait for a batch acted on elsewhere and record it in plan order; the reason a
-    signal stopped it, if one did. Raises the error that stops the policy, if any."""
+def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[dict[str, Any]],
+                  acted: list[_Acted | _Halted], action: Action, ctx: ExecContext,
+                  outcome: PolicyOutcome) -> str | None:
+    """Record a batch acted on elsewhere, in plan order; the reason a signal stopped it, if
+    one did. Raises the error that stops the policy, if any."""
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     stopped_by: JanitorError | None = None
     halted: str | None = None
     try:
-        for item, row_id, fields, done in zip(items, ids, fields_list, acting.wait(), strict=True):
+        for item, row_id, fields, done in zip(items, ids, fields_list, acted, strict=True):
             if isinstance(done, _Halted):
                 results.append((row_id, "skipped", f"not attempted: {done.reason}", {}))
                 outcome.skipped["interrupted"] += 1
@@ -789,15 +825,22 @@ def _record(
         results.append((row_id, "failed", f"E_INTERNAL: {message}", {}))
         _fail_file(item, ctx, outcome, "E_INTERNAL", message)
         return None
+    if done.emptied is not None and done.emptied[0] not in ctx.emptied:
+        ctx.emptied[done.emptied[0]] = done.emptied[1:]
+    result = done.result
+    if result is DONE and not fields:  # the bulk of a large delete: nothing but the file to tell
+        results.append((row_id, "done", None, {}))
+        outcome.files += 1
+        outcome.bytes += item.fact.size
+        events.emit(action.done_event_for(item), policy=item.policy, action=item.action, path=item.path,
+                    bytes=item.fact.size)
+        return None
     # The action's columns are stored (and told in the event); its event fields only
     # go into the event (e.g. truncate's method). Its bytes are what it really
     # processed when that differs from the file's size (truncate cuts only a prefix).
-    result = done.result
     done_bytes = item.fact.size if result.bytes is None else result.bytes
     columns = {k: v for k, v in result.columns.items() if k in JOURNAL_COLUMNS}
     results.append((row_id, "done", None, columns))
-    if done.emptied is not None and done.emptied[0] not in ctx.emptied:
-        ctx.emptied[done.emptied[0]] = done.emptied[1:]
     outcome.files += 1
     outcome.bytes += done_bytes
     event_fields: dict[str, Any] = {k: v for k, v in {**fields, **result.columns, **result.event}.items()
@@ -883,15 +926,88 @@ class _InFlight(Protocol):
 _StartActing = Callable[[list[int], list[PlannedAction], list[dict[str, Any]]], _InFlight]
 
 
-def _acting_process(actions: list[PlannedAction], action: Action, ctx: ExecContext,
-                    track_dirs: bool) -> _ActingProcess | None:
+MAX_ACTING_PROCESSES = 4
+
+
+def acting_process_count() -> int:
+    """How many processes act on a policy's batches: one per CPU this process may run on,
+    up to MAX_ACTING_PROCESSES (the kernel's unlinks in different directories scale about
+    that far on ext4; each process also costs a fork)."""
     try:
-        return _ActingProcess(actions, action, ctx, track_dirs)
+        cpus = len(os.sched_getaffinity(0))
     except OSError:
-        return None  # no fork or pipe to be had (memory, processes, descriptors): one process does it all
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_ACTING_PROCESSES, cpus))
+
+
+def _acting_processes(actions: list[PlannedAction], action: Action, ctx: ExecContext,
+                      track_dirs: bool) -> _ActingProcesses | None:
+    children: list[_ActingProcess] = []
+    for _ in range(acting_process_count()):
+        try:
+            children.append(_ActingProcess(actions, action, ctx, track_dirs, siblings=children))
+        except OSError:
+            break  # no fork or pipe to be had (memory, processes, descriptors): fewer of them
+    if not children:
+        return None  # not one: this process does it all
+    return _ActingProcesses(children)
+
+
+class _ActingProcesses:
+    """The processes acting on one policy's batches: each batch is cut into one contiguous
+    run of files per process, cut where the directory changes when it can (two processes
+    unlinking in one directory queue on its lock), and the outcomes are put back together
+    in plan order."""
+
+    def __init__(self, children: list[_ActingProcess]) -> None:
+        self.children = children
+
+    def start(self, positions: list[int], items: list[PlannedAction]) -> _SplitBatch:
+        parts = _cut_points(items, len(self.children))
+        started: list[_ChildBatch] = []
+        for child, (begin, end) in zip(self.children, parts, strict=False):
+            started.append(child.start(positions[begin:end]))
+        return _SplitBatch(started)
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close()
+
+
+def _cut_points(items: list[PlannedAction], parts: int) -> list[tuple[int, int]]:
+    """(begin, end) of up to `parts` contiguous runs of `items` of about equal length, each
+    cut moved to the nearest place the directory changes when one is within half a part."""
+    n = len(items)
+    if parts <= 1 or n < 2:
+        return [(0, n)]
+    reldirs = [item.fact.relpath.rpartition("/")[0] for item in items]
+    changes = [i for i in range(1, n) if reldirs[i] != reldirs[i - 1]]
+    bounds = [0]
+    for k in range(1, parts):
+        ideal = n * k // parts
+        nearest = min(changes, key=lambda change: abs(change - ideal), default=ideal)
+        cut = nearest if abs(nearest - ideal) <= n // (2 * parts) else ideal
+        if bounds[-1] < cut < n:
+            bounds.append(cut)
+    bounds.append(n)
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+class _SplitBatch:
+    """A batch cut among the acting processes; `wait` gives its outcomes in plan order."""
+
+    def __init__(self, parts: list[_ChildBatch]) -> None:
+        self._parts = parts
+
+    def wait(self) -> list[_Acted | _Halted]:
+        out: list[_Acted | _Halted] = []
+        for part in self._parts:
+            out.extend(part.wait())
+        return out
 
 
 class _ActingProcess:
+    pipe_fds: tuple[int, int]  # (requests to it, its outcomes): what a later sibling closes
     """A second process that re-checks and acts on the batches this one has journaled: the
     journal's Python work here and the re-checks and unlinks there use both cores (threads
     cannot: they contend for the GIL, measured in bench/README.md).
@@ -905,9 +1021,13 @@ class _ActingProcess:
     or the state directory replaced) and whether this process still exists.
     """
 
-    def __init__(self, actions: list[PlannedAction], action: Action, ctx: ExecContext, track_dirs: bool) -> None:
+    def __init__(self, actions: list[PlannedAction], action: Action, ctx: ExecContext, track_dirs: bool,
+                 siblings: Sequence[_ActingProcess] = ()) -> None:
         """Fork it; OSError (no memory or process left for a fork, no descriptors for the
-        pipes) with nothing left behind, and the caller acts in its own process instead."""
+        pipes) with nothing left behind, and the caller acts in its own process instead.
+
+        `siblings`, the acting processes forked before it: it closes their pipes' ends
+        it inherits (held open here, a sibling would never see the end of its requests)."""
         parent = os.getpid()
         request_r, request_w = os.pipe()
         try:
@@ -932,6 +1052,9 @@ class _ActingProcess:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 os.close(request_w)
                 os.close(result_r)
+                for sibling in siblings:
+                    for fd in sibling.pipe_fds:
+                        os.close(fd)
                 _serve_batches(actions, action, ctx, track_dirs, request_r, result_w, parent)
             except BaseException:  # noqa: BLE001 - reported to the parent by the closed pipe
                 status = 70
@@ -940,6 +1063,7 @@ class _ActingProcess:
         os.close(request_r)
         os.close(result_w)
         self.pid = pid
+        self.pipe_fds = (request_w, result_r)
         self._requests = os.fdopen(request_w, "wb")
         self._results = os.fdopen(result_r, "rb")
         self._in_flight = False

@@ -250,3 +250,38 @@ def test_each_run_prunes_what_history_retain_lets_go(tree, write_config, cli, st
     assert report["catalog_rows"] == 1
     assert 4096 <= report["catalog_bytes"] < 1_000_000
     assert "catalog: " in cli("report", "-c", cfg).stdout
+
+
+@pytest.mark.parametrize("root", ["/srv/tts/cache", "/"])
+def test_rows_made_from_facts_are_the_rows_made_from_dicts(tmp_path: Path, root: str) -> None:
+    """`add_planned_files` (a delete's batches, straight from the facts) stores what
+    `add_planned` stores for the same files, odd names included."""
+    from janitor.scan import FileFact
+
+    now = time.time()
+    relpaths = ["0000/f1.wav", "top.wav", os.fsdecode(b"\xff\xfe caf\xc3\xa9/na\nme.bin"), "0000/deep/er/f2.wav"]
+    facts = [FileFact(rel, 2049, 1000 + i, 300 + i, now - 9 * DAY - i, now - 8 * DAY, now, 0o100644, 1001, 1002)
+             for i, rel in enumerate(relpaths)]
+    stored = []
+    for how in ("dicts", "facts"):
+        catalog = Catalog(str(tmp_path / f"{how}.db"))
+        if how == "dicts":
+            prefix = "/" if root == "/" else root + "/"
+            ids = catalog.add_planned([
+                {"run_id": "r1", "ts": now, "policy": "p", "action": "delete", "root": root, "path": prefix + f.relpath,
+                 "size": f.size, "mtime": f.mtime, "atime": f.atime, "mode": f.mode, "uid": f.uid, "gid": f.gid,
+                 "dev": f.dev, "ino": f.ino, "state": "planned"} for f in facts])
+        else:
+            ids = catalog.add_planned_files("r1", "p", "delete", root, facts)
+        assert ids == [1, 2, 3, 4]
+        catalog.set_outcomes([(ids[0], "done", None, {}), (ids[1], "skipped", "vanished", {})])
+        catalog.close()
+        rows = journal_as_dicts(tmp_path / f"{how}.db")
+        for r in rows:  # the clock's columns: when the row was written, when its outcome was
+            assert abs(r.pop("ts") - now) < 60
+            done_at = r.pop("done_at")
+            assert (done_at is None) == (r["state"] == "planned")
+        stored.append(rows)
+    assert stored[0] == stored[1]
+    assert {os.fsdecode(r["path"]) for r in stored[1]} == {("/" if root == "/" else root + "/") + rel
+                                                            for rel in relpaths}
