@@ -184,3 +184,33 @@ print("closed", child.pid)
     assert done.returncode == 0 and done.stdout.startswith("closed"), done.stderr
     pid = int(done.stdout.split()[1])
     assert not os.path.exists(f"/proc/{pid}")  # reaped, not left behind
+
+
+def test_each_acting_process_gets_a_contiguous_part_of_a_batch_cut_where_the_directory_changes() -> None:
+    from janitor.execute import _cut_points
+    from janitor.plan import PlannedAction
+    from janitor.scan import FileFact
+
+    def batch(sizes: list[int]) -> list[PlannedAction]:
+        """Files of directories d0, d1, ... in plan order, sizes[k] of them in dk."""
+        return [PlannedAction("p", "delete", "/r", FileFact(f"d{k}/f{i}", 1, 1, 1, 0.0, 0.0, 0.0, 0o100644, 0, 0),
+                              "old")
+                for k, n in enumerate(sizes) for i in range(n)]
+
+    for sizes, parts in [([100] * 5 + [12], 2), ([100] * 5 + [12], 4), ([512], 2), ([3, 500, 9], 2),
+                         ([1], 4), ([2], 4), ([60, 60, 60, 60], 3), ([7] * 70, 4)]:
+        items = batch(sizes)
+        cuts = _cut_points(items, parts)
+        # together, in order, exactly the batch; never more parts than asked
+        assert cuts[0][0] == 0 and cuts[-1][1] == len(items) and len(cuts) <= parts
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(cuts, cuts[1:], strict=False))
+        n = len(items)
+        for begin, _ in cuts[1:]:
+            ideal = min(range(1, parts), key=lambda k: abs(begin - n * k // parts)) * n // parts
+            dirs = [item.fact.relpath.rpartition("/")[0] for item in items]
+            changes = [i for i in range(1, n) if dirs[i] != dirs[i - 1]]
+            near = [c for c in changes if abs(c - ideal) <= n // (2 * parts)]
+            # at a change of directory when one is near, else where the part would end
+            assert begin in changes if near else begin == ideal, (sizes, parts, cuts)
+    assert _cut_points(batch([100] * 5 + [12]), 2) == [(0, 300), (300, 512)]
+    assert _cut_points(batch([100] * 5 + [12]), 1) == [(0, 512)]
