@@ -1141,12 +1141,15 @@ def _serve_batches(actions: list[PlannedAction], action: Action, ctx: ExecContex
             except EOFError:
                 return
             out: list[tuple[Any, ...]] = []
-            for position in positions:
+            run = range(positions[0], positions[0] + len(positions)) if positions else range(0)
+            # a run of the plan (as a batch's part always is): its items made in one pass
+            items = actions[run.start:run.stop] if positions == list(run) else [actions[p] for p in positions]
+            for item in items:
                 halt = stop_reason() or (None if os.getppid() == parent else "janitor's run process is gone")
                 if halt is not None:
                     out.append(("h", halt))
                     continue
-                out.append(_encoded(_act(actions[position], {}, action, ctx, dirs.parent_of, track_dirs)))
+                out.append(_encoded(_act(item, {}, action, ctx, dirs.parent_of, track_dirs)))
             pickle.dump(out, results, pickle.HIGHEST_PROTOCOL)
             results.flush()
 

@@ -371,8 +371,11 @@ class ActionList(list["PlannedAction"]):
     @overload
     def __getitem__(self, index: slice) -> list[PlannedAction]: ...
     def __getitem__(self, index: SupportsIndex | slice) -> PlannedAction | list[PlannedAction]:
-        if isinstance(index, slice):
-            return [self._item(r) for r in range(*index.indices(len(self)))]
+        if isinstance(index, slice):  # the executor's batches: made in one pass, not row by row
+            rows = range(*index.indices(len(self)))
+            policy, action, root = self.policy, self.action, self.root
+            return [PlannedAction(policy, action, root, fact, reason, detail) for fact, reason, detail
+                    in zip(map(self._facts.fact, rows), self._reasons[index], self._details[index], strict=True)]
         i = index.__index__()
         n = len(self)
         if i < 0:

@@ -60,6 +60,7 @@ def test_an_action_list_reads_like_the_list_it_replaces() -> None:
     assert isinstance(actions, list) and len(actions) == 10 and actions
     assert list(actions) == items and actions == items
     assert actions[3] == items[3] and actions[-1] == items[-1] and actions[2:5] == items[2:5]
+    assert actions[::-3] == items[::-3] and actions[-4:] == items[-4:] and actions[7:2] == []
     assert [a.reason for a in actions] == [a.reason for a in items]
     assert actions[3].detail == {"then": "delete"} and actions[0].path == "/srv/" + fact(0).relpath
     assert list(reversed(actions)) == items[::-1] and items[4] in actions
