@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from itertools import compress
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -315,10 +316,12 @@ def _seen_twice(table: FactTable, nlink: array[int]) -> set[tuple[int, int]]:
     are too sparse for one (several filesystems, 64-bit inode numbers far apart).
     """
     dev, ino = table.column("dev"), table.column("ino")
-    single = [r for r, links in enumerate(nlink) if links == 1]
     twice: set[tuple[int, int]] = set()
-    if not single:
+    if not len(ino):
         return twice
+    # the rows with one link, one at a time: a list of a million row numbers would cost
+    # about 36 MB, more than half the plan
+    single = compress(range(len(nlink)), map((1).__eq__, nlink))
     low, high = min(ino), max(ino)
     if len(set(dev)) == 1 and high - low < 1 << 28:
         seen = bytearray(((high - low) >> 3) + 1)
