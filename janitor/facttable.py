@@ -14,9 +14,10 @@ arrays and one byte buffer of paths; a `FileFact` is built only while a file is 
 from __future__ import annotations
 
 import os
+import pickle
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, SupportsIndex, overload
+from typing import Any, BinaryIO, SupportsIndex, overload
 
 from .planitem import LazyReason, PlannedAction
 from .scan import FileFact
@@ -111,6 +112,44 @@ class _Columns:
                 _append_widening(self, "_ends", len(paths))
                 ends = self._ends
 
+    def write_to(self, out: BinaryIO) -> None:
+        """Every column as its raw bytes, after a header of their types and lengths: what
+        `append_from` reads (another process's walk sent to the planner)."""
+        columns = [getattr(self, name) for name in _Columns.__slots__]
+        pickle.dump([(name, "B" if name == "_paths" else column.typecode, len(column) * column.itemsize
+                      if name != "_paths" else len(column)) for name, column in zip(_Columns.__slots__, columns,
+                                                                                      strict=True)], out)
+        for column in columns:
+            out.write(memoryview(column).cast("B"))
+
+    def append_from(self, src: BinaryIO) -> None:
+        """Append the rows `write_to` wrote, read a megabyte at a time: never a whole column
+        of them in memory besides these columns (a million rows are ~70 MB)."""
+        header: list[tuple[str, str, int]] = pickle.load(src)
+        if [name for name, _, _ in header] != list(_Columns.__slots__):
+            raise ValueError("not the columns of a fact table")
+        base = len(self._paths)
+        for name, code, nbytes in header:
+            itemsize = 1 if name == "_paths" else array(code).itemsize
+            step = max(itemsize, (1 << 20) // itemsize * itemsize)
+            while nbytes > 0:
+                chunk = src.read(min(step, nbytes))
+                if not chunk or len(chunk) % itemsize:
+                    raise EOFError("the walk's columns ended early")
+                nbytes -= len(chunk)
+                if name == "_paths":
+                    self._paths += chunk
+                    continue
+                values = array(code, chunk)
+                if name == "_ends" and base:  # offsets into the paths after this table's own
+                    try:
+                        values = array(code, (end + base for end in values))
+                    except OverflowError:
+                        values = array("Q", (end + base for end in values))
+                _extend_widening(self, name, values)
+        if not len(self._ends) == len(self._nlink) == len(self._dev):
+            raise ValueError("the walk's columns are of different lengths")
+
     def fact(self, row: int) -> FileFact:
         start = self._ends[row - 1] if row else 0
         return _new_fact(FileFact, (self._paths[start:self._ends[row]].decode("utf-8", _ENC), self._dev[row],
@@ -163,6 +202,21 @@ def _append_widening(columns: _Columns, column: str, value: int | float) -> None
                 raise
             target = array(code, target)
             setattr(columns, column, target)
+
+
+def _extend_widening(columns: _Columns, column: str, values: array[Any]) -> None:
+    """Extend a column by these values, first widening it to their type if theirs is wider."""
+    target = getattr(columns, column)
+    if target.typecode != values.typecode:
+        order = "HIQq" if target.typecode in "HIQq" and values.typecode in "HIQq" else None
+        if order is None:
+            raise ValueError(f"column {column}: {values.typecode} values for a {target.typecode} column")
+        if order.index(values.typecode) > order.index(target.typecode):
+            target = array(values.typecode, target)
+            setattr(columns, column, target)
+        else:
+            values = array(target.typecode, values)
+    target.extend(values)
 
 
 def _widest(mine: array[Any], picked: array[Any]) -> array[Any]:

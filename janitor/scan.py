@@ -94,6 +94,8 @@ def walk_files(
     skip_inodes: frozenset[tuple[int, int]] = frozenset(),
     on_note: Callable[[WalkNote], None] | None = None,
     keep_open: int = KEEP_OPEN,
+    root_entries: Callable[[str, bool], bool] | None = None,
+    walked_dirs: set[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[str, str, os.stat_result | None]]:
     """Yield (relpath, kind, stat) for every entry below root that is a file or a symlink.
 
@@ -106,6 +108,10 @@ def walk_files(
     changed meanwhile is passed over with a note. A directory that cannot be opened or read
     (no descriptor left, EACCES, a name too long) is passed over with a note: one directory
     never fails the policy.
+
+    `root_entries(name, is_dir)` picks the entries directly in the root that are walked or
+    yielded (the planner's walk in two processes gives each its share); `walked_dirs`, when
+    given, is filled with the (dev, ino) of every directory entered.
     """
 
     def note(rel: str, reason: str, code: str = "unreadable") -> None:
@@ -145,15 +151,19 @@ def walk_files(
         root_dev = root_st.st_dev
         # Depth-first; the levels on the way down keep their pending subdirectories.
         fd, reldir, ident = root_fd, "", (root_st.st_dev, root_st.st_ino)
-        walked = {ident}  # (dev, ino) of every directory entered
+        walked = walked_dirs if walked_dirs is not None else set()  # (dev, ino) of every directory entered
+        walked.add(ident)
         while True:
             subdirs: list[str] = []
+            picks = root_entries if fd == root_fd else None
             try:
                 with os.scandir(fd) as entries:
                     for entry in entries:
                         name = entry.name
                         rel = reldir + name
                         try:
+                            if picks is not None and not picks(name, entry.is_dir(follow_symlinks=False)):
+                                continue
                             if entry.is_symlink():
                                 yield rel, "symlink", None
                             elif entry.is_dir(follow_symlinks=False):
