@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -228,6 +228,19 @@ class EventLog:
                 if LEVELS[level] >= LEVELS["warning"] and "message" in record:
                     message = str(record["message"])
                     self.shown.add(f"{record['path']}: {message}" if "path" in record else message)
+
+    def emit_each(self, event: str, n: int, nbytes: int, fields: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        """`emit(event, **f)` for each f of `fields()` (n events, nbytes bytes in all), at
+        the cost of one when nothing reads per-file info events (a large delete's files
+        done): then only the counts move, as they would."""
+        if not n:
+            return
+        if type(self).emit is EventLog.emit and not self.wants_file_events:
+            self.counts[event] = self.counts.get(event, 0) + n
+            self.bytes[event] = self.bytes.get(event, 0) + nbytes
+            return
+        for f in fields():
+            self.emit(event, **f)
 
     def _write_file(self, line: str) -> None:
         """Logging must never stop a run half way: a log file that fails later (its disk

@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -659,6 +659,9 @@ def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[
                   outcome: PolicyOutcome) -> str | None:
     """Record a batch acted on elsewhere, in plan order; the reason a signal stopped it, if
     one did. Raises the error that stops the policy, if any."""
+    if acted.count(_PLAIN_DONE) == len(acted) and not any(fields_list):
+        _record_plain_done(items, ids, action, ctx, outcome)
+        return None
     results: list[tuple[int, str, str | None, dict[str, Any]]] = []
     stopped_by: JanitorError | None = None
     halted: str | None = None
@@ -675,6 +678,30 @@ def _record_acted(items: list[PlannedAction], ids: list[int], fields_list: list[
     if stopped_by is not None:
         raise stopped_by
     return halted
+
+
+def _record_plain_done(items: list[PlannedAction], ids: list[int], action: Action, ctx: ExecContext,
+                       outcome: PolicyOutcome) -> None:
+    """`_record` of a batch whose every file is done with nothing more to tell (a delete's,
+    as a rule), at once: the same rows, counts and events."""
+    if len(items) != len(ids):
+        raise ValueError("a batch's outcomes and rows differ in number")
+    sizes = [item.fact.size for item in items]
+    try:
+        outcome.files += len(items)
+        outcome.bytes += sum(sizes)
+        by_event: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_event.setdefault(action.done_event_for(item), []).append(index)
+        for event, indexes in by_event.items():
+            def each(indexes: list[int] = indexes) -> Iterator[dict[str, Any]]:
+                for i in indexes:
+                    item = items[i]
+                    yield {"policy": item.policy, "action": item.action, "path": item.path, "bytes": sizes[i]}
+
+            ctx.events.emit_each(event, len(indexes), sum(sizes[i] for i in indexes), each)
+    finally:
+        _set_outcomes(ctx.catalog, [(row_id, "done", None, {}) for row_id in ids])
 
 
 def _execute_batch(
@@ -746,6 +773,9 @@ class _Halted:
 
 
 _Acted = _Done | _Failed | FileSkipped
+# a file done with nothing more to tell (no emptied directory): what most of a delete's are,
+# one shared object (the acting processes send a batch of only these as its length)
+_PLAIN_DONE = _Done(DONE, None)
 
 
 def _act(
@@ -1087,6 +1117,8 @@ class _ActingProcess:
         except (EOFError, pickle.UnpicklingError):
             raise self._gone() from None
         self._in_flight = False
+        if isinstance(encoded, int):
+            return [_PLAIN_DONE] * encoded
         return [_decoded(e) for e in encoded]
 
     @staticmethod
@@ -1150,7 +1182,9 @@ def _serve_batches(actions: list[PlannedAction], action: Action, ctx: ExecContex
                     out.append(("h", halt))
                     continue
                 out.append(_encoded(_act(item, {}, action, ctx, dirs.parent_of, track_dirs)))
-            pickle.dump(out, results, pickle.HIGHEST_PROTOCOL)
+            # a part of only plain "done" outcomes goes as its length
+            plain = out.count(_PLAIN_ENCODED) == len(out)
+            pickle.dump(len(out) if plain else out, results, pickle.HIGHEST_PROTOCOL)
             results.flush()
 
 
@@ -1171,10 +1205,13 @@ def _encoded(acted: _Acted) -> tuple[Any, ...]:
     return ("x", acted.step, type(exc).__name__, str(exc))
 
 
+_PLAIN_ENCODED = ("d", None)
+
+
 def _decoded(encoded: tuple[Any, ...]) -> _Acted | _Halted:
     kind = encoded[0]
     if kind == "d":
-        return _Done(DONE, encoded[1])
+        return _PLAIN_DONE if encoded[1] is None else _Done(DONE, encoded[1])
     if kind == "D":
         return _Done(Done(encoded[1], encoded[2], encoded[3]), encoded[4])
     if kind == "s":

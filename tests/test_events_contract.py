@@ -192,3 +192,29 @@ def test_every_skip_code_in_the_source_is_documented() -> None:
     codes = set(re.findall(r"skip_code=\"([a-z_]+)\"", source)) | set(re.findall(r"Skip\([^)]*?\"([a-z_]+)\",", source, re.S))
     codes |= {"open_for_write", "locked", "under_threshold", "vanished", "changed"}
     assert codes - documented_codes("Skip codes") == set()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_events_emitted_at_once_are_the_events_emitted_one_by_one(fmt: str, tmp_path: Path) -> None:
+    """`EventLog.emit_each` (a batch of files done): the same counts, bytes and lines as one
+    `emit` per file, whether or not anything reads per-file events."""
+    from janitor.events import EventLog
+
+    files = [{"policy": "p", "action": "delete", "path": f"/srv/f{i}", "bytes": 10 + i} for i in range(5)]
+    logs = []
+    for how in ("one by one", "at once"):
+        log = tmp_path / f"{how}.log"
+        events = EventLog(fmt, log_file=str(log) if fmt == "json" else None)
+        events.bind("r1")
+        if how == "one by one":
+            for f in files:
+                events.emit("file_deleted", **f)
+        else:
+            events.emit_each("file_deleted", len(files), sum(int(f["bytes"]) for f in files), lambda: iter(files))
+            events.emit_each("file_deleted", 0, 0, lambda: iter(()))
+        events.close()
+        lines = [json.loads(line) for line in log.read_text().splitlines()] if fmt == "json" else []
+        logs.append((events.counts, events.bytes, [{k: v for k, v in e.items() if k != "ts"} for e in lines]))
+    assert logs[0] == logs[1]
+    assert logs[0][0] == {"file_deleted": 5} and logs[0][1] == {"file_deleted": 60}
+    assert len(logs[0][2]) == (5 if fmt == "json" else 0)
