@@ -43,12 +43,12 @@ def build(root: Path) -> None:
     (root / "keep").mkdir()  # an empty directory from before: never removed
 
 
-def config(base: Path, acting_process: bool) -> Path:
+def config(base: Path, acting_process: bool, remove_empty_dirs: bool = True) -> Path:
     cfg = base / "janitor.yaml"
     cfg.write_text(f"version: 1\nsettings:\n  state_dir: {base / 'state'}\n  settle: 0s\n"
                    f"  acting_process: {str(acting_process).lower()}\n"
                    f"policies:\n  - name: p\n    path: {base / 'data'}\n    action: delete\n    older_than: 1d\n"
-                   "    remove_empty_dirs: true\n")
+                   f"    remove_empty_dirs: {str(remove_empty_dirs).lower()}\n")
     return cfg
 
 
@@ -128,6 +128,26 @@ def test_acting_in_a_second_process_is_the_same_run(tmp_path: Path, writer: Call
     assert said["skipped"] == {"vanished": 1, "changed": 2, "open_for_write": 1}, said
     assert left == {"d0", "d0/f005.bin", "d2", "d2/f007.bin", "d3", "d3/f008.bin", "d4", "d4/f009.bin", "keep"}
     assert {state for _, state, _ in journal} == {"done", "skipped", "failed"}
+
+
+def test_batches_of_plain_deletions_are_recorded_as_one_by_one(tmp_path: Path) -> None:
+    """Batches the acting processes send back as "all done" (no directory left to tidy) are
+    recorded as the files of a run in one process are: the same rows, totals and events."""
+    said = []
+    for acting_process in (False, True):
+        base = tmp_path / ("second" if acting_process else "one")
+        build(base / "data")
+        cfg = config(base, acting_process, remove_empty_dirs=False)
+        planned = janitor_cmd("plan", "--out", str(base / "plan.json"), "-c", str(cfg))
+        assert planned.returncode == 0, planned.stderr
+        (code, report, left, journal), unlinkers = outcome(base, cfg)
+        said.append((code, report, left, journal))
+        assert unlinkers == (acting_process_count() if acting_process else 1)
+    assert said[0] == said[1]
+    code, report, left, journal = said[0]
+    assert code == 0 and report["files"] == DIRS * PER_DIR + 1 and report["skipped"] == {}
+    assert report["bytes"] == DIRS * sum(range(1, PER_DIR + 1)) + len(b"latin-1 name")
+    assert {state for _, state, _ in journal} == {"done"} and len(journal) == report["files"]
 
 
 def tree_of(root: Path, n: int) -> None:
