@@ -12,24 +12,23 @@ import functools
 import heapq
 import os
 import pickle
-import signal
 import stat
-import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from .disk import disk_usage
 from .facttable import ActionList, FactRows, FactTable
 from .holds import NO_HOLDS, HeldPaths, holds_in_force, skip_reason
 from .plan import LazyReason, Plan, PolicyPlan, Skip
 from .procfs import OpenFiles, scan_open_files
-from .scan import O_DIR, FileFact, WalkNote, walk_files
+from .scan import FileFact, WalkNote, walk_files
 from .trash import MOUNT_TRASH_NAME, known_trash_roots, mount_point, own_dir_identity
 from .units import format_duration, format_size
+from .walksplit import RootPick, walk_in_two
 
 if TYPE_CHECKING:
     from .config import Config, Policy
@@ -236,11 +235,6 @@ def plan_policy(policy: Policy, ctx: PlanContext) -> PolicyPlan:
     return pp
 
 
-# A policy path with at least this many subdirectories is walked by two processes, each
-# given half of them (the walk's stat per file is most of a plan's time at 1,000,000 files).
-SPLIT_WALK_DIRS = 4
-
-
 class _PolicyWalk:
     """The planner's walk of one policy path: the files it keeps (a FactTable), how many
     matched and their bytes; symlink skips and the walk's notes go to the PolicyPlan."""
@@ -249,12 +243,11 @@ class _PolicyWalk:
         self.policy, self.ctx, self.prefilter = policy, ctx, prefilter
         self.count = self.total = 0
 
-    def alone(self, pp: PolicyPlan, into: FactTable | None = None,
-              root_entries: Callable[[str, bool], bool] | None = None,
+    def alone(self, pp: PolicyPlan, root_entries: RootPick | None = None,
               walked: set[tuple[int, int]] | None = None) -> FactTable:
-        """The walk in this process (of the root's entries `root_entries` picks), into `into`."""
+        """The walk in this process (of the root's entries `root_entries` picks)."""
         policy = self.policy
-        matched = FactTable() if into is None else into
+        matched = FactTable()
         selects, prefilter, skips = policy.selector(), self.prefilter, pp.skips
         globs = policy.globs
         count, total = 0, 0
@@ -286,99 +279,37 @@ class _PolicyWalk:
         return matched
 
     def in_two(self, pp: PolicyPlan) -> FactTable | None:
-        """The walk with a forked process walking the first half of the root's subdirectories
-        (those a walk alone reaches last, so the rows come in the same order) while this one
-        walks the rest; its rows, skips and notes appended after this one's. None when not
-        worth it (few subdirectories) or not possible (other threads, no fork): then walk
-        alone. If that process fails, this one walks its half; if the two halves entered a
-        directory in common (a bind mount across them), the whole walk is made again alone,
-        so a directory is walked once, as alone."""
-        theirs = self._their_half(pp)
-        if theirs is None:
+        """The walk shared with a forked process (janitor/walksplit.py): its rows, skips and
+        notes after this one's, in the order a walk alone gives. None: walk alone."""
+        if not self.ctx.config.settings.acting_process:
             return None
-        read_fd, write_fd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
+        half = tuple[FactTable, int, int, list[Skip], list[str]]
+
+        def walk(pick: RootPick, walked: set[tuple[int, int]]) -> half:
+            part = PolicyPlan(pp.name, pp.action, pp.root)
+            sub = _PolicyWalk(self.policy, self.ctx, self.prefilter)
+            table = sub.alone(part, root_entries=pick, walked=walked)
+            return table, sub.count, sub.total, part.skips, part.notes
+
+        def send(theirs: half, out: BinaryIO) -> None:
+            pickle.dump(theirs[1:], out, pickle.HIGHEST_PROTOCOL)
+            theirs[0].write_to(out)
+
+        def receive(mine: half, src: BinaryIO) -> tuple[int, int, list[Skip], list[str]]:
+            counts: tuple[int, int, list[Skip], list[str]] = pickle.load(src)
+            mine[0].append_from(src)  # a failure here: the whole walk is made again alone
+            return counts
+
+        both = walk_in_two(self.policy.path, (pp.root_dev, pp.root_ino), walk, send, receive)
+        if both is None:
             return None
-        if pid == 0:  # never returns: its rows down the pipe, or status 70
-            status = 70
-            try:
-                os.close(read_fd)
-                mine = PolicyPlan(pp.name, pp.action, pp.root)
-                entered: set[tuple[int, int]] = set()
-                table = self.alone(mine, root_entries=lambda name, is_dir: is_dir and name in theirs, walked=entered)
-                with os.fdopen(write_fd, "wb") as out:
-                    pickle.dump((self.count, self.total, mine.skips, mine.notes, entered), out)
-                    table.write_to(out)
-                status = 0
-            except BaseException:  # noqa: BLE001 - said by the status and the closed pipe
-                pass
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        skips_before, notes_before = len(pp.skips), len(pp.notes)
-        received = False
-        try:
-            walked: set[tuple[int, int]] = set()
-            matched = self.alone(pp, root_entries=lambda name, is_dir: not (is_dir and name in theirs), walked=walked)
-            with os.fdopen(read_fd, "rb") as src:
-                try:
-                    count, total, skips, notes, their_walked = pickle.load(src)
-                    if len(walked & their_walked) == 1:  # only the root in common, as it must be
-                        matched.append_from(src)
-                        received = True
-                except (EOFError, OSError, ValueError, OverflowError, pickle.UnpicklingError):
-                    pass
-        finally:
-            if received:
-                os.waitpid(pid, 0)
-            else:
-                _end(pid)
-        if not received:
-            # it failed, or the halves met in a directory (a bind mount across them): the
-            # walk again, alone, as if never split (the half rows it sent may be in `matched`)
-            del pp.skips[skips_before:], pp.notes[notes_before:]
-            self.count = self.total = 0
-            return self.alone(pp)
-        self.count += count
-        self.total += total
-        pp.skips.extend(skips)
-        pp.notes.extend(notes)
+        matched, theirs = both[0][0], both[1]
+        for count, total, skips, notes in (both[0][1:], theirs):
+            self.count += count
+            self.total += total
+            pp.skips.extend(skips)
+            pp.notes.extend(notes)
         return matched
-
-    def _their_half(self, pp: PolicyPlan) -> frozenset[str] | None:
-        """The subdirectories of the root a second process walks, or None to walk alone."""
-        if not self.ctx.config.settings.acting_process or threading.active_count() != 1:
-            return None
-        try:
-            fd = os.open(self.policy.path, O_DIR)
-        except OSError:
-            return None  # the walk alone says why
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (pp.root_dev, pp.root_ino):
-                return None
-            with os.scandir(fd) as entries:
-                names = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if len(names) < SPLIT_WALK_DIRS:
-            return None
-        # a walk alone goes into the subdirectories last listed first: the first half is its last
-        return frozenset(names[: len(names) // 2])
-
-
-def _end(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass  # gone already
-    os.waitpid(pid, 0)
 
 
 def _age_size_test(policy: Policy, now: float) -> Callable[[float, int], bool] | None:

@@ -11,6 +11,7 @@ its threshold in 2.1 days, full in 4.2 days".
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -116,6 +117,7 @@ def measure(config: Config, now: float | None = None, skip: frozenset[str] = fro
     from .disk import disk_usage
     from .planner import janitor_dirs
     from .scan import walk_files
+    from .walksplit import RootPick, walk_in_two
 
     now = time.time() if now is None else now
     if {p.path for p in config.select(None)} <= skip:
@@ -131,18 +133,34 @@ def measure(config: Config, now: float | None = None, skip: frozenset[str] = fro
             usage = disk_usage(policy.path)
         except OSError:
             continue
-        files = nbytes = log_bytes = 0
+        one_filesystem = config.effective_one_filesystem(policy)
+
+        def walk(pick: RootPick | None, walked: set[tuple[int, int]], path: str = policy.path,
+                 one_filesystem: bool = one_filesystem) -> tuple[int, int, int]:
+            files = nbytes = log_bytes = 0
+            try:
+                for rel, _kind, st in walk_files(path, one_filesystem=one_filesystem, skip_inodes=janitor_own,
+                                                 root_entries=pick, walked_dirs=walked):
+                    if st is None:
+                        continue
+                    files += 1
+                    nbytes += st.st_size
+                    if is_log_name(rel.rsplit("/", 1)[-1]):
+                        log_bytes += st.st_size
+            except OSError:
+                pass
+            return files, nbytes, log_bytes
+
+        both = None
         try:
-            for rel, _kind, st in walk_files(policy.path, one_filesystem=config.effective_one_filesystem(policy),
-                                             skip_inodes=janitor_own):
-                if st is None:
-                    continue
-                files += 1
-                nbytes += st.st_size
-                if is_log_name(rel.rsplit("/", 1)[-1]):
-                    log_bytes += st.st_size
+            st = os.stat(policy.path, follow_symlinks=False)
+            if config.settings.acting_process:  # false: one process, this walk too
+                both = walk_in_two(policy.path, (st.st_dev, st.st_ino), walk,
+                                   lambda counts, pipe: pickle.dump(counts, pipe), lambda _, pipe: pickle.load(pipe))
         except OSError:
             pass
+        files, nbytes, log_bytes = walk(None, set()) if both is None else (
+            both[0][0] + both[1][0], both[0][1] + both[1][1], both[0][2] + both[1][2])
         out.append(Sample(now, policy.path, usage.used + usage.free, usage.used, usage.free, files, nbytes, log_bytes))
     return out
 

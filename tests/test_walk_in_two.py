@@ -1,4 +1,4 @@
-"""The planner walks a policy path in two processes (janitor/planner.py `_PolicyWalk.in_two`):
+"""The planner walks a policy path in two processes (janitor/walksplit.py, `_PolicyWalk.in_two`):
 the plan is the one a walk alone makes, row for row, whatever happens to the second one."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from janitor import planner
+from janitor import walksplit
 from janitor.config import load_config
 from janitor.facttable import FactTable
 from janitor.plan import Plan
@@ -66,7 +66,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
             made.append(pid)
         return pid
 
-    monkeypatch.setattr(planner.os, "fork", counting)
+    monkeypatch.setattr(walksplit.os, "fork", counting)
     yield made
 
 
@@ -75,10 +75,10 @@ def plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]) -> 
     cfg_path = tmp_path / "j.yaml"
     cfg_path.write_text(POLICY.format(state=tmp_path / "state", root=tmp_path / "data"))
     cfg = load_config(str(cfg_path))
-    monkeypatch.setattr(planner, "SPLIT_WALK_DIRS", 10**9)
+    monkeypatch.setattr(walksplit, "SPLIT_WALK_DIRS", 10**9)
     alone = build_plan(cfg, cfg.select(None))
     assert forks == []
-    monkeypatch.setattr(planner, "SPLIT_WALK_DIRS", 4)
+    monkeypatch.setattr(walksplit, "SPLIT_WALK_DIRS", 4)
     return alone, build_plan(cfg, cfg.select(None))
 
 
@@ -138,3 +138,22 @@ def test_a_second_walker_that_fails_leaves_the_plan_whole(tmp_path: Path, monkey
     alone, split = plans(tmp_path, monkeypatch, forks)
     assert len(forks) == 2
     assert rows(split) == rows(alone)
+
+
+def test_a_storage_sample_walked_in_two_counts_what_a_walk_alone_counts(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       forks: list[int]) -> None:
+    from janitor.samples import measure
+
+    build_tree(tmp_path / "data")
+    (tmp_path / "data" / "d5" / "app.log").write_bytes(b"l" * 77)
+    cfg_path = tmp_path / "j.yaml"
+    cfg_path.write_text(POLICY.format(state=tmp_path / "state", root=tmp_path / "data"))
+    cfg = load_config(str(cfg_path))
+    counted = []
+    for split in (10**9, 4):
+        monkeypatch.setattr(walksplit, "SPLIT_WALK_DIRS", split)
+        (sample,) = measure(cfg)
+        counted.append((sample.files, sample.bytes, sample.log_bytes))
+    assert len(forks) == 1 and counted[0] == counted[1]
+    assert counted[0][0] == 1 + 9 * 3 * 5 * 2 + 2 and counted[0][2] == 77  # each file once; the log's bytes
