@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "targets", "targets.base", "targets.filesystem", "targets.s3"}),
     ("contract", {"actions", "actions.base"}),
     ("policy", {"config"}),
-    ("engine", {"planitem", "facttable", "plan", "planner", "execute", "runner", "savedplan", "trashops",
+    ("engine", {"planitem", "facttable", "walksplit", "plan", "planner", "execute", "runner", "savedplan", "trashops",
                 "samples", "watch", "metrics"}),
     ("plug-ins", {"actions.archive", "actions.delete", "actions.quota", "actions.softdelete", "actions.truncate",
                   "actions.warn"}),
